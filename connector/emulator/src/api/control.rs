@@ -1,0 +1,132 @@
+//! `/_emulator/*`: control endpoints for `lark-sink emulator` users and out-of-process tests.
+//!
+//! They mirror [`crate::EmulatorHandle`] one to one (JSON shapes are documented in the crate
+//! docs) and are deliberately outside `/open-apis/`, so they never count as requests, never
+//! get faults and never need a token.
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::AppState;
+use crate::faults::{Fault, FaultConfig, FaultTarget};
+use crate::limits::Limits;
+
+/// A control request that could not be understood.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ControlError {
+    #[error("invalid JSON body: {0}")]
+    BadBody(#[from] serde_json::Error),
+}
+
+impl IntoResponse for ControlError {
+    fn into_response(self) -> Response {
+        (
+            StatusCode::BAD_REQUEST,
+            Json(json!({ "ok": false, "error": self.to_string() })),
+        )
+            .into_response()
+    }
+}
+
+/// `POST /_emulator/faults` with a scripted fault:
+/// `{"target":"send","fault":{"kind":"status","status":503},"times":2}` (`times` default 1).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ScriptedFault {
+    target: FaultTarget,
+    fault: Fault,
+    #[serde(default = "one")]
+    times: u32,
+}
+
+/// `POST /_emulator/faults` with random rates:
+/// `{"config":{"error_5xx_rate":0.1,"slow_rate":0,"slow_ms":1000,"throttle_rate":0}}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RandomFaults {
+    config: FaultConfig,
+}
+
+fn one() -> u32 {
+    1
+}
+
+pub(crate) fn routes() -> Router<AppState> {
+    Router::new()
+        .route(
+            "/_emulator/health",
+            get(|| async { Json(json!({ "ok": true })) }),
+        )
+        .route("/_emulator/messages", get(messages))
+        .route("/_emulator/urgents", get(urgents))
+        .route("/_emulator/stats", get(stats))
+        .route("/_emulator/directory", get(directory))
+        .route("/_emulator/faults", post(faults))
+        .route("/_emulator/limits", get(get_limits).post(set_limits))
+        .route("/_emulator/revoke-tokens", post(revoke_tokens))
+        .route("/_emulator/reset", post(reset))
+}
+
+fn ok() -> Json<serde_json::Value> {
+    Json(json!({ "ok": true }))
+}
+
+async fn messages(State(s): State<AppState>) -> Response {
+    let list: Vec<_> = s.lock().messages.iter().map(|m| m.public.clone()).collect();
+    Json(list).into_response()
+}
+
+async fn urgents(State(s): State<AppState>) -> Response {
+    Json(s.lock().urgents.clone()).into_response()
+}
+
+async fn stats(State(s): State<AppState>) -> Response {
+    Json(s.lock().stats.clone()).into_response()
+}
+
+async fn directory(State(s): State<AppState>) -> Response {
+    Json(&s.dir.directory).into_response()
+}
+
+async fn faults(State(s): State<AppState>, body: Bytes) -> Result<Response, ControlError> {
+    // Dispatch on the `config` key rather than an untagged enum, so a typo in a fault gets
+    // serde's precise message instead of "did not match any variant".
+    let value: serde_json::Value = serde_json::from_slice(&body)?;
+    if value.get("config").is_some() {
+        let RandomFaults { config } = serde_json::from_value(value)?;
+        s.lock().faults.config = config;
+    } else {
+        let req: ScriptedFault = serde_json::from_value(value)?;
+        let mut st = s.lock();
+        for _ in 0..req.times {
+            st.faults.push(req.target, req.fault.clone());
+        }
+    }
+    Ok(ok().into_response())
+}
+
+async fn get_limits(State(s): State<AppState>) -> Response {
+    Json(s.lock().limits.clone()).into_response()
+}
+
+async fn set_limits(State(s): State<AppState>, body: Bytes) -> Result<Response, ControlError> {
+    let limits: Limits = serde_json::from_slice(&body)?;
+    s.lock().limits = limits;
+    Ok(ok().into_response())
+}
+
+async fn revoke_tokens(State(s): State<AppState>) -> Response {
+    s.lock().tokens.revoke_all();
+    ok().into_response()
+}
+
+async fn reset(State(s): State<AppState>) -> Response {
+    s.reset();
+    ok().into_response()
+}

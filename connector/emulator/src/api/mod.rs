@@ -1,0 +1,176 @@
+//! HTTP surface: the router and the steps every OpenAPI handler shares.
+//!
+//! Each handler follows the same pipeline so behaviour is uniform across endpoints:
+//! count the request → injected fault (which short-circuits before any state changes, so a
+//! faulted request never records a message) → endpoint logic returning `Result<Value,
+//! ApiError>` → [`finish`] renders it and counts the error code.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::DefaultBodyLimit;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{patch, post};
+use axum::Router;
+use serde_json::{Map, Value};
+
+use crate::errors::{self, ApiError};
+use crate::faults::{Fault, FaultTarget};
+use crate::ids;
+use crate::reply::{self, Dialect};
+use crate::state::Shared;
+
+mod contact;
+mod control;
+mod messages;
+mod token;
+mod urgent;
+mod webhook;
+
+pub(crate) type AppState = Arc<Shared>;
+
+/// Bodies up to this size reach the handlers, so oversize content gets Lark's own 230025 /
+/// 19036 instead of axum's generic 413.
+const BODY_LIMIT: usize = 16 * 1024 * 1024;
+
+pub(crate) fn router(shared: AppState) -> Router {
+    Router::new()
+        .route(
+            "/open-apis/auth/v3/tenant_access_token/internal",
+            post(token::issue),
+        )
+        .route("/open-apis/im/v1/messages", post(messages::create))
+        .route(
+            "/open-apis/im/v1/messages/{message_id}/urgent_app",
+            patch(urgent::app),
+        )
+        .route(
+            "/open-apis/im/v1/messages/{message_id}/urgent_sms",
+            patch(urgent::sms),
+        )
+        .route(
+            "/open-apis/im/v1/messages/{message_id}/urgent_phone",
+            patch(urgent::phone),
+        )
+        .route(
+            "/open-apis/contact/v3/users/batch_get_id",
+            post(contact::batch_get_id),
+        )
+        .route("/open-apis/bot/v2/hook/{token}", post(webhook::push))
+        .merge(control::routes())
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .with_state(shared)
+}
+
+async fn not_found() -> Response {
+    (StatusCode::NOT_FOUND, "404 page not found").into_response()
+}
+
+/// Count the request and apply the next fault for `target`. `Ok(log_id)` = carry on (possibly
+/// after an injected delay); `Err(response)` = the fault already answered.
+pub(crate) async fn prologue(
+    shared: &Shared,
+    target: FaultTarget,
+    dialect: Dialect,
+) -> Result<String, Response> {
+    let log_id = ids::log_id();
+    let fault = {
+        let mut s = shared.lock();
+        s.stats.requests += 1;
+        let fault = s.faults.next(target);
+        if fault.is_some() {
+            s.stats.faults_injected += 1;
+        }
+        fault
+    };
+    match fault {
+        None => Ok(log_id),
+        Some(Fault::Slow { ms }) => {
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            Ok(log_id)
+        }
+        Some(f) => {
+            tracing::debug!(?target, fault = ?f, "injecting fault");
+            let (resp, code) = reply::fault(&log_id, &f, dialect);
+            if let Some(code) = code {
+                shared.lock().count_error(code);
+            }
+            Err(resp)
+        }
+    }
+}
+
+/// Render a handler's outcome; errors are counted in `errors_by_code`.
+pub(crate) fn finish(
+    shared: &Shared,
+    log_id: &str,
+    result: Result<Value, ApiError>,
+    dialect: Dialect,
+) -> Response {
+    match result {
+        Ok(body) => reply::ok(log_id, &body),
+        Err(e) => {
+            tracing::debug!(code = e.code, msg = %e.msg, "request refused");
+            shared.lock().count_error(e.code);
+            reply::error(log_id, &e, dialect)
+        }
+    }
+}
+
+/// Resolve `Authorization: Bearer t-…` to the app id (§1.5). Refusals are counted in
+/// `token_rejections`.
+pub(crate) fn authenticate(shared: &Shared, headers: &HeaderMap) -> Result<String, ApiError> {
+    let result = check_token(shared, headers);
+    if result.is_err() {
+        shared.lock().stats.token_rejections += 1;
+    }
+    result
+}
+
+fn check_token(shared: &Shared, headers: &HeaderMap) -> Result<String, ApiError> {
+    let raw = headers
+        .get(header::AUTHORIZATION)
+        .map(|v| v.to_str().unwrap_or("?"))
+        .unwrap_or("")
+        .trim();
+    if raw.is_empty() {
+        return Err(errors::NEED_TOKEN.into());
+    }
+    // The scheme must be `Bearer` (case-insensitive, as HTTP schemes are). A bare token or
+    // another scheme is a malformed credential: 99991671, our choice (undocumented).
+    let token = match raw.split_once(' ') {
+        Some((scheme, rest)) if scheme.eq_ignore_ascii_case("bearer") => rest.trim(),
+        _ => return Err(errors::BAD_TOKEN_FORMAT.into()),
+    };
+    if token.is_empty() {
+        return Err(errors::NEED_TOKEN.into());
+    }
+    if token.starts_with("u-") {
+        // User tokens are well-formed but the emulator never issues any, and urgent / contact
+        // lookups are tenant-token-only anyway (§5, §6): "invalid" rather than "malformed".
+        return Err(errors::INVALID_TOKEN.into());
+    }
+    if !token.starts_with("t-") {
+        return Err(errors::BAD_TOKEN_FORMAT.into());
+    }
+    shared
+        .lock()
+        .tokens
+        .app_for(token, Instant::now())
+        .map(str::to_string)
+        .ok_or_else(|| errors::INVALID_TOKEN.into())
+}
+
+/// Parse a JSON object body; anything else is a 99992402 field-validation error.
+pub(crate) fn json_object(body: &[u8]) -> Result<Map<String, Value>, ApiError> {
+    match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Object(m)) => Ok(m),
+        Ok(_) => Err(ApiError::field(
+            "body",
+            "request body must be a JSON object",
+        )),
+        Err(e) => Err(ApiError::field("body", &format!("invalid JSON: {e}"))),
+    }
+}

@@ -1,0 +1,276 @@
+//! A local emulator of the Lark / Feishu Open Platform endpoints lark-sink speaks.
+//!
+//! Why: the connector's retry, idempotency and dead-letter logic only matters when Lark says
+//! "no", and the real platform cannot be asked to say no on demand. This crate answers like
+//! Lark does (envelopes, codes, HTTP statuses, rate limits, token rules), following
+//! `/work/shared/lark-api.md` (section numbers in comments refer to it), and lets tests script
+//! failures. It serves the `lark-sink emulator --port N` subcommand, in-process end-to-end
+//! tests, and the demo.
+//!
+//! # Use
+//!
+//! ```no_run
+//! # async fn demo() -> std::io::Result<()> {
+//! use lark_emulator::{Emulator, EmulatorConfig, Fault, FaultTarget};
+//! let addr = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+//! let emu = Emulator::start(EmulatorConfig::default(), addr).await?;
+//! emu.push_fault(FaultTarget::Send, Fault::Status { status: 503 });
+//! // … point a client at emu.base_url() …
+//! assert!(emu.messages().is_empty());
+//! emu.shutdown().await;
+//! # Ok(()) }
+//! ```
+//!
+//! # Endpoints
+//!
+//! | Method + path | § |
+//! |---|---|
+//! | `POST /open-apis/auth/v3/tenant_access_token/internal` | §1 |
+//! | `POST /open-apis/im/v1/messages?receive_id_type=open_id\|union_id\|user_id\|email\|chat_id` | §2 |
+//! | `POST /open-apis/contact/v3/users/batch_get_id?user_id_type=…` | §5 |
+//! | `PATCH /open-apis/im/v1/messages/{id}/urgent_app\|urgent_sms\|urgent_phone?user_id_type=…` | §6 |
+//! | `POST /open-apis/bot/v2/hook/{token}` | §8 |
+//!
+//! # Control endpoints (JSON, never faulted, not counted in stats)
+//!
+//! | Method + path | Body → reply |
+//! |---|---|
+//! | `GET /_emulator/health` | → `{"ok":true}` |
+//! | `GET /_emulator/messages` | → `[AcceptedMessage…]` (fields as in [`AcceptedMessage`]) |
+//! | `GET /_emulator/urgents` | → `[{"message_id","kind","user_ids"}…]` |
+//! | `GET /_emulator/stats` | → [`Stats`] (`errors_by_code` keys are strings in JSON) |
+//! | `GET /_emulator/directory` | → [`Directory`] |
+//! | `GET /_emulator/limits` | → [`Limits`] |
+//! | `POST /_emulator/limits` | [`Limits`] (missing fields = real defaults) → `{"ok":true}` |
+//! | `POST /_emulator/faults` | scripted: `{"target":"send","fault":{"kind":"status","status":503},"times":1}` → `{"ok":true}` |
+//! | `POST /_emulator/faults` | random: `{"config":{"error_5xx_rate":0.1,"slow_rate":0.0,"slow_ms":1000,"throttle_rate":0.0}}` |
+//! | `POST /_emulator/revoke-tokens` | → `{"ok":true}` |
+//! | `POST /_emulator/reset` | → `{"ok":true}` |
+//!
+//! `target` ∈ `send`, `token`, `batch_get_id`, `urgent`, `webhook`. `fault` is one of
+//! `{"kind":"status","status":502}`, `{"kind":"slow","ms":1500}`,
+//! `{"kind":"code","code":230020}` with optional `"http_status"`, `"msg"` (both default to the
+//! code's real values) and `"ratelimit_reset_secs"`. Bad control bodies → HTTP 400
+//! `{"ok":false,"error":"…"}`.
+//!
+//! # Choices where the spec is UNCERTAIN or silent
+//!
+//! - Token endpoint errors (10003 unknown app / malformed body, 10014 wrong secret) use HTTP
+//!   400 (§1.4). Re-issue: the same token is returned while ≥ TTL/4 remains (= 30 min for the
+//!   default 2 h), with `expire` = remaining seconds (§1.2).
+//! - Auth errors are HTTP 400 (§1.5). A non-`Bearer` scheme or a token not starting with `t-`
+//!   → 99991671; a `u-` token → 99991663 (the emulator issues no user tokens).
+//! - Malformed bodies / wrongly typed fields → 99992402 `field validation failed` with
+//!   `error.field_violations`; missing `receive_id` / `msg_type` → 230001 with `ext=`.
+//! - Unknown email recipient → 230001 `ext=invalid receive_id` (§3 note). Resigned → 230029
+//!   is checked before availability (230013).
+//! - uuid duplicates (same app + uuid within `uuid_window`) return code 0 with the original
+//!   `data` (§2.2); 230049 "being sent" never occurs because accept is atomic.
+//! - P2p sends report a stable derived `oc_…` `chat_id` in the reply (§2.3); the recorded
+//!   [`AcceptedMessage::chat_id`] is `p2p:<open_id>`.
+//! - Limits: app limits are per app *and per API* (send, batch_get_id, each urgent kind)
+//!   (§4); only accepted messages consume receiver / webhook budgets; a limit of 0 = none.
+//! - batch_get_id: more than 50 emails or mobiles → 99992402; entries keep request order and
+//!   spelling; users outside availability come back without `user_id` (§5).
+//! - Urgent: unknown message → 230001 `ext=invalid message_id`; message sent by another app or
+//!   a webhook → 230012; group-chat membership = every available, non-resigned directory user.
+//! - Webhook body limit 20 KiB (§8, UNCERTAIN vs 30 KB); webhook error bodies also carry
+//!   `"data":{}`; timestamps may be strings (documented) or integers.
+//! - Random faults apply to message sends only (`im/v1/messages` and webhooks); a throttle
+//!   fault on a webhook is 11232 over HTTP 200. `Fault::Status` 502/503/504 have plain-text
+//!   bodies, other statuses a JSON envelope with code 1500.
+//! - [`EmulatorHandle::reset`] clears messages, urgents, stats, uuids, scripted faults, random
+//!   fault rates (back to off) and limiter windows; it keeps directory, tokens and limits.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+mod api;
+pub mod content;
+pub mod directory;
+pub mod errors;
+pub mod faults;
+mod ids;
+pub mod limits;
+mod reply;
+pub mod signature;
+mod state;
+mod tokens;
+
+pub use directory::{App, Chat, Directory, DirectoryError, User, Webhook};
+pub use errors::{ApiError, LarkCode};
+pub use faults::{Fault, FaultConfig, FaultTarget};
+pub use limits::Limits;
+pub use signature::webhook_sign;
+pub use state::{AcceptedMessage, AcceptedUrgent, Stats};
+
+use state::Shared;
+
+/// Everything the emulator needs at start.
+#[derive(Clone, Debug)]
+pub struct EmulatorConfig {
+    pub directory: Directory,
+    pub limits: Limits,
+    /// tenant_access_token lifetime (§1.2: 2 h).
+    pub token_ttl: Duration,
+    /// uuid de-duplication window (§2.2: 1 h).
+    pub uuid_window: Duration,
+    /// Random faults; default all off.
+    pub faults: FaultConfig,
+}
+
+impl Default for EmulatorConfig {
+    fn default() -> Self {
+        Self {
+            directory: Directory::demo(),
+            limits: Limits::default(),
+            token_ttl: Duration::from_secs(7200),
+            uuid_window: Duration::from_secs(3600),
+            faults: FaultConfig::default(),
+        }
+    }
+}
+
+/// Entry point: [`Emulator::start`].
+pub struct Emulator;
+
+impl Emulator {
+    /// Bind `addr` (port 0 = any free port) and serve in a spawned tokio task until
+    /// [`EmulatorHandle::shutdown`] (or the runtime ends).
+    pub async fn start(
+        config: EmulatorConfig,
+        addr: SocketAddr,
+    ) -> std::io::Result<EmulatorHandle> {
+        let listener = TcpListener::bind(addr).await?;
+        let addr = listener.local_addr()?;
+        let shared = Arc::new(Shared::new(config));
+        let router = api::router(shared.clone());
+        let (stop_tx, stop_rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            let served = axum::serve(listener, router)
+                .with_graceful_shutdown(async {
+                    // A dropped sender also stops the server.
+                    let _ = stop_rx.await;
+                })
+                .await;
+            if let Err(e) = served {
+                tracing::warn!(error = %e, "lark emulator server stopped with an error");
+            }
+        });
+        tracing::info!(%addr, "lark emulator listening");
+        Ok(EmulatorHandle {
+            addr,
+            shared,
+            server: Arc::new(Mutex::new(Some(Server {
+                stop: stop_tx,
+                task,
+            }))),
+        })
+    }
+}
+
+#[derive(Debug)]
+struct Server {
+    stop: oneshot::Sender<()>,
+    task: JoinHandle<()>,
+}
+
+/// How long [`EmulatorHandle::shutdown`] waits for in-flight requests before aborting.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+
+/// Control and inspection of a running emulator. Cheap to clone; all clones share state.
+#[derive(Clone, Debug)]
+pub struct EmulatorHandle {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    server: Arc<Mutex<Option<Server>>>,
+}
+
+impl EmulatorHandle {
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://127.0.0.1:PORT` (a wildcard bind address is reported as loopback, since that
+    /// is what a local client should dial).
+    pub fn base_url(&self) -> String {
+        let ip = self.addr.ip();
+        let ip = match ip {
+            std::net::IpAddr::V4(v4) if v4.is_unspecified() => {
+                std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)
+            }
+            std::net::IpAddr::V6(v6) if v6.is_unspecified() => {
+                std::net::IpAddr::V6(std::net::Ipv6Addr::LOCALHOST)
+            }
+            other => other,
+        };
+        format!("http://{}", SocketAddr::new(ip, self.addr.port()))
+    }
+
+    /// Every accepted message (API and webhook) in acceptance order; uuid duplicates appear once.
+    pub fn messages(&self) -> Vec<AcceptedMessage> {
+        self.shared
+            .lock()
+            .messages
+            .iter()
+            .map(|m| m.public.clone())
+            .collect()
+    }
+
+    pub fn urgents(&self) -> Vec<AcceptedUrgent> {
+        self.shared.lock().urgents.clone()
+    }
+
+    pub fn stats(&self) -> Stats {
+        self.shared.lock().stats.clone()
+    }
+
+    /// Queue a one-shot fault for the next request to `target` (FIFO per target).
+    pub fn push_fault(&self, target: FaultTarget, fault: Fault) {
+        self.shared.lock().faults.push(target, fault);
+    }
+
+    pub fn set_fault_config(&self, faults: FaultConfig) {
+        self.shared.lock().faults.config = faults;
+    }
+
+    /// Invalidate every issued tenant token (later calls with them → 99991663).
+    pub fn revoke_tokens(&self) {
+        self.shared.lock().tokens.revoke_all();
+    }
+
+    /// Replace the rate limits; windows already recorded keep counting.
+    pub fn set_limits(&self, limits: Limits) {
+        self.shared.lock().limits = limits;
+    }
+
+    /// The directory the emulator serves.
+    pub fn directory(&self) -> Directory {
+        self.shared.dir.directory.clone()
+    }
+
+    /// Clear messages, urgents, stats, uuids, faults and limiter windows (see crate docs).
+    pub fn reset(&self) {
+        self.shared.reset();
+    }
+
+    /// Stop serving: graceful for up to 2 s, then the server task is aborted. Stopping one
+    /// clone stops the server for all; calling it again is a no-op.
+    pub async fn shutdown(self) {
+        let server = self.server.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(Server { stop, mut task }) = server {
+            let _ = stop.send(());
+            if tokio::time::timeout(SHUTDOWN_GRACE, &mut task)
+                .await
+                .is_err()
+            {
+                task.abort();
+            }
+        }
+    }
+}

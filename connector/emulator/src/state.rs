@@ -1,0 +1,338 @@
+//! The emulator's shared, mutable state and the records tests read back.
+//!
+//! One `std::sync::Mutex` guards everything that changes per request. Critical sections are
+//! short and never span an `.await`, and a single lock makes "uuid check → receiver limit →
+//! record" atomic, so concurrent duplicates cannot both be accepted. The directory is immutable
+//! after start and lives outside the lock.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use serde_json::{json, Value};
+
+use crate::directory::DirectoryIndex;
+use crate::errors::{self, ApiError};
+use crate::faults::FaultBook;
+use crate::ids;
+use crate::limits::{LimiterMap, Limits};
+use crate::tokens::TokenStore;
+use crate::EmulatorConfig;
+
+/// A message the emulator accepted, via the API or a custom-bot webhook.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct AcceptedMessage {
+    pub message_id: String,
+    /// `"api"` or `"webhook:<token>"`.
+    pub via: String,
+    /// As requested (`open_id`, `email`, `chat_id`, …), or `"webhook"`.
+    pub receive_id_type: String,
+    pub receive_id: String,
+    /// Canonical receiver: the chat id, `"p2p:<open_id>"` for a user whatever id type addressed
+    /// them, or `"webhook:<token>"`.
+    pub chat_id: String,
+    pub msg_type: String,
+    /// The parsed content object (the `card` object for webhook interactive messages).
+    pub content: Value,
+    pub uuid: Option<String>,
+    pub received_at_ms: u64,
+}
+
+/// An accepted urgent (buzz) request (§6).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct AcceptedUrgent {
+    pub message_id: String,
+    /// `app`, `sms` or `phone`.
+    pub kind: String,
+    /// The ids that were valid (the invalid ones went back in `invalid_user_id_list`).
+    pub user_ids: Vec<String>,
+}
+
+/// Counters for assertions and the demo's summary.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Stats {
+    /// Requests to the OpenAPI / webhook endpoints (not the control endpoints).
+    pub requests: u64,
+    /// Messages accepted (API and webhook); uuid duplicates excluded.
+    pub accepted: u64,
+    pub duplicates_absorbed: u64,
+    pub throttled_app: u64,
+    pub throttled_receiver: u64,
+    pub throttled_webhook: u64,
+    /// Freshly minted tokens (a re-returned token is not counted).
+    pub tokens_issued: u64,
+    /// Requests refused with 99991661 / 99991663 / 99991671.
+    pub token_rejections: u64,
+    pub faults_injected: u64,
+    /// Every non-zero `code` answered, including injected ones.
+    pub errors_by_code: BTreeMap<i64, u64>,
+}
+
+/// A stored message plus what the emulator needs to answer about it later.
+#[derive(Debug)]
+pub(crate) struct StoredMessage {
+    pub public: AcceptedMessage,
+    /// The sending app; `None` for webhook messages.
+    pub app_id: Option<String>,
+    /// For p2p messages, the receiver's open_id (urgent validity, §6).
+    pub p2p_open_id: Option<String>,
+    /// The `data` object of the original success reply, replayed for uuid duplicates (§2.2).
+    pub reply_data: Value,
+}
+
+/// A validated send, ready to be recorded.
+#[derive(Debug)]
+pub(crate) struct NewApiMessage {
+    pub app_id: String,
+    pub receive_id_type: String,
+    pub receive_id: String,
+    /// Canonical receiver key (see [`AcceptedMessage::chat_id`]).
+    pub canonical: String,
+    /// The `oc_` id reported in the reply.
+    pub reply_chat_id: String,
+    pub p2p_open_id: Option<String>,
+    pub msg_type: String,
+    pub content_raw: String,
+    pub content: Value,
+    pub uuid: Option<String>,
+}
+
+#[derive(Debug)]
+pub(crate) struct Inner {
+    pub tokens: TokenStore,
+    pub messages: Vec<StoredMessage>,
+    pub by_id: HashMap<String, usize>,
+    /// (app_id, uuid) → (message index, acceptance time).
+    pub uuids: HashMap<(String, String), (usize, Instant)>,
+    pub urgents: Vec<AcceptedUrgent>,
+    pub stats: Stats,
+    pub faults: FaultBook,
+    pub limits: Limits,
+    /// Keyed `"<app_id>/<api>"`: each API has its own budget (§4).
+    pub app_limiters: LimiterMap,
+    pub receiver_limiters: LimiterMap,
+    pub webhook_limiters: LimiterMap,
+}
+
+/// Shared between the HTTP handlers and every [`crate::EmulatorHandle`] clone.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub dir: DirectoryIndex,
+    pub token_ttl: Duration,
+    pub uuid_window: Duration,
+    inner: Mutex<Inner>,
+}
+
+/// Only uuids older than the window are swept, and only once the map is this large.
+const UUID_SWEEP_ABOVE: usize = 10_000;
+
+impl Shared {
+    pub fn new(config: EmulatorConfig) -> Self {
+        Self {
+            dir: DirectoryIndex::new(config.directory),
+            token_ttl: config.token_ttl,
+            uuid_window: config.uuid_window,
+            inner: Mutex::new(Inner {
+                tokens: TokenStore::default(),
+                messages: Vec::new(),
+                by_id: HashMap::new(),
+                uuids: HashMap::new(),
+                urgents: Vec::new(),
+                stats: Stats::default(),
+                faults: FaultBook::new(config.faults),
+                limits: config.limits,
+                app_limiters: LimiterMap::default(),
+                receiver_limiters: LimiterMap::default(),
+                webhook_limiters: LimiterMap::default(),
+            }),
+        }
+    }
+
+    /// The state lock. A panic while holding it cannot leave the data half-updated in a way
+    /// that matters to an emulator, so a poisoned lock is simply taken over.
+    pub fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Clear records, counters, faults and limiter windows; keep directory, tokens and limits.
+    pub fn reset(&self) {
+        let mut s = self.lock();
+        s.messages.clear();
+        s.by_id.clear();
+        s.uuids.clear();
+        s.urgents.clear();
+        s.stats = Stats::default();
+        s.faults.clear();
+        s.app_limiters.clear();
+        s.receiver_limiters.clear();
+        s.webhook_limiters.clear();
+    }
+}
+
+impl Inner {
+    pub fn count_error(&mut self, code: i64) {
+        if code != 0 {
+            *self.stats.errors_by_code.entry(code).or_default() += 1;
+        }
+    }
+
+    /// The per-app, per-API gateway limit (§4): HTTP 429 + 99991400 + reset header.
+    pub fn app_limit(&mut self, app_id: &str, api: &str, now: Instant) -> Result<(), ApiError> {
+        if !self.limits.enabled {
+            return Ok(());
+        }
+        let (per_sec, per_min) = (self.limits.app_per_sec, self.limits.app_per_min);
+        let key = format!("{app_id}/{api}");
+        self.app_limiters
+            .try_acquire(&key, now, per_sec, per_min)
+            .map_err(|t| {
+                self.stats.throttled_app += 1;
+                ApiError::rate_limited(t.limit, t.reset_secs())
+            })
+    }
+
+    /// The original reply data when `uuid` was accepted for `app_id` within `window` (§2.2).
+    fn duplicate_of(
+        &self,
+        app_id: &str,
+        uuid: &str,
+        now: Instant,
+        window: Duration,
+    ) -> Option<Value> {
+        let (idx, at) = self.uuids.get(&(app_id.to_string(), uuid.to_string()))?;
+        if now.duration_since(*at) >= window {
+            return None;
+        }
+        self.messages.get(*idx).map(|m| m.reply_data.clone())
+    }
+
+    /// Record a validated API send, or absorb a uuid duplicate, or refuse with 230020.
+    /// Returns the reply `data`.
+    pub fn accept_api(
+        &mut self,
+        msg: NewApiMessage,
+        now: Instant,
+        uuid_window: Duration,
+    ) -> Result<Value, ApiError> {
+        if let Some(uuid) = &msg.uuid {
+            if let Some(data) = self.duplicate_of(&msg.app_id, uuid, now, uuid_window) {
+                // A duplicate neither consumes receiver quota nor appears twice in messages().
+                self.stats.duplicates_absorbed += 1;
+                return Ok(data);
+            }
+        }
+        if self.limits.enabled {
+            let per_sec = self.limits.receiver_per_sec;
+            if self
+                .receiver_limiters
+                .try_acquire(&msg.canonical, now, per_sec, 0)
+                .is_err()
+            {
+                // §4: IM-level limits come as HTTP 400 / 230020, without reset headers.
+                self.stats.throttled_receiver += 1;
+                return Err(ApiError::new(errors::IM_RATE_LIMITED));
+            }
+        }
+        let message_id = ids::message_id();
+        let at_ms = ids::now_ms();
+        // §2.3 success data for a bot send.
+        let reply_data = json!({
+            "message_id": message_id,
+            "msg_type": msg.msg_type,
+            "create_time": at_ms.to_string(),
+            "update_time": at_ms.to_string(),
+            "deleted": false,
+            "updated": false,
+            "chat_id": msg.reply_chat_id,
+            "sender": {
+                "id": msg.app_id,
+                "id_type": "app_id",
+                "sender_type": "app",
+                "tenant_key": TENANT_KEY,
+            },
+            "body": { "content": msg.content_raw },
+        });
+        let public = AcceptedMessage {
+            message_id: message_id.clone(),
+            via: "api".into(),
+            receive_id_type: msg.receive_id_type,
+            receive_id: msg.receive_id,
+            chat_id: msg.canonical,
+            msg_type: msg.msg_type,
+            content: msg.content,
+            uuid: msg.uuid.clone(),
+            received_at_ms: at_ms,
+        };
+        let idx = self.store(StoredMessage {
+            public,
+            app_id: Some(msg.app_id.clone()),
+            p2p_open_id: msg.p2p_open_id,
+            reply_data: reply_data.clone(),
+        });
+        if let Some(uuid) = msg.uuid {
+            if self.uuids.len() > UUID_SWEEP_ABOVE {
+                self.uuids
+                    .retain(|_, (_, at)| now.duration_since(*at) < uuid_window);
+            }
+            self.uuids.insert((msg.app_id, uuid), (idx, now));
+        }
+        Ok(reply_data)
+    }
+
+    /// Record a validated webhook message after the per-webhook limit (§8: 11232).
+    pub fn accept_webhook(
+        &mut self,
+        token: &str,
+        msg_type: String,
+        content: Value,
+        now: Instant,
+    ) -> Result<(), ApiError> {
+        if self.limits.enabled {
+            let (per_sec, per_min) = (self.limits.webhook_per_sec, self.limits.webhook_per_min);
+            if self
+                .webhook_limiters
+                .try_acquire(token, now, per_sec, per_min)
+                .is_err()
+            {
+                self.stats.throttled_webhook += 1;
+                return Err(ApiError::new(errors::WH_RATE_LIMITED));
+            }
+        }
+        let public = AcceptedMessage {
+            message_id: ids::message_id(),
+            via: format!("webhook:{token}"),
+            receive_id_type: "webhook".into(),
+            receive_id: token.to_string(),
+            chat_id: format!("webhook:{token}"),
+            msg_type,
+            content,
+            uuid: None,
+            received_at_ms: ids::now_ms(),
+        };
+        self.store(StoredMessage {
+            public,
+            app_id: None,
+            p2p_open_id: None,
+            reply_data: Value::Null,
+        });
+        Ok(())
+    }
+
+    fn store(&mut self, m: StoredMessage) -> usize {
+        let idx = self.messages.len();
+        self.by_id.insert(m.public.message_id.clone(), idx);
+        self.messages.push(m);
+        self.stats.accepted += 1;
+        idx
+    }
+
+    pub fn message(&self, message_id: &str) -> Option<&StoredMessage> {
+        self.by_id
+            .get(message_id)
+            .and_then(|&i| self.messages.get(i))
+    }
+}
+
+/// The single tenant the emulator models.
+pub const TENANT_KEY: &str = "emulator_tenant";

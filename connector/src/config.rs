@@ -1,0 +1,538 @@
+//! The connector configuration, Kafka Connect style.
+//!
+//! A config file is the JSON a Connect user would `POST /connectors`:
+//! `{"name": "...", "config": {"topics": "...", ...}}` with string values. Secrets are pulled in
+//! with `${env:NAME}` and `${file:PATH}` so the file itself can live in git. Everything is checked
+//! up front: an unknown key or a bad value stops start-up with a message naming the key, because a
+//! typo found at 3 a.m. by a dead-lettered alert is far worse than one found at deploy time.
+//! Every key is documented in `docs/configuration.md`; keep the two in step.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use lark_sink_transforms::Chain;
+
+use crate::secret::Secret;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path} is not valid JSON: {source}")]
+    Json {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
+    #[error("config: {0}")]
+    Shape(String),
+    /// A problem with one key; the message names the key first.
+    #[error("config key '{key}': {message}")]
+    Key { key: String, message: String },
+}
+
+fn key_err(key: &str, message: impl Into<String>) -> ConfigError {
+    ConfigError::Key {
+        key: key.to_string(),
+        message: message.into(),
+    }
+}
+
+/// Which topics to consume.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Topics {
+    List(Vec<String>),
+    /// A regex; librdkafka subscribes to it as `^...`.
+    Regex(String),
+}
+
+/// Kafka Connect's `errors.tolerance`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tolerance {
+    /// The first record that cannot be delivered stops the connector (its offset is not committed).
+    None,
+    /// Undeliverable records go to the dead-letter topic and the pipeline goes on.
+    All,
+}
+
+#[derive(Debug, Clone)]
+pub struct LarkConfig {
+    pub app_id: String,
+    pub app_secret: Secret,
+    /// `https://open.feishu.cn`, `https://open.larksuite.com`, or a custom base URL (no trailing `/`).
+    pub base_url: String,
+    pub request_timeout: Duration,
+    /// Refresh the tenant token this long before Lark says it expires.
+    pub token_refresh_margin: Duration,
+    /// Ceiling for one backoff wait (also caps a server-given `x-ogw-ratelimit-reset`).
+    pub retry_delay_max: Duration,
+    /// First backoff wait; doubles (with jitter) per attempt.
+    pub retry_delay_initial: Duration,
+    /// Give up retrying a retryable failure after this long; `None` = retry forever.
+    pub retry_timeout: Option<Duration>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ErrorsConfig {
+    pub tolerance: Tolerance,
+    pub dlq_topic: Option<String>,
+    pub dlq_context_headers: bool,
+    /// Replication factor used if lark-sink has to create the DLQ topic (-1 = broker default).
+    pub dlq_replication_factor: i32,
+    pub dlq_partitions: i32,
+}
+
+#[derive(Debug, Clone)]
+pub struct ConnectorConfig {
+    pub name: String,
+    pub topics: Topics,
+    /// librdkafka properties (the `kafka.` prefix removed), already including lark-sink's defaults.
+    pub kafka: BTreeMap<String, String>,
+    pub lark: LarkConfig,
+    pub errors: ErrorsConfig,
+    /// How often stored offsets are committed (`offset.flush.interval.ms`, as in Connect).
+    pub offset_flush_interval: Duration,
+    /// The raw `transforms*` keys; [`ConnectorConfig::transform_chain`] builds the engines.
+    transforms: BTreeMap<String, String>,
+}
+
+/// Keys lark-sink understands besides `kafka.*` and `transforms*`.
+const KNOWN_KEYS: &[&str] = &[
+    "name",
+    "connector.class",
+    "topics",
+    "topics.regex",
+    "lark.app.id",
+    "lark.app.secret",
+    "lark.domain",
+    "lark.request.timeout.ms",
+    "lark.token.refresh.margin.ms",
+    "errors.tolerance",
+    "errors.retry.timeout",
+    "errors.retry.delay.max.ms",
+    "errors.retry.delay.initial.ms",
+    "errors.deadletterqueue.topic.name",
+    "errors.deadletterqueue.context.headers.enable",
+    "errors.deadletterqueue.topic.replication.factor",
+    "errors.deadletterqueue.topic.partitions",
+    "offset.flush.interval.ms",
+];
+
+/// librdkafka settings lark-sink owns: changing them would break the at-least-once contract.
+const RESERVED_KAFKA: &[&str] = &["enable.auto.offset.store", "enable.auto.commit"];
+
+pub const FEISHU_BASE_URL: &str = "https://open.feishu.cn";
+pub const LARK_BASE_URL: &str = "https://open.larksuite.com";
+
+impl ConnectorConfig {
+    /// Reads, substitutes and checks a config file.
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let json: serde_json::Value =
+            serde_json::from_str(&text).map_err(|source| ConfigError::Json {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        Self::from_json(&json)
+    }
+
+    /// Parses `{"name": ..., "config": {...}}`.
+    pub fn from_json(json: &serde_json::Value) -> Result<Self, ConfigError> {
+        let obj = json.as_object().ok_or_else(|| {
+            ConfigError::Shape(
+                r#"the file must be an object {"name": ..., "config": {...}}"#.into(),
+            )
+        })?;
+        for k in obj.keys() {
+            if k != "name" && k != "config" {
+                return Err(ConfigError::Shape(format!(
+                    "unknown top-level field '{k}' (expected \"name\" and \"config\")"
+                )));
+            }
+        }
+        let config = obj
+            .get("config")
+            .and_then(|c| c.as_object())
+            .ok_or_else(|| ConfigError::Shape(r#"missing object field "config""#.into()))?;
+        let mut map = BTreeMap::new();
+        for (k, v) in config {
+            // Connect configs are strings; numbers and booleans are accepted as a courtesy.
+            let s = match v {
+                serde_json::Value::String(s) => s.clone(),
+                serde_json::Value::Number(n) => n.to_string(),
+                serde_json::Value::Bool(b) => b.to_string(),
+                _ => return Err(key_err(k, "must be a string")),
+            };
+            map.insert(k.clone(), substitute(k, &s)?);
+        }
+        let top_name = obj.get("name").and_then(|n| n.as_str());
+        let name = match (top_name, map.get("name")) {
+            (Some(a), Some(b)) if a != b => {
+                return Err(key_err(
+                    "name",
+                    format!("\"{b}\" differs from the top-level name \"{a}\""),
+                ))
+            }
+            (Some(a), _) => a.to_string(),
+            (None, Some(b)) => b.clone(),
+            (None, None) => return Err(ConfigError::Shape(r#"missing "name""#.into())),
+        };
+        Self::from_map(name, map)
+    }
+
+    /// Checks a flat key → value map (values already substituted).
+    pub fn from_map(name: String, map: BTreeMap<String, String>) -> Result<Self, ConfigError> {
+        if name.trim().is_empty() {
+            return Err(key_err("name", "must not be empty"));
+        }
+        let (_, transform_keys) = Chain::from_config(&map).map_err(|e| ConfigError::Key {
+            key: e.key,
+            message: e.message,
+        })?;
+        for key in map.keys() {
+            let known = KNOWN_KEYS.contains(&key.as_str())
+                || key.starts_with("kafka.")
+                || transform_keys.contains(key)
+                || key.starts_with("transforms.");
+            if !known {
+                return Err(key_err(key, unknown_key_message(key)));
+            }
+        }
+        let get = |k: &str| map.get(k).map(|s| s.trim()).filter(|s| !s.is_empty());
+
+        let topics = match (get("topics"), get("topics.regex")) {
+            (Some(_), Some(_)) => {
+                return Err(key_err(
+                    "topics.regex",
+                    "set either 'topics' or 'topics.regex', not both",
+                ))
+            }
+            (Some(list), None) => {
+                let topics: Vec<String> = list
+                    .split(',')
+                    .map(|t| t.trim().to_string())
+                    .filter(|t| !t.is_empty())
+                    .collect();
+                if topics.is_empty() {
+                    return Err(key_err("topics", "lists no topic"));
+                }
+                Topics::List(topics)
+            }
+            (None, Some(re)) => Topics::Regex(re.to_string()),
+            (None, None) => {
+                return Err(key_err(
+                    "topics",
+                    "missing: set 'topics' (comma-separated) or 'topics.regex'",
+                ))
+            }
+        };
+
+        let mut kafka = BTreeMap::new();
+        for (k, v) in &map {
+            if let Some(prop) = k.strip_prefix("kafka.") {
+                if RESERVED_KAFKA.contains(&prop) {
+                    return Err(key_err(
+                        k,
+                        "is managed by lark-sink (offsets are stored only after delivery); remove it",
+                    ));
+                }
+                kafka.insert(prop.to_string(), v.clone());
+            }
+        }
+        if !kafka.contains_key("bootstrap.servers") {
+            return Err(key_err("kafka.bootstrap.servers", "missing"));
+        }
+        // Connect names a sink's group `connect-<name>` and starts new groups at the beginning.
+        kafka
+            .entry("group.id".into())
+            .or_insert_with(|| format!("connect-{name}"));
+        kafka
+            .entry("auto.offset.reset".into())
+            .or_insert_with(|| "earliest".into());
+
+        let app_id = get("lark.app.id")
+            .ok_or_else(|| key_err("lark.app.id", "missing"))?
+            .to_string();
+        let app_secret = Secret::new(
+            get("lark.app.secret").ok_or_else(|| key_err("lark.app.secret", "missing"))?,
+        );
+        let base_url = match get("lark.domain").unwrap_or("feishu") {
+            "feishu" => FEISHU_BASE_URL.to_string(),
+            "lark" => LARK_BASE_URL.to_string(),
+            url if url.starts_with("https://") || url.starts_with("http://") => {
+                url.trim_end_matches('/').to_string()
+            }
+            other => {
+                return Err(key_err(
+                    "lark.domain",
+                    format!("'{other}' is not feishu, lark or an http(s):// base URL"),
+                ))
+            }
+        };
+
+        let ms = |k: &str, default: u64| -> Result<Duration, ConfigError> {
+            match get(k) {
+                None => Ok(Duration::from_millis(default)),
+                Some(v) => v.parse::<u64>().map(Duration::from_millis).map_err(|_| {
+                    key_err(k, format!("'{v}' is not a whole number of milliseconds"))
+                }),
+            }
+        };
+        let retry_timeout = match get("errors.retry.timeout") {
+            Some("-1") => None,
+            _ => Some(ms("errors.retry.timeout", 300_000)?),
+        };
+        let lark = LarkConfig {
+            app_id,
+            app_secret,
+            base_url,
+            request_timeout: ms("lark.request.timeout.ms", 10_000)?,
+            token_refresh_margin: ms("lark.token.refresh.margin.ms", 180_000)?,
+            retry_delay_max: ms("errors.retry.delay.max.ms", 60_000)?,
+            retry_delay_initial: ms("errors.retry.delay.initial.ms", 200)?,
+            retry_timeout,
+        };
+        if lark.request_timeout.is_zero() {
+            return Err(key_err("lark.request.timeout.ms", "must be positive"));
+        }
+
+        let tolerance = match get("errors.tolerance").unwrap_or("none") {
+            "none" => Tolerance::None,
+            "all" => Tolerance::All,
+            other => {
+                return Err(key_err(
+                    "errors.tolerance",
+                    format!("'{other}' is not 'none' or 'all'"),
+                ))
+            }
+        };
+        let dlq_topic = get("errors.deadletterqueue.topic.name").map(str::to_string);
+        if tolerance == Tolerance::All && dlq_topic.is_none() {
+            return Err(key_err(
+                "errors.deadletterqueue.topic.name",
+                "missing: errors.tolerance=all needs a dead-letter topic, or undeliverable records would be lost",
+            ));
+        }
+        let bool_key = |k: &str, default: bool| -> Result<bool, ConfigError> {
+            match get(k) {
+                None => Ok(default),
+                Some("true") => Ok(true),
+                Some("false") => Ok(false),
+                Some(v) => Err(key_err(k, format!("'{v}' is not true or false"))),
+            }
+        };
+        let int_key = |k: &str, default: i32| -> Result<i32, ConfigError> {
+            match get(k) {
+                None => Ok(default),
+                Some(v) => v
+                    .parse::<i32>()
+                    .map_err(|_| key_err(k, format!("'{v}' is not an integer"))),
+            }
+        };
+        let errors = ErrorsConfig {
+            tolerance,
+            dlq_topic,
+            dlq_context_headers: bool_key("errors.deadletterqueue.context.headers.enable", true)?,
+            dlq_replication_factor: int_key("errors.deadletterqueue.topic.replication.factor", -1)?,
+            dlq_partitions: int_key("errors.deadletterqueue.topic.partitions", 1)?,
+        };
+        if errors.dlq_partitions < 1 {
+            return Err(key_err(
+                "errors.deadletterqueue.topic.partitions",
+                "must be at least 1",
+            ));
+        }
+
+        let transforms = map
+            .iter()
+            .filter(|(k, _)| k.as_str() == "transforms" || k.starts_with("transforms."))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        Ok(ConnectorConfig {
+            name,
+            topics,
+            kafka,
+            lark,
+            errors,
+            offset_flush_interval: ms("offset.flush.interval.ms", 5_000)?,
+            transforms,
+        })
+    }
+
+    /// Builds a fresh transform chain (one per worker: engines keep interpreter state).
+    pub fn transform_chain(&self) -> Chain {
+        // The keys were checked in `from_map`, so this cannot fail; fall back to empty regardless.
+        Chain::from_config(&self.transforms)
+            .map(|(c, _)| c)
+            .unwrap_or_default()
+    }
+}
+
+fn unknown_key_message(key: &str) -> String {
+    let best = KNOWN_KEYS
+        .iter()
+        .map(|k| (strsim::levenshtein(k, key), *k))
+        .min()
+        .filter(|(d, _)| *d <= 3);
+    match best {
+        Some((_, k)) => format!("unknown key (did you mean '{k}'?)"),
+        None => "unknown key (librdkafka settings go under 'kafka.')".into(),
+    }
+}
+
+/// Replaces `${env:NAME}` and `${file:PATH}` in a value. A file's trailing newline is dropped
+/// (secrets mounted by Kubernetes or written by `echo` end with one).
+fn substitute(key: &str, value: &str) -> Result<String, ConfigError> {
+    let mut out = String::with_capacity(value.len());
+    let mut rest = value;
+    while let Some(start) = rest.find("${") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        let end = after.find('}').ok_or_else(|| {
+            key_err(
+                key,
+                "unterminated '${' (expected ${env:NAME} or ${file:PATH})",
+            )
+        })?;
+        let expr = &after[..end];
+        let replacement = if let Some(var) = expr.strip_prefix("env:") {
+            std::env::var(var)
+                .map_err(|_| key_err(key, format!("environment variable '{var}' is not set")))?
+        } else if let Some(path) = expr.strip_prefix("file:") {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| key_err(key, format!("cannot read file '{path}': {e}")))?;
+            text.strip_suffix('\n')
+                .map(|t| t.strip_suffix('\r').unwrap_or(t))
+                .unwrap_or(&text)
+                .to_string()
+        } else {
+            return Err(key_err(
+                key,
+                format!(
+                    "unknown substitution '${{{expr}}}' (expected ${{env:NAME}} or ${{file:PATH}})"
+                ),
+            ));
+        };
+        out.push_str(&replacement);
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn base() -> serde_json::Value {
+        json!({"name": "alerts", "config": {
+            "topics": "alerts, ops",
+            "kafka.bootstrap.servers": "127.0.0.1:9092",
+            "lark.app.id": "cli_x",
+            "lark.app.secret": "s3cret",
+        }})
+    }
+
+    fn with(k: &str, v: &str) -> serde_json::Value {
+        let mut j = base();
+        j["config"][k] = json!(v);
+        j
+    }
+
+    fn err(j: serde_json::Value) -> String {
+        ConnectorConfig::from_json(&j)
+            .err()
+            .expect("should fail")
+            .to_string()
+    }
+
+    #[test]
+    fn defaults() {
+        let c = ConnectorConfig::from_json(&base()).unwrap();
+        assert_eq!(c.topics, Topics::List(vec!["alerts".into(), "ops".into()]));
+        assert_eq!(c.kafka["group.id"], "connect-alerts");
+        assert_eq!(c.kafka["auto.offset.reset"], "earliest");
+        assert_eq!(c.lark.base_url, FEISHU_BASE_URL);
+        assert_eq!(c.errors.tolerance, Tolerance::None);
+        assert!(c.errors.dlq_context_headers);
+        assert_eq!(c.offset_flush_interval, Duration::from_secs(5));
+        assert!(format!("{c:?}").contains("Secret(***)"));
+        assert!(!format!("{c:?}").contains("s3cret"));
+    }
+
+    #[test]
+    fn domains() {
+        let c = ConnectorConfig::from_json(&with("lark.domain", "lark")).unwrap();
+        assert_eq!(c.lark.base_url, LARK_BASE_URL);
+        let c = ConnectorConfig::from_json(&with("lark.domain", "http://127.0.0.1:9/")).unwrap();
+        assert_eq!(c.lark.base_url, "http://127.0.0.1:9");
+        assert!(err(with("lark.domain", "larks")).contains("'lark.domain'"));
+    }
+
+    #[test]
+    fn unknown_keys_are_named_with_a_suggestion() {
+        let e = err(with("errors.tolerence", "all"));
+        assert!(
+            e.contains("'errors.tolerence'") && e.contains("did you mean 'errors.tolerance'"),
+            "{e}"
+        );
+        let e = err(with("bootstrap.servers", "x"));
+        assert!(
+            e.contains("'bootstrap.servers'") && e.contains("kafka."),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn bad_values_name_the_key() {
+        assert!(err(with("errors.tolerance", "some")).contains("'errors.tolerance'"));
+        assert!(err(with("lark.request.timeout.ms", "10s")).contains("'lark.request.timeout.ms'"));
+        assert!(err(with("kafka.enable.auto.commit", "false")).contains("managed by lark-sink"));
+        assert!(err(with("topics.regex", "a.*")).contains("not both"));
+        let e = err(with("errors.tolerance", "all"));
+        assert!(e.contains("'errors.deadletterqueue.topic.name'"), "{e}");
+        let mut j = base();
+        j["config"].as_object_mut().unwrap().remove("lark.app.id");
+        assert!(err(j).contains("'lark.app.id': missing"));
+        assert!(err(with("transforms", "a")).contains("'transforms.a.type'"));
+    }
+
+    #[test]
+    fn kafka_passthrough_and_dlq() {
+        let mut j = with("kafka.security.protocol", "SASL_SSL");
+        j["config"]["errors.tolerance"] = json!("all");
+        j["config"]["errors.deadletterqueue.topic.name"] = json!("dlq");
+        j["config"]["kafka.group.id"] = json!("g1");
+        let c = ConnectorConfig::from_json(&j).unwrap();
+        assert_eq!(c.kafka["security.protocol"], "SASL_SSL");
+        assert_eq!(c.kafka["group.id"], "g1");
+        assert_eq!(c.errors.dlq_topic.as_deref(), Some("dlq"));
+    }
+
+    #[test]
+    fn substitution_from_env_and_file() {
+        std::env::set_var("LARK_SINK_TEST_SECRET", "from-env");
+        let dir = std::env::temp_dir().join(format!("lark-sink-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("secret");
+        std::fs::write(&f, "from-file\n").unwrap();
+        let mut j = with("lark.app.secret", &format!("${{file:{}}}", f.display()));
+        j["config"]["lark.app.id"] = json!("cli_${env:LARK_SINK_TEST_SECRET}");
+        let c = ConnectorConfig::from_json(&j).unwrap();
+        assert_eq!(c.lark.app_secret.expose(), "from-file");
+        assert_eq!(c.lark.app_id, "cli_from-env");
+        let e = err(with("lark.app.secret", "${env:LARK_SINK_NOT_SET_ANYWHERE}"));
+        assert!(
+            e.contains("'lark.app.secret'") && e.contains("LARK_SINK_NOT_SET_ANYWHERE"),
+            "{e}"
+        );
+        assert!(err(with("lark.app.secret", "${vault:x}")).contains("unknown substitution"));
+    }
+}

@@ -1,0 +1,103 @@
+//! Delivering one message: resolve the receiver, send, retry what is retryable, report the rest.
+//!
+//! Retries use `backon` (the maintained successor of `backoff`, which RUSTSEC-2025-0012 flags as
+//! unmaintained): exponential backoff with jitter, bounded by `errors.retry.timeout`, and a
+//! server-given `x-ogw-ratelimit-reset` replaces the computed wait (lark-api.md §4). Every attempt
+//! carries the same uuid, so a retry after a lost response is never delivered twice (§2.2).
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use backon::{ExponentialBuilder, Retryable};
+
+use crate::config::LarkConfig;
+use crate::lark::contacts::PhoneDirectory;
+use crate::lark::{ErrorClass, LarkClient, LarkError, SendOk};
+use crate::validate::{Envelope, Receiver};
+
+/// How to retry, from the `errors.retry.*` keys.
+#[derive(Debug, Clone)]
+pub struct RetryPolicy {
+    pub initial: Duration,
+    pub max_delay: Duration,
+    pub timeout: Option<Duration>,
+}
+
+impl From<&LarkConfig> for RetryPolicy {
+    fn from(c: &LarkConfig) -> Self {
+        RetryPolicy {
+            initial: c.retry_delay_initial,
+            max_delay: c.retry_delay_max,
+            timeout: c.retry_timeout,
+        }
+    }
+}
+
+/// A message that could not be delivered, with how hard we tried.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{error} (after {attempts} attempt{})", if *.attempts == 1 { "" } else { "s" })]
+pub struct DeliveryFailure {
+    pub error: LarkError,
+    pub attempts: u32,
+    /// True when retries ran out on a retryable error (as opposed to a permanent answer).
+    pub exhausted: bool,
+}
+
+pub struct Delivered {
+    pub ok: SendOk,
+    pub attempts: u32,
+}
+
+/// Resolves, sends and retries one message.
+pub async fn deliver(
+    client: &LarkClient,
+    phones: &PhoneDirectory,
+    policy: &RetryPolicy,
+    envelope: &Envelope,
+    uuid: &str,
+) -> Result<Delivered, DeliveryFailure> {
+    let attempts = AtomicU32::new(0);
+    let send = || async {
+        attempts.fetch_add(1, Ordering::Relaxed);
+        let (id_type, id) = match &envelope.receiver {
+            Receiver::Id { id_type, id } => (*id_type, id.clone()),
+            Receiver::Phone(p) => ("open_id", phones.open_id(client, p).await?),
+        };
+        client
+            .send_message(id_type, &id, &envelope.msg_type, &envelope.content, uuid)
+            .await
+    };
+    let backoff = ExponentialBuilder::default()
+        .with_min_delay(policy.initial)
+        .with_max_delay(policy.max_delay)
+        .with_jitter()
+        .without_max_times()
+        .with_total_delay(policy.timeout);
+    let max_delay = policy.max_delay;
+    let result = send
+        .retry(backoff)
+        .when(|e: &LarkError| e.class.is_retryable())
+        // Wait what Lark asked for when it said so, but only while the budget allows a retry.
+        .adjust(|e: &LarkError, next| next.map(|d| e.retry_after.map_or(d, |r| r.min(max_delay))))
+        .notify(|e: &LarkError, wait: Duration| {
+            tracing::warn!(receiver = %envelope.receiver.describe(), uuid, class = e.class.label(),
+                wait_ms = wait.as_millis() as u64, "delivery failed, retrying: {e}");
+        })
+        .await;
+    let attempts = attempts.load(Ordering::Relaxed);
+    match result {
+        Ok(ok) => Ok(Delivered { ok, attempts }),
+        Err(error) => Err(DeliveryFailure {
+            exhausted: error.class.is_retryable(),
+            error,
+            attempts,
+        }),
+    }
+}
+
+impl DeliveryFailure {
+    /// True when the connector must stop rather than dead-letter (app-wide configuration errors).
+    pub fn is_fatal(&self) -> bool {
+        self.error.class == ErrorClass::Fatal
+    }
+}

@@ -1,0 +1,186 @@
+//! Response classification: HTTP status + body `code` → what to do next.
+//!
+//! Lark answers most failures with HTTP 400 and a business `code`, rate limits with 429 or 400, and
+//! webhooks with 200 + code. A generic "retry 5xx, drop 4xx" policy is wrong for Lark in both
+//! directions (peers.md §4.1), so every code lark-api.md §3 names is mapped here explicitly.
+
+use std::time::Duration;
+
+/// The retry classes of lark-api.md §3, plus `Fatal` for app-wide configuration problems.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorClass {
+    /// R-hdr: throttled; wait `x-ogw-ratelimit-reset` (or back off) and retry.
+    RateLimited,
+    /// R-bo: transient; retry with exponential backoff and jitter.
+    Backoff,
+    /// R-tok: the tenant token was rejected; evict, re-mint and retry once.
+    Token,
+    /// F-cfg that concerns this one message (e.g. an external chat not enabled): dead-letter it.
+    Config,
+    /// F-rec: this message can never succeed as it is: dead-letter it.
+    Record,
+    /// F-cfg that breaks every message (bad credentials, missing scope, bot disabled, quota spent):
+    /// the connector stops instead of dead-lettering the whole topic, and the record is not
+    /// committed, so fixing the config and restarting delivers it.
+    Fatal,
+}
+
+impl ErrorClass {
+    pub fn is_retryable(self) -> bool {
+        matches!(self, ErrorClass::RateLimited | ErrorClass::Backoff)
+    }
+    /// The label used in logs and in the `__connect.errors.lark.class` DLQ header.
+    pub fn label(self) -> &'static str {
+        match self {
+            ErrorClass::RateLimited => "R-hdr",
+            ErrorClass::Backoff => "R-bo",
+            ErrorClass::Token => "R-tok",
+            ErrorClass::Config => "F-cfg",
+            ErrorClass::Record => "F-rec",
+            ErrorClass::Fatal => "F-cfg-fatal",
+        }
+    }
+}
+
+/// A failed Lark call with everything the DLQ and the logs need. Never holds a secret.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{}", self.describe())]
+pub struct LarkError {
+    pub class: ErrorClass,
+    pub http_status: Option<u16>,
+    pub code: Option<i64>,
+    pub msg: String,
+    pub log_id: Option<String>,
+    /// The server's `x-ogw-ratelimit-reset`, when it sent one.
+    pub retry_after: Option<Duration>,
+}
+
+impl LarkError {
+    pub fn transport(msg: impl Into<String>) -> Self {
+        LarkError {
+            class: ErrorClass::Backoff,
+            http_status: None,
+            code: None,
+            msg: msg.into(),
+            log_id: None,
+            retry_after: None,
+        }
+    }
+
+    fn describe(&self) -> String {
+        let mut s = match (self.code, self.http_status) {
+            (Some(c), Some(h)) => format!("Lark code {c} (HTTP {h}): {}", self.msg),
+            (None, Some(h)) => format!("HTTP {h}: {}", self.msg),
+            (Some(c), None) => format!("Lark code {c}: {}", self.msg),
+            (None, None) => self.msg.clone(),
+        };
+        if let Some(l) = &self.log_id {
+            s.push_str(&format!(" [log_id {l}]"));
+        }
+        s
+    }
+}
+
+/// Classifies a non-success answer. `code` is the body's `code` when the body was JSON.
+pub fn classify(http_status: u16, code: Option<i64>, msg: &str) -> ErrorClass {
+    if let Some(code) = code {
+        if let Some(class) = class_of_code(code, msg) {
+            return class;
+        }
+    }
+    match http_status {
+        429 => ErrorClass::RateLimited,
+        408 | 500..=599 => ErrorClass::Backoff,
+        // A non-JSON 4xx (404 page, proxy error) means a wrong base URL or proxy, not a bad message.
+        _ if code.is_none() => ErrorClass::Fatal,
+        // An undocumented business code: keep the record (DLQ) and the pipeline moving.
+        _ => ErrorClass::Record,
+    }
+}
+
+/// The code table of lark-api.md §3 (send), §1.4–1.5 (token), §6 (urgent), §8 (webhook).
+fn class_of_code(code: i64, msg: &str) -> Option<ErrorClass> {
+    use ErrorClass::*;
+    Some(match code {
+        // §4 gateway rate limit, with x-ogw-ratelimit-reset.
+        99991400 => RateLimited,
+        // §3 R-bo: IM throttles, in-flight duplicates, internal errors.
+        230020 | 11232 | 11233 | 18121 | 230049 | 1500 | 5000 | 10101 | 2200 => Backoff,
+        // §3: 11246 is transient only when Lark says so.
+        11246 if msg.contains("Service Internal Error") => Backoff,
+        // §1.5 token problems (R-tok).
+        99991663 | 99991661 | 99991671 | 99991665 | 20005 | 20013 | 4001 => Token,
+        // §1.4 credentials, §3 app-wide F-cfg: every message would fail the same way.
+        10003 | 10012 | 10013 | 10014 | 10015 | 20002 | 99991543 | 99991664 | 99991403
+        | 99991672 | 99991401 | 99991662 | 99991673 | 230006 | 10023 | 10019 => Fatal,
+        // §3 F-cfg tied to one chat or tenant setting: dead-letter, keep going.
+        230027 | 230036 => Config,
+        // §8 webhook: unknown token, IP list, keywords are configuration of that one webhook.
+        19001 | 19022 | 19024 | 19021 => Config,
+        // §3, §2.5, §6, §8 record-specific failures.
+        230001 | 230002 | 230011 | 230012 | 230013 | 230015 | 230017 | 230018 | 230019 | 230022
+        | 230023 | 230024 | 230025 | 230028 | 230029 | 230034 | 230035 | 230038 | 230050
+        | 230052 | 230053 | 230054 | 230055 | 230071 | 230072 | 230075 | 230098 | 230099
+        | 230110 | 230111 | 232009 | 99992351 | 99992361 | 11246 | 11311 | 9499 | 19002 | 19036 => {
+            Record
+        }
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ErrorClass::*;
+
+    #[test]
+    fn classes_follow_the_spec_table() {
+        assert_eq!(classify(429, Some(99991400), ""), RateLimited);
+        assert_eq!(classify(400, Some(99991400), ""), RateLimited);
+        assert_eq!(classify(400, Some(230020), ""), Backoff);
+        assert_eq!(classify(200, Some(11232), ""), Backoff);
+        assert_eq!(classify(400, Some(99991663), ""), Token);
+        assert_eq!(classify(400, Some(99991661), ""), Token);
+        assert_eq!(classify(400, Some(99991671), ""), Token);
+        assert_eq!(classify(400, Some(230002), ""), Record);
+        assert_eq!(classify(400, Some(230013), ""), Record);
+        assert_eq!(classify(400, Some(230025), ""), Record);
+        assert_eq!(classify(400, Some(230006), ""), Fatal);
+        assert_eq!(classify(400, Some(10014), ""), Fatal);
+        assert_eq!(classify(429, Some(99991403), ""), Fatal);
+        assert_eq!(classify(400, Some(230027), ""), Config);
+        assert_eq!(
+            classify(400, Some(11246), "Service Internal Error"),
+            Backoff
+        );
+        assert_eq!(classify(400, Some(11246), "invalid at user"), Record);
+    }
+
+    #[test]
+    fn status_decides_when_the_code_is_unknown_or_absent() {
+        assert_eq!(classify(500, None, ""), Backoff);
+        assert_eq!(classify(503, Some(123), ""), Backoff);
+        assert_eq!(classify(504, None, ""), Backoff);
+        assert_eq!(classify(429, None, ""), RateLimited);
+        assert_eq!(classify(404, None, "<html>"), Fatal);
+        assert_eq!(classify(400, Some(424242), ""), Record);
+        assert!(RateLimited.is_retryable() && Backoff.is_retryable());
+        assert!(!Token.is_retryable() && !Record.is_retryable() && !Fatal.is_retryable());
+    }
+
+    #[test]
+    fn display_carries_code_status_and_log_id() {
+        let e = LarkError {
+            class: Record,
+            http_status: Some(400),
+            code: Some(230002),
+            msg: "The bot can not be outside the group.".into(),
+            log_id: Some("2024abc".into()),
+            retry_after: None,
+        };
+        assert_eq!(
+            e.to_string(),
+            "Lark code 230002 (HTTP 400): The bot can not be outside the group. [log_id 2024abc]"
+        );
+    }
+}

@@ -1,0 +1,235 @@
+//! The Lark calls lark-sink makes, over one shared HTTP connection pool.
+//!
+//! Every call goes through [`read_response`], which turns any answer into either the JSON body of a
+//! success or a classified [`LarkError`]; the token rule of lark-api.md §1.6 (evict, re-mint,
+//! retry once, then give up as a configuration error) lives in [`LarkClient::authorized`].
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use super::classify::{classify, ErrorClass, LarkError};
+use super::token::TokenCache;
+use crate::config::LarkConfig;
+use crate::secret::Secret;
+
+/// A delivered message, as Lark reported it (lark-api.md §2.3).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SendOk {
+    pub message_id: String,
+    pub chat_id: String,
+    pub log_id: Option<String>,
+}
+
+pub struct LarkClient {
+    http: reqwest::Client,
+    base_url: String,
+    tokens: TokenCache,
+}
+
+impl LarkClient {
+    pub fn new(cfg: &LarkConfig) -> Result<Self, reqwest::Error> {
+        let http = reqwest::Client::builder()
+            .timeout(cfg.request_timeout)
+            .connect_timeout(cfg.request_timeout.min(Duration::from_secs(5)))
+            .user_agent(concat!("lark-sink/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        let tokens = TokenCache::new(
+            http.clone(),
+            &cfg.base_url,
+            cfg.app_id.clone(),
+            cfg.app_secret.clone(),
+            cfg.token_refresh_margin,
+        );
+        Ok(LarkClient {
+            http,
+            base_url: cfg.base_url.clone(),
+            tokens,
+        })
+    }
+
+    pub fn tokens(&self) -> &TokenCache {
+        &self.tokens
+    }
+
+    /// `POST /open-apis/im/v1/messages?receive_id_type=…` (lark-api.md §2.1).
+    pub async fn send_message(
+        &self,
+        receive_id_type: &str,
+        receive_id: &str,
+        msg_type: &str,
+        content: &str,
+        uuid: &str,
+    ) -> Result<SendOk, LarkError> {
+        let url = format!("{}/open-apis/im/v1/messages", self.base_url);
+        let body = json!({
+            "receive_id": receive_id,
+            "msg_type": msg_type,
+            "content": content,
+            "uuid": uuid,
+        });
+        let (resp, log_id) = self
+            .authorized(|token| {
+                self.http
+                    .post(&url)
+                    .query(&[("receive_id_type", receive_id_type)])
+                    .bearer_auth(token.expose())
+                    .json(&body)
+            })
+            .await?;
+        let data = resp.get("data");
+        let field = |k: &str| {
+            data.and_then(|d| d.get(k))
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string()
+        };
+        Ok(SendOk {
+            message_id: field("message_id"),
+            chat_id: field("chat_id"),
+            log_id,
+        })
+    }
+
+    /// `POST /open-apis/contact/v3/users/batch_get_id` for mobiles (lark-api.md §5). Returns the
+    /// open_id of each mobile Lark knows; a missing `user_id` means not found or not visible.
+    pub async fn open_ids_by_mobile(
+        &self,
+        mobiles: &[String],
+    ) -> Result<Vec<(String, Option<String>)>, LarkError> {
+        let url = format!("{}/open-apis/contact/v3/users/batch_get_id", self.base_url);
+        let body = json!({ "mobiles": mobiles });
+        let (resp, _) = self
+            .authorized(|token| {
+                self.http
+                    .post(&url)
+                    .query(&[("user_id_type", "open_id")])
+                    .bearer_auth(token.expose())
+                    .json(&body)
+            })
+            .await?;
+        let list = resp
+            .pointer("/data/user_list")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        Ok(mobiles
+            .iter()
+            .map(|m| {
+                // §5: entries may echo the number in another form; match on digits.
+                let digits = |s: &str| s.chars().filter(char::is_ascii_digit).collect::<String>();
+                let found = list.iter().find_map(|u| {
+                    let mobile = u.get("mobile").and_then(Value::as_str)?;
+                    if digits(mobile) != digits(m) {
+                        return None;
+                    }
+                    u.get("user_id")
+                        .and_then(Value::as_str)
+                        .filter(|id| !id.is_empty())
+                        .map(str::to_string)
+                });
+                (m.clone(), found)
+            })
+            .collect())
+    }
+
+    /// Runs a request with the cached tenant token. On a token error (R-tok) the token is evicted,
+    /// a new one minted and the request sent once more; a second token error is fatal, because
+    /// the credentials or the app are wrong, not the token (lark-api.md §1.6 recommendation).
+    async fn authorized<F>(&self, build: F) -> Result<(Value, Option<String>), LarkError>
+    where
+        F: Fn(&Secret) -> reqwest::RequestBuilder,
+    {
+        let token = self.tokens.get().await?;
+        match read_response(build(&token)).await {
+            Err(e) if e.class == ErrorClass::Token => {
+                tracing::info!(code = ?e.code, "tenant token rejected; evicting it and retrying once");
+                self.tokens.evict(&token);
+                let token = self.tokens.get().await?;
+                read_response(build(&token)).await.map_err(|e| {
+                    if e.class == ErrorClass::Token {
+                        e.with_class(ErrorClass::Fatal)
+                    } else {
+                        e
+                    }
+                })
+            }
+            other => other,
+        }
+    }
+}
+
+/// Sends a request and reads a Lark answer: `Ok` only for a 2xx with `code` 0.
+pub(crate) async fn read_response(
+    req: reqwest::RequestBuilder,
+) -> Result<(Value, Option<String>), LarkError> {
+    let resp = req.send().await.map_err(|e| {
+        // No status: connection refused, reset, timeout. All transient (R-bo).
+        let what = if e.is_timeout() {
+            "request timed out"
+        } else if e.is_connect() {
+            "connection failed"
+        } else {
+            "request failed"
+        };
+        LarkError::transport(format!("{what}: {}", without_url(&e)))
+    })?;
+    let status = resp.status().as_u16();
+    let header = |name: &str| {
+        resp.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
+    let header_log_id = header("x-tt-logid").or_else(|| header("x-request-id"));
+    // §4: seconds until the window recovers.
+    let retry_after = header("x-ogw-ratelimit-reset")
+        .and_then(|s| s.trim().parse::<u64>().ok())
+        .map(Duration::from_secs);
+    let text = resp.text().await.map_err(|e| {
+        LarkError::transport(format!("reading the response failed: {}", without_url(&e)))
+    })?;
+    let body: Option<Value> = serde_json::from_str(&text).ok();
+    let code = body
+        .as_ref()
+        .and_then(|b| b.get("code"))
+        .and_then(Value::as_i64);
+    if (200..300).contains(&status) && code == Some(0) {
+        return Ok((body.unwrap_or(Value::Null), header_log_id));
+    }
+    let msg = body
+        .as_ref()
+        .and_then(|b| b.get("msg"))
+        .and_then(Value::as_str)
+        .map(str::to_string)
+        .unwrap_or_else(|| text.chars().take(200).collect());
+    let log_id = body
+        .as_ref()
+        .and_then(|b| b.pointer("/error/log_id"))
+        .and_then(Value::as_str)
+        .map(str::to_string)
+        .or(header_log_id);
+    let class = if (200..300).contains(&status) && code.is_none() {
+        // A 2xx that is not Lark JSON: a proxy or a wrong base URL.
+        ErrorClass::Fatal
+    } else {
+        classify(status, code, &msg)
+    };
+    Err(LarkError {
+        class,
+        http_status: Some(status),
+        code,
+        msg,
+        log_id,
+        retry_after,
+    })
+}
+
+/// reqwest errors print the URL; ours carry no secret, but keep messages short and stable.
+fn without_url(e: &reqwest::Error) -> String {
+    let mut s = e.to_string();
+    if let Some(url) = e.url() {
+        s = s.replace(&format!(" for url ({url})"), "");
+    }
+    s
+}

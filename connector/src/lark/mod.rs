@@ -1,0 +1,14 @@
+//! The Lark / Feishu Open Platform client: what lark-sink says to Lark and how it reads the answer.
+//!
+//! - [`classify`]: every response → a retry class of lark-api.md §3 (by HTTP status *and* body `code`).
+//! - [`token`]: the tenant_access_token cache (early refresh, single-flight fetch, eviction).
+//! - [`client`]: the calls themselves (send message, look up users by phone).
+//! - [`contacts`]: a TTL cache in front of the phone → open_id look-up.
+
+pub mod classify;
+pub mod client;
+pub mod contacts;
+pub mod token;
+
+pub use classify::{ErrorClass, LarkError};
+pub use client::{LarkClient, SendOk};

@@ -1,0 +1,29 @@
+//! lark-sink: a Kafka → Lark/Feishu IM sink connector.
+//!
+//! The modules read in the order a record travels:
+//!
+//! 1. [`config`]: the Kafka Connect style JSON config, with `${env:..}` / `${file:..}` secrets.
+//! 2. [`source`]: the Kafka consumer and the per-partition offset tracker (at-least-once).
+//! 3. [`decode`]: record bytes → JSON value (one envelope, or an array of them).
+//! 4. transforms (the `lark-sink-transforms` crate): user scripts reshape values.
+//! 5. [`validate`]: the envelope JSON Schema + per-`msg_type` content checks and size limits.
+//! 6. [`lark`]: the Lark Open Platform client (token cache, send, response classification).
+//! 7. [`delivery`]: sends one message with retries, deciding deliver / retry / dead-letter.
+//! 8. [`dlq`]: the dead-letter topic writer (`__connect.errors.*` headers).
+//! 9. [`sink`]: the loop that wires 2–8 together and stores offsets only after the outcome is durable.
+//!
+//! [`demo`] runs the whole path on an embedded broker and the Lark emulator.
+
+pub mod config;
+pub mod decode;
+pub mod delivery;
+pub mod demo;
+pub mod dlq;
+pub mod lark;
+pub mod record;
+pub mod secret;
+pub mod sink;
+pub mod source;
+pub mod validate;
+
+pub use lark_emulator as emulator;

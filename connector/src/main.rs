@@ -1,0 +1,144 @@
+//! The `lark-sink` command line: `run`, `demo` and `emulator`.
+//!
+//! This is the binary edge, so errors are `anyhow` here and typed everywhere below.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+use lark_sink::config::ConnectorConfig;
+use lark_sink::emulator::{Directory, Emulator, EmulatorConfig, Limits};
+use lark_sink::sink::{self, SinkStats};
+
+#[derive(Parser)]
+#[command(
+    name = "lark-sink",
+    version,
+    about = "Kafka → Lark/Feishu IM sink connector"
+)]
+struct Cli {
+    /// Log format: human-readable text or one JSON object per line.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the connector until SIGTERM/SIGINT.
+    Run {
+        /// Connector config file: {"name": ..., "config": {...}} (see docs/configuration.md).
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Run the whole pipeline on an embedded broker and the Lark emulator, then print a summary.
+    Demo,
+    /// Serve the Lark Open Platform emulator for your own pipeline tests.
+    Emulator {
+        #[arg(long, default_value_t = 8089)]
+        port: u16,
+        #[arg(long, default_value = "127.0.0.1")]
+        host: std::net::IpAddr,
+        /// JSON file with apps, users, chats and webhooks (default: the built-in demo directory).
+        #[arg(long)]
+        directory: Option<PathBuf>,
+        /// Turn Lark's rate limits off (for throughput tests).
+        #[arg(long)]
+        no_limits: bool,
+    },
+}
+
+fn init_logging(format: LogFormat, default_level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("LARK_SINK_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+/// Resolves on the first SIGTERM/SIGINT; a second signal exits at once (the uuid makes the
+/// replay of whatever was in flight safe).
+async fn shutdown_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!("cannot listen for SIGTERM: {e}");
+            std::future::pending::<()>().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {},
+        _ = term.recv() => {},
+    }
+    tracing::info!("shutdown requested: finishing records in flight (signal again to exit now)");
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {},
+            _ = term.recv() => {},
+        }
+        tracing::warn!("second signal: exiting immediately");
+        std::process::exit(130);
+    });
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Run { config } => {
+            init_logging(cli.log_format, "info,librdkafka=warn,rdkafka=warn");
+            let cfg = ConnectorConfig::from_file(&config)?;
+            let stats = Arc::new(SinkStats::default());
+            sink::run(cfg, stats, shutdown_signal()).await?;
+            tracing::info!("stopped cleanly");
+        }
+        Command::Demo => {
+            init_logging(cli.log_format, "error");
+            lark_sink::demo::run(true).await?;
+        }
+        Command::Emulator {
+            port,
+            host,
+            directory,
+            no_limits,
+        } => {
+            init_logging(cli.log_format, "info");
+            let mut cfg = EmulatorConfig::default();
+            if let Some(path) = directory {
+                let text = std::fs::read_to_string(&path)
+                    .with_context(|| format!("reading {}", path.display()))?;
+                cfg.directory = serde_json::from_str::<Directory>(&text)
+                    .with_context(|| format!("parsing directory {}", path.display()))?;
+            }
+            if no_limits {
+                cfg.limits = Limits {
+                    enabled: false,
+                    ..Limits::default()
+                };
+            }
+            let handle = Emulator::start(cfg, SocketAddr::new(host, port)).await?;
+            println!("Lark emulator listening on {}", handle.base_url());
+            println!(
+                "  set \"lark.domain\": \"{}\" in a connector config to use it",
+                handle.base_url()
+            );
+            shutdown_signal().await;
+            handle.shutdown().await;
+        }
+    }
+    Ok(())
+}

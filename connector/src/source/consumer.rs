@@ -1,0 +1,114 @@
+//! The Kafka consumer, configured for at-least-once delivery.
+//!
+//! `enable.auto.offset.store=false`: librdkafka commits only offsets lark-sink stored, and lark-sink
+//! stores an offset only when the [`OffsetTracker`] says every earlier record is finished.
+//! `enable.auto.commit=true` then commits those stored offsets every `offset.flush.interval.ms`;
+//! [`SinkContext`] also commits synchronously when partitions are revoked, and the sink commits
+//! once more on shutdown (the pattern of rust-rdkafka's `examples/at_least_once.rs`).
+
+use std::sync::{Arc, Mutex};
+
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
+};
+use rdkafka::error::KafkaResult;
+use rdkafka::{ClientConfig, ClientContext, TopicPartitionList};
+
+use super::offsets::OffsetTracker;
+use crate::config::{ConnectorConfig, Topics};
+
+pub type SinkConsumer = StreamConsumer<SinkContext>;
+
+/// Rebalance hooks: commit what is finished before losing partitions, then forget them.
+pub struct SinkContext {
+    pub tracker: Arc<Mutex<OffsetTracker>>,
+}
+
+impl ClientContext for SinkContext {}
+
+impl ConsumerContext for SinkContext {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Revoke(tpl) => {
+                // Offsets stored so far cover only finished records: commit them while we still
+                // own the partitions, so the next owner starts right after them.
+                match consumer.commit_consumer_state(CommitMode::Sync) {
+                    Ok(()) => tracing::info!("committed finished offsets before revocation"),
+                    Err(e) => tracing::debug!("nothing committed before revocation: {e}"),
+                }
+                if let Ok(mut t) = self.tracker.lock() {
+                    for el in tpl.elements() {
+                        t.revoke(el.topic(), el.partition());
+                    }
+                }
+                tracing::info!(partitions = %describe(tpl), "partitions revoked");
+            }
+            Rebalance::Assign(tpl) => {
+                tracing::info!(partitions = %describe(tpl), "partitions assigned")
+            }
+            Rebalance::Error(e) => tracing::warn!("rebalance error: {e}"),
+        }
+    }
+
+    fn commit_callback(&self, result: KafkaResult<()>, offsets: &TopicPartitionList) {
+        match result {
+            Ok(()) => tracing::debug!(offsets = %describe_offsets(offsets), "offsets committed"),
+            // NoOffset: nothing new was stored since the last commit.
+            Err(rdkafka::error::KafkaError::ConsumerCommit(
+                rdkafka::types::RDKafkaErrorCode::NoOffset,
+            )) => {}
+            Err(e) => tracing::warn!("offset commit failed (will retry on the next interval): {e}"),
+        }
+    }
+}
+
+fn describe(tpl: &TopicPartitionList) -> String {
+    tpl.elements()
+        .iter()
+        .map(|e| format!("{}-{}", e.topic(), e.partition()))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+fn describe_offsets(tpl: &TopicPartitionList) -> String {
+    tpl.elements()
+        .iter()
+        .map(|e| format!("{}-{}@{:?}", e.topic(), e.partition(), e.offset()))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Creates the consumer and subscribes it to the configured topics.
+pub fn create_consumer(
+    cfg: &ConnectorConfig,
+    tracker: Arc<Mutex<OffsetTracker>>,
+) -> KafkaResult<SinkConsumer> {
+    let mut client = ClientConfig::new();
+    for (k, v) in &cfg.kafka {
+        client.set(k, v);
+    }
+    client
+        .set("enable.auto.offset.store", "false")
+        .set("enable.auto.commit", "true")
+        .set(
+            "auto.commit.interval.ms",
+            cfg.offset_flush_interval.as_millis().to_string(),
+        );
+    let consumer: SinkConsumer = client.create_with_context(SinkContext { tracker })?;
+    match &cfg.topics {
+        Topics::List(topics) => {
+            let refs: Vec<&str> = topics.iter().map(String::as_str).collect();
+            consumer.subscribe(&refs)?;
+        }
+        Topics::Regex(re) => {
+            // librdkafka treats a subscription starting with ^ as a regex.
+            let pattern = if re.starts_with('^') {
+                re.clone()
+            } else {
+                format!("^{re}")
+            };
+            consumer.subscribe(&[pattern.as_str()])?;
+        }
+    }
+    Ok(consumer)
+}

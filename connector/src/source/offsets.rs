@@ -1,0 +1,162 @@
+//! Which offset of each partition may be committed.
+//!
+//! The at-least-once invariant lives here: a partition's stored offset only ever moves to the
+//! first offset that is not finished yet (every message of every earlier record delivered or
+//! dead-lettered). Records may finish out of order; the stored offset waits for the gap to close.
+//!
+//! Partition ownership changes with rebalances. Each assignment of a partition gets a new
+//! *generation*; completions from an older generation are ignored, because the partition's new
+//! owner has already started from the committed offset and will replay (uuid-deduplicated) work.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+/// Identifies one record in flight.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ticket {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    pub generation: u64,
+}
+
+struct PartState {
+    generation: u64,
+    /// Offsets handed out and not finished yet.
+    pending: BTreeSet<i64>,
+    /// Highest offset handed out so far.
+    highest: Option<i64>,
+    /// The last offset returned for storing (the next offset to consume); starts at the first
+    /// offset seen, which is where the consumer already stands.
+    stored: i64,
+    revoked: Arc<AtomicBool>,
+}
+
+impl PartState {
+    /// The next offset a restarted consumer should read: the first unfinished one.
+    fn committable(&self) -> Option<i64> {
+        match self.pending.first() {
+            Some(&first) => Some(first),
+            None => self.highest.map(|h| h + 1),
+        }
+    }
+}
+
+#[derive(Default)]
+pub struct OffsetTracker {
+    parts: HashMap<(String, i32), PartState>,
+    next_generation: u64,
+}
+
+impl OffsetTracker {
+    /// Registers a record as in flight. Offsets of a partition must be begun in increasing order
+    /// (the order Kafka delivers them). Returns its ticket and the partition's revoked flag, which
+    /// workers check to abandon queued records of a partition this instance no longer owns.
+    pub fn begin(&mut self, topic: &str, partition: i32, offset: i64) -> (Ticket, Arc<AtomicBool>) {
+        let key = (topic.to_string(), partition);
+        let next_generation = &mut self.next_generation;
+        let state = self.parts.entry(key).or_insert_with(|| {
+            *next_generation += 1;
+            PartState {
+                generation: *next_generation,
+                pending: BTreeSet::new(),
+                highest: None,
+                stored: offset,
+                revoked: Arc::new(AtomicBool::new(false)),
+            }
+        });
+        state.pending.insert(offset);
+        state.highest = Some(state.highest.map_or(offset, |h| h.max(offset)));
+        (
+            Ticket {
+                topic: topic.to_string(),
+                partition,
+                offset,
+                generation: state.generation,
+            },
+            state.revoked.clone(),
+        )
+    }
+
+    /// Marks a record finished. Returns the offset to store (next offset to consume) when the
+    /// contiguous finished prefix grew, `None` otherwise or when the ticket is stale.
+    pub fn complete(&mut self, t: &Ticket) -> Option<i64> {
+        let state = self.parts.get_mut(&(t.topic.clone(), t.partition))?;
+        if state.generation != t.generation {
+            return None;
+        }
+        state.pending.remove(&t.offset);
+        let next = state.committable()?;
+        if next <= state.stored {
+            return None;
+        }
+        state.stored = next;
+        Some(next)
+    }
+
+    /// Forgets a partition that was revoked; its queued work is abandoned and later completions
+    /// of its tickets are ignored.
+    pub fn revoke(&mut self, topic: &str, partition: i32) {
+        if let Some(state) = self.parts.remove(&(topic.to_string(), partition)) {
+            state.revoked.store(true, Ordering::SeqCst);
+        }
+    }
+
+    /// Forgets every partition (shutdown, or a lost assignment).
+    pub fn revoke_all(&mut self) {
+        for (_, state) in self.parts.drain() {
+            state.revoked.store(true, Ordering::SeqCst);
+        }
+    }
+
+    /// Records in flight, over all partitions.
+    pub fn in_flight(&self) -> usize {
+        self.parts.values().map(|p| p.pending.len()).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stores_only_the_contiguous_finished_prefix() {
+        let mut t = OffsetTracker::default();
+        let tickets: Vec<Ticket> = (10..15).map(|o| t.begin("a", 0, o).0).collect();
+        assert_eq!(t.complete(&tickets[1]), None, "11 done but 10 pending");
+        assert_eq!(t.complete(&tickets[2]), None);
+        assert_eq!(
+            t.complete(&tickets[0]),
+            Some(13),
+            "10..=12 done → next is 13"
+        );
+        assert_eq!(t.complete(&tickets[4]), None);
+        assert_eq!(t.complete(&tickets[3]), Some(15));
+        assert_eq!(t.in_flight(), 0);
+    }
+
+    #[test]
+    fn partitions_are_independent_and_gaps_in_offsets_are_fine() {
+        let mut t = OffsetTracker::default();
+        let a = t.begin("a", 0, 5).0;
+        let b = t.begin("a", 1, 100).0;
+        let a2 = t.begin("a", 0, 9).0; // compacted topic: 6..8 never arrive
+        assert_eq!(t.complete(&b), Some(101));
+        assert_eq!(t.complete(&a2), None);
+        assert_eq!(t.complete(&a), Some(10));
+    }
+
+    #[test]
+    fn stale_tickets_after_revoke_are_ignored() {
+        let mut t = OffsetTracker::default();
+        let (old, revoked) = t.begin("a", 0, 1);
+        t.revoke("a", 0);
+        assert!(revoked.load(Ordering::SeqCst));
+        let (new, revoked2) = t.begin("a", 0, 1);
+        assert_ne!(old.generation, new.generation);
+        assert!(!revoked2.load(Ordering::SeqCst));
+        assert_eq!(t.complete(&old), None);
+        assert_eq!(t.complete(&new), Some(2));
+    }
+}

@@ -1,0 +1,392 @@
+//! Envelope validation: the shipped JSON Schemas, then per-`msg_type` content and size checks.
+//!
+//! Lark rejects a malformed message only after a network round trip and with a terse
+//! `230001 ext=...`; checking here first gives the dead-letter record a reason that names every
+//! failing JSON path, and never spends rate-limit budget on a message that cannot succeed.
+//!
+//! The schemas are files users can reuse in their producers (`connector/schema/envelope.json`,
+//! `connector/schema/content.json`); they are embedded at build time and compiled once.
+
+use std::collections::HashMap;
+
+use jsonschema::Validator;
+use serde_json::Value;
+
+pub const ENVELOPE_SCHEMA: &str = include_str!("../schema/envelope.json");
+pub const CONTENT_SCHEMA: &str = include_str!("../schema/content.json");
+
+/// The msg_types of lark-api.md §2.4, in the order the envelope schema lists them.
+pub const MSG_TYPES: &[&str] = &[
+    "text",
+    "post",
+    "image",
+    "file",
+    "audio",
+    "media",
+    "sticker",
+    "interactive",
+    "share_chat",
+    "share_user",
+    "system",
+];
+
+/// Byte limit of the `content` string per msg_type (lark-api.md §2.4 "Size limits": text 150 KB,
+/// card and post 30 KB; KB read as KiB). Others are small key objects and need no limit.
+pub fn content_limit(msg_type: &str) -> Option<usize> {
+    match msg_type {
+        "text" => Some(150 * 1024),
+        "post" | "interactive" => Some(30 * 1024),
+        _ => None,
+    }
+}
+
+/// Who a message goes to, as the Lark send API wants it (`receive_id_type` + `receive_id`), or a
+/// phone number that must first be looked up to an open_id.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Receiver {
+    /// `id_type` ∈ open_id | union_id | user_id | email | chat_id (lark-api.md §2.1).
+    Id {
+        id_type: &'static str,
+        id: String,
+    },
+    Phone(String),
+}
+
+impl Receiver {
+    /// A short form for logs and the DLQ, e.g. `chat_id:oc_ops`.
+    pub fn describe(&self) -> String {
+        match self {
+            Receiver::Id { id_type, id } => format!("{id_type}:{id}"),
+            Receiver::Phone(p) => format!("phone:{p}"),
+        }
+    }
+}
+
+/// A validated, normalised message ready for delivery.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Envelope {
+    pub receiver: Receiver,
+    pub msg_type: String,
+    /// The content object serialised to a string, exactly as Lark's `content` field wants it.
+    pub content: String,
+}
+
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+#[error("{}", .violations.join("; "))]
+pub struct ValidationError {
+    /// One entry per failing JSON path, e.g. `/receiveId: "" is shorter than 1 character`.
+    pub violations: Vec<String>,
+}
+
+/// The compiled schemas. Build once and share (`Validator` is `Send + Sync`).
+pub struct EnvelopeValidator {
+    envelope: Validator,
+    content: HashMap<&'static str, Validator>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("shipped schema does not compile: {0}")]
+pub struct SchemaError(String);
+
+impl EnvelopeValidator {
+    pub fn new() -> Result<Self, SchemaError> {
+        let parse =
+            |s: &str| serde_json::from_str::<Value>(s).map_err(|e| SchemaError(e.to_string()));
+        let envelope = jsonschema::validator_for(&parse(ENVELOPE_SCHEMA)?)
+            .map_err(|e| SchemaError(e.to_string()))?;
+        let content_doc = parse(CONTENT_SCHEMA)?;
+        let mut content = HashMap::new();
+        for msg_type in MSG_TYPES {
+            // One validator per msg_type: the shared $defs plus a root $ref to that type.
+            let mut schema = content_doc.clone();
+            if let Some(obj) = schema.as_object_mut() {
+                obj.insert("$ref".into(), Value::String(format!("#/$defs/{msg_type}")));
+            }
+            let v = jsonschema::validator_for(&schema).map_err(|e| SchemaError(e.to_string()))?;
+            content.insert(*msg_type, v);
+        }
+        Ok(Self { envelope, content })
+    }
+
+    /// Validates one envelope. `index` is its position when the record was an array; it prefixes
+    /// every reported path so the reason points at the right element.
+    pub fn validate(
+        &self,
+        value: &Value,
+        index: Option<usize>,
+    ) -> Result<Envelope, ValidationError> {
+        let prefix = index.map(|i| format!("/{i}")).unwrap_or_default();
+        let at = |path: &str| {
+            let p = format!("{prefix}{path}");
+            if p.is_empty() {
+                "/".to_string()
+            } else {
+                p
+            }
+        };
+        let violations: Vec<String> = self
+            .envelope
+            .iter_errors(value)
+            .map(|e| format!("{}: {}", at(e.instance_path().as_str()), e))
+            .collect();
+        if !violations.is_empty() {
+            return Err(ValidationError { violations });
+        }
+        // The schema guarantees the shapes below; fall back to defaults only for absent fields.
+        let field = |k: &str| value.get(k).and_then(Value::as_str);
+        let receive_id = field("receiveId").unwrap_or_default().to_string();
+        let receiver = match field("receiveType").unwrap_or("user") {
+            "user" | "open_id" => Receiver::Id {
+                id_type: "open_id",
+                id: receive_id,
+            },
+            "union_id" => Receiver::Id {
+                id_type: "union_id",
+                id: receive_id,
+            },
+            "user_id" => Receiver::Id {
+                id_type: "user_id",
+                id: receive_id,
+            },
+            "email" => Receiver::Id {
+                id_type: "email",
+                id: receive_id,
+            },
+            "chat" => Receiver::Id {
+                id_type: "chat_id",
+                id: receive_id,
+            },
+            _ => Receiver::Phone(receive_id),
+        };
+        let msg_type = field("contentType").unwrap_or("text");
+        let content_path = at("/content");
+        let (content_obj, content_str) = match value.get("content") {
+            Some(Value::String(s)) => match serde_json::from_str::<Value>(s) {
+                Ok(v @ Value::Object(_)) => (v, s.clone()),
+                Ok(other) => {
+                    return Err(single(format!(
+                        "{content_path}: holds a JSON {}, expected a JSON object",
+                        crate::decode::json_type(&other)
+                    )))
+                }
+                Err(e) => {
+                    return Err(single(format!(
+                        "{content_path}: is not a string holding JSON ({e})"
+                    )))
+                }
+            },
+            Some(obj @ Value::Object(_)) => (obj.clone(), obj.to_string()),
+            _ => return Err(single(format!("{content_path}: missing"))),
+        };
+        if let Some(v) = self.content.get(msg_type) {
+            let violations: Vec<String> = v
+                .iter_errors(&content_obj)
+                .map(|e| {
+                    format!(
+                        "{content_path}{}: {} (contentType {msg_type})",
+                        e.instance_path().as_str(),
+                        e
+                    )
+                })
+                .collect();
+            if !violations.is_empty() {
+                return Err(ValidationError { violations });
+            }
+        }
+        if let Some(limit) = content_limit(msg_type) {
+            if content_str.len() > limit {
+                return Err(single(format!(
+                    "{content_path}: {} bytes exceeds the {} KiB limit for {msg_type} messages (Lark would answer 230025)",
+                    content_str.len(),
+                    limit / 1024
+                )));
+            }
+        }
+        Ok(Envelope {
+            receiver,
+            msg_type: msg_type.to_string(),
+            content: content_str,
+        })
+    }
+}
+
+fn single(v: String) -> ValidationError {
+    ValidationError {
+        violations: vec![v],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn v() -> EnvelopeValidator {
+        EnvelopeValidator::new().unwrap()
+    }
+
+    fn err(value: Value) -> String {
+        v().validate(&value, None).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn defaults_and_normalisation() {
+        let e = v()
+            .validate(
+                &json!({"receiveId": "ou_a", "content": {"text": "hi"}}),
+                None,
+            )
+            .unwrap();
+        assert_eq!(
+            e.receiver,
+            Receiver::Id {
+                id_type: "open_id",
+                id: "ou_a".into()
+            }
+        );
+        assert_eq!(e.msg_type, "text");
+        assert_eq!(e.content, r#"{"text":"hi"}"#);
+        let e = v()
+            .validate(
+                &json!({"receiveType": "chat", "receiveId": "oc_1", "contentType": "text", "content": "{\"text\":\"x\"}"}),
+                None,
+            )
+            .unwrap();
+        assert_eq!(e.receiver.describe(), "chat_id:oc_1");
+        assert_eq!(e.content, "{\"text\":\"x\"}");
+        for (rt, id_type) in [
+            ("email", "email"),
+            ("union_id", "union_id"),
+            ("user_id", "user_id"),
+            ("open_id", "open_id"),
+        ] {
+            let e = v()
+                .validate(
+                    &json!({"receiveType": rt, "receiveId": "x", "content": {"text": "t"}}),
+                    None,
+                )
+                .unwrap();
+            assert_eq!(
+                e.receiver,
+                Receiver::Id {
+                    id_type,
+                    id: "x".into()
+                }
+            );
+        }
+        let e = v()
+            .validate(
+                &json!({"receiveType": "phone", "receiveId": "+86138", "content": {"text": "t"}}),
+                None,
+            )
+            .unwrap();
+        assert_eq!(e.receiver, Receiver::Phone("+86138".into()));
+    }
+
+    #[test]
+    fn names_every_failing_path() {
+        let e = err(
+            json!({"receiveType": "fax", "receiveId": "", "contentType": "telex", "content": 5, "extra": 1}),
+        );
+        for p in [
+            "/receiveType",
+            "/receiveId",
+            "/contentType",
+            "/content",
+            "/:",
+        ] {
+            assert!(e.contains(p), "{p} missing in {e}");
+        }
+        assert!(err(json!({"content": "{}"})).contains("\"receiveId\" is a required property"));
+        let e = v()
+            .validate(&json!({"receiveId": "", "content": {"text": "x"}}), Some(2))
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("/2/receiveId:"), "{e}");
+    }
+
+    #[test]
+    fn content_must_hold_a_json_object_of_the_right_shape() {
+        assert!(err(json!({"receiveId": "a", "content": "not json"}))
+            .contains("/content: is not a string holding JSON"));
+        assert!(err(json!({"receiveId": "a", "content": "[1]"})).contains("holds a JSON array"));
+        let e = err(json!({"receiveId": "a", "content": {"txt": "x"}}));
+        assert!(
+            e.contains("/content: \"text\" is a required property"),
+            "{e}"
+        );
+        let e =
+            err(json!({"receiveId": "a", "contentType": "image", "content": {"image_key": ""}}));
+        assert!(e.contains("/content/image_key"), "{e}");
+        let e = err(
+            json!({"receiveId": "a", "contentType": "post", "content": {"en_us": {"content": [[{"tag": "a", "text": "x"}]]}}}),
+        );
+        assert!(e.contains("/content/en_us/content/0/0"), "{e}");
+        let e = err(
+            json!({"receiveId": "a", "contentType": "interactive", "content": {"type": "template", "data": {}}}),
+        );
+        assert!(e.contains("/content"), "{e}");
+    }
+
+    #[test]
+    fn every_msg_type_accepts_its_documented_shape() {
+        let ok = [
+            ("text", json!({"text": "hi <at user_id=\"all\"></at>"})),
+            (
+                "post",
+                json!({"zh_cn": {"title": "t", "content": [[{"tag": "text", "text": "a"}, {"tag": "a", "text": "l", "href": "https://x"}], [{"tag": "at", "user_id": "ou_1"}], [{"tag": "img", "image_key": "img_1"}], [{"tag": "code_block", "language": "JSON", "text": "{}"}]]}, "en_us": {"content": [[{"tag": "md", "text": "**b**"}]]}}),
+            ),
+            ("image", json!({"image_key": "img_1"})),
+            ("file", json!({"file_key": "file_1"})),
+            ("audio", json!({"file_key": "file_1"})),
+            ("media", json!({"file_key": "file_1", "image_key": "img_1"})),
+            ("sticker", json!({"file_key": "file_1"})),
+            (
+                "interactive",
+                json!({"config": {"wide_screen_mode": true}, "header": {"title": {"tag": "plain_text", "content": "x"}}, "elements": [{"tag": "hr"}]}),
+            ),
+            (
+                "interactive",
+                json!({"schema": "2.0", "body": {"elements": []}}),
+            ),
+            (
+                "interactive",
+                json!({"type": "template", "data": {"template_id": "AAq1", "template_variable": {"k": "v"}}}),
+            ),
+            (
+                "interactive",
+                json!({"type": "card", "data": {"card_id": "c1"}}),
+            ),
+            ("share_chat", json!({"chat_id": "oc_1"})),
+            ("share_user", json!({"user_id": "ou_1"})),
+            (
+                "system",
+                json!({"type": "divider", "params": {"divider_text": {"text": "new"}}, "options": {"need_rollup": true}}),
+            ),
+        ];
+        for (t, c) in ok {
+            v().validate(
+                &json!({"receiveId": "a", "contentType": t, "content": c}),
+                None,
+            )
+            .unwrap_or_else(|e| panic!("{t}: {e}"));
+        }
+    }
+
+    #[test]
+    fn size_limits() {
+        let big = "x".repeat(31 * 1024);
+        let e = err(
+            json!({"receiveId": "a", "contentType": "interactive", "content": {"elements": [{"tag": "markdown", "content": big}]}}),
+        );
+        assert!(
+            e.contains("exceeds the 30 KiB limit for interactive"),
+            "{e}"
+        );
+        // The same text is fine as a text message (150 KiB).
+        v().validate(&json!({"receiveId": "a", "content": {"text": big}}), None)
+            .unwrap();
+        let huge = "x".repeat(151 * 1024);
+        assert!(err(json!({"receiveId": "a", "content": {"text": huge}})).contains("150 KiB"));
+    }
+}

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Installs everything the tests need (skipping what is already there) and runs every test:
+# unit tests, the emulator's tests, and the end-to-end tests against a real broker.
+# This is the command the README gives and the one .ci/run calls.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# 1. The broker (slow once, then skipped).
+scripts/broker.sh install
+
+# 2. One build of the whole workspace, shared by every test below.
+cargo build --workspace --all-targets --locked
+
+# 3. A fresh broker for this run, stopped however the run ends.
+export LARK_SINK_BROKER_PORT=${LARK_SINK_BROKER_PORT:-19092}
+scripts/broker.sh start
+trap 'scripts/broker.sh stop' EXIT
+export LARK_SINK_TEST_BROKER="127.0.0.1:$LARK_SINK_BROKER_PORT"
+
+# 4. Everything.
+cargo test --workspace --locked "$@"
