@@ -19,7 +19,7 @@ async fn sigkill_and_restart_mid_stream_loses_and_duplicates_nothing() {
     create_topic(&topic, PARTITIONS).await;
     // Real Lark limits on: the connector runs into throttling and retries while being killed.
     let lark = start_emulator_with(EmulatorConfig {
-        directory: Directory::demo().with_generated(24, 0),
+        directory: Directory::with_generated(24, 0),
         ..EmulatorConfig::default()
     })
     .await;

@@ -409,8 +409,9 @@ async fn uuid_duplicate_is_absorbed() {
 #[tokio::test]
 async fn app_rate_limit_answers_429_with_reset() {
     let h = start().await;
+    // The per-minute window keeps the test independent of machine speed.
     h.emu.set_limits(Limits {
-        app_per_sec: 3,
+        app_per_min: 3,
         receiver_per_sec: 0,
         ..Limits::default()
     });
@@ -813,7 +814,7 @@ async fn webhook_keywords_and_rate_limit() {
     let h = start_with(EmulatorConfig {
         directory: dir,
         limits: Limits {
-            webhook_per_sec: 2,
+            webhook_per_min: 2,
             ..Limits::default()
         },
         ..EmulatorConfig::default()
