@@ -301,6 +301,16 @@ impl ConnectorConfig {
         if lark.request_timeout.is_zero() {
             return Err(key_err("lark.request.timeout.ms", "must be positive"));
         }
+        // A partition worker may hold the consumer loop for as long as one record retries. Keep
+        // librdkafka's poll deadline above that, or the group would evict a healthy consumer
+        // during a Lark outage (unless the user chose a value themselves).
+        if let Some(t) = lark.retry_timeout {
+            let needed = t + lark.request_timeout + Duration::from_secs(60);
+            let default = Duration::from_millis(300_000);
+            kafka
+                .entry("max.poll.interval.ms".into())
+                .or_insert_with(|| needed.max(default).as_millis().to_string());
+        }
 
         let tolerance = match get("errors.tolerance").unwrap_or("none") {
             "none" => Tolerance::None,
@@ -459,6 +469,8 @@ mod tests {
         assert_eq!(c.topics, Topics::List(vec!["alerts".into(), "ops".into()]));
         assert_eq!(c.kafka["group.id"], "connect-alerts");
         assert_eq!(c.kafka["auto.offset.reset"], "earliest");
+        // 300 s retry budget + 10 s request timeout + 60 s slack.
+        assert_eq!(c.kafka["max.poll.interval.ms"], "370000");
         assert_eq!(c.lark.base_url, FEISHU_BASE_URL);
         assert_eq!(c.errors.tolerance, Tolerance::None);
         assert!(c.errors.dlq_context_headers);
