@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # A real Kafka-protocol broker for the end-to-end tests: tansu 0.6 with durable SQLite storage.
 #
-#   scripts/broker.sh install   cargo-install tansu unless a 0.6 build is already on PATH (15-25 min once)
+#   scripts/broker.sh install   cargo-install tansu unless a 0.6 build is already on PATH (about 14 min once, measured on 2 cores)
 #   scripts/broker.sh start     start it on 127.0.0.1:$LARK_SINK_BROKER_PORT (default 19092), fresh data
 #   scripts/broker.sh stop      stop it
 #   scripts/broker.sh status    say whether it runs
@@ -29,7 +29,7 @@ case "${1:-}" in
     if have_tansu; then
       echo "broker: $("$TANSU" --version) already installed at $TANSU (skipping)"
     else
-      echo "broker: installing tansu 0.6 with cargo (takes 15-25 minutes on 2 cores, once)"
+      echo "broker: installing tansu 0.6 with cargo (about 14 minutes on 2 idle cores, once)"
       cargo install tansu --version '^0.6' --locked --features dynostore,libsql
     fi
     ;;

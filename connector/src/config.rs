@@ -90,7 +90,7 @@ pub struct ConnectorConfig {
     pub name: String,
     pub topics: Topics,
     /// librdkafka properties (the `kafka.` prefix removed), already including lark-sink's defaults.
-    pub kafka: BTreeMap<String, String>,
+    pub kafka: KafkaProps,
     pub lark: LarkConfig,
     pub errors: ErrorsConfig,
     /// How often stored offsets are committed (`offset.flush.interval.ms`, as in Connect).
@@ -121,8 +121,62 @@ const KNOWN_KEYS: &[&str] = &[
     "offset.flush.interval.ms",
 ];
 
-/// librdkafka settings lark-sink owns: changing them would break the at-least-once contract.
-const RESERVED_KAFKA: &[&str] = &["enable.auto.offset.store", "enable.auto.commit"];
+/// librdkafka settings lark-sink owns, with what to do instead.
+const RESERVED_KAFKA: &[(&str, &str)] = &[
+    (
+        "enable.auto.offset.store",
+        "is managed by lark-sink (offsets are stored only after delivery); remove it",
+    ),
+    (
+        "enable.auto.commit",
+        "is managed by lark-sink (offsets are stored only after delivery); remove it",
+    ),
+    (
+        "auto.commit.interval.ms",
+        "is set from 'offset.flush.interval.ms'; use that key instead",
+    ),
+];
+
+/// librdkafka properties, printed with credentials masked (`sasl.password`, `ssl.key.password`,
+/// ...) so a `{:?}` of the config can never leak them.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct KafkaProps(BTreeMap<String, String>);
+
+impl KafkaProps {
+    fn is_sensitive(key: &str) -> bool {
+        [
+            "password",
+            "secret",
+            "oauthbearer.config",
+            "ssl.key.pem",
+            "ssl_key",
+        ]
+        .iter()
+        .any(|s| key.contains(s))
+    }
+}
+
+impl std::ops::Deref for KafkaProps {
+    type Target = BTreeMap<String, String>;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for KafkaProps {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_map()
+            .entries(self.0.iter().map(|(k, v)| {
+                let v = if Self::is_sensitive(k) {
+                    "***"
+                } else {
+                    v.as_str()
+                };
+                (k, v)
+            }))
+            .finish()
+    }
+}
 
 pub const FEISHU_BASE_URL: &str = "https://open.feishu.cn";
 pub const LARK_BASE_URL: &str = "https://open.larksuite.com";
@@ -236,16 +290,16 @@ impl ConnectorConfig {
         let mut kafka = BTreeMap::new();
         for (k, v) in &map {
             if let Some(prop) = k.strip_prefix("kafka.") {
-                if RESERVED_KAFKA.contains(&prop) {
-                    return Err(key_err(
-                        k,
-                        "is managed by lark-sink (offsets are stored only after delivery); remove it",
-                    ));
+                if let Some((_, why)) = RESERVED_KAFKA.iter().find(|(r, _)| *r == prop) {
+                    return Err(key_err(k, *why));
                 }
                 kafka.insert(prop.to_string(), v.clone());
             }
         }
-        if !kafka.contains_key("bootstrap.servers") {
+        if kafka
+            .get("bootstrap.servers")
+            .is_none_or(|b| b.trim().is_empty())
+        {
             return Err(key_err("kafka.bootstrap.servers", "missing"));
         }
         // Connect names a sink's group `connect-<name>` and starts new groups at the beginning.
@@ -301,6 +355,12 @@ impl ConnectorConfig {
         if lark.request_timeout.is_zero() {
             return Err(key_err("lark.request.timeout.ms", "must be positive"));
         }
+        if lark.retry_delay_initial > lark.retry_delay_max {
+            return Err(key_err(
+                "errors.retry.delay.initial.ms",
+                "must not exceed errors.retry.delay.max.ms",
+            ));
+        }
         // A partition worker may hold the consumer loop for as long as one record retries. Keep
         // librdkafka's poll deadline above that, or the group would evict a healthy consumer
         // during a Lark outage (unless the user chose a value themselves).
@@ -352,6 +412,12 @@ impl ConnectorConfig {
             dlq_replication_factor: int_key("errors.deadletterqueue.topic.replication.factor", -1)?,
             dlq_partitions: int_key("errors.deadletterqueue.topic.partitions", 1)?,
         };
+        if errors.dlq_replication_factor == 0 || errors.dlq_replication_factor < -1 {
+            return Err(key_err(
+                "errors.deadletterqueue.topic.replication.factor",
+                "must be -1 (broker default) or at least 1",
+            ));
+        }
         if errors.dlq_partitions < 1 {
             return Err(key_err(
                 "errors.deadletterqueue.topic.partitions",
@@ -364,13 +430,18 @@ impl ConnectorConfig {
             .filter(|(k, _)| k.as_str() == "transforms" || k.starts_with("transforms."))
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
+        let offset_flush_interval = ms("offset.flush.interval.ms", 5_000)?;
+        if offset_flush_interval.is_zero() {
+            // librdkafka reads 0 as "never commit periodically".
+            return Err(key_err("offset.flush.interval.ms", "must be positive"));
+        }
         Ok(ConnectorConfig {
             name,
             topics,
-            kafka,
+            kafka: KafkaProps(kafka),
             lark,
             errors,
-            offset_flush_interval: ms("offset.flush.interval.ms", 5_000)?,
+            offset_flush_interval,
             transforms,
         })
     }
@@ -458,8 +529,7 @@ mod tests {
 
     fn err(j: serde_json::Value) -> String {
         ConnectorConfig::from_json(&j)
-            .err()
-            .expect("should fail")
+            .expect_err("should fail")
             .to_string()
     }
 
@@ -507,6 +577,14 @@ mod tests {
         assert!(err(with("errors.tolerance", "some")).contains("'errors.tolerance'"));
         assert!(err(with("lark.request.timeout.ms", "10s")).contains("'lark.request.timeout.ms'"));
         assert!(err(with("kafka.enable.auto.commit", "false")).contains("managed by lark-sink"));
+        assert!(
+            err(with("kafka.auto.commit.interval.ms", "100")).contains("offset.flush.interval.ms")
+        );
+        assert!(err(with("kafka.bootstrap.servers", " "))
+            .contains("'kafka.bootstrap.servers': missing"));
+        assert!(err(with("offset.flush.interval.ms", "0")).contains("must be positive"));
+        assert!(err(with("errors.deadletterqueue.topic.replication.factor", "0")).contains("-1"));
+        assert!(err(with("errors.retry.delay.initial.ms", "70000")).contains("must not exceed"));
         assert!(err(with("topics.regex", "a.*")).contains("not both"));
         let e = err(with("errors.tolerance", "all"));
         assert!(e.contains("'errors.deadletterqueue.topic.name'"), "{e}");
@@ -524,6 +602,13 @@ mod tests {
         j["config"]["kafka.group.id"] = json!("g1");
         let c = ConnectorConfig::from_json(&j).unwrap();
         assert_eq!(c.kafka["security.protocol"], "SASL_SSL");
+        let mut j2 = with("kafka.sasl.password", "kafka-pw-123");
+        j2["config"]["kafka.ssl.key.password"] = json!("key-pw-456");
+        let dbg = format!("{:?}", ConnectorConfig::from_json(&j2).unwrap());
+        assert!(
+            !dbg.contains("kafka-pw-123") && !dbg.contains("key-pw-456"),
+            "{dbg}"
+        );
         assert_eq!(c.kafka["group.id"], "g1");
         assert_eq!(c.errors.dlq_topic.as_deref(), Some("dlq"));
     }

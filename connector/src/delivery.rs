@@ -67,18 +67,24 @@ pub async fn deliver(
             .send_message(id_type, &id, &envelope.msg_type, &envelope.content, uuid)
             .await
     };
+    // `errors.retry.timeout` is wall-clock time since the first attempt (as in Kafka Connect),
+    // checked before every retry, so time spent waiting on slow responses counts too.
+    let started = std::time::Instant::now();
+    let timeout = policy.timeout;
     let backoff = ExponentialBuilder::default()
         .with_min_delay(policy.initial)
         .with_max_delay(policy.max_delay)
         .with_jitter()
-        .without_max_times()
-        .with_total_delay(policy.timeout);
+        .without_max_times();
     let max_delay = policy.max_delay;
     let result = send
         .retry(backoff)
-        .when(|e: &LarkError| e.class.is_retryable())
-        // Wait what Lark asked for when it said so, but only while the budget allows a retry.
-        .adjust(|e: &LarkError, next| next.map(|d| e.retry_after.map_or(d, |r| r.min(max_delay))))
+        .when(|e: &LarkError| {
+            e.class.is_retryable() && timeout.is_none_or(|t| started.elapsed() < t)
+        })
+        // A server-given reset replaces the computed wait; backon's jitter adds up to 100% on top
+        // of the capped delay, so clamp again to keep `errors.retry.delay.max.ms` a true ceiling.
+        .adjust(|e: &LarkError, next| next.map(|d| e.retry_after.unwrap_or(d).min(max_delay)))
         .notify(|e: &LarkError, wait: Duration| {
             tracing::warn!(receiver = %envelope.receiver.describe(), uuid, class = e.class.label(),
                 wait_ms = wait.as_millis() as u64, "delivery failed, retrying: {e}");

@@ -107,6 +107,10 @@ pub fn producer_config(kafka: &BTreeMap<String, String>) -> ClientConfig {
     cfg
 }
 
+/// Producer settings the DLQ forces itself: a dead letter counts only once every in-sync replica
+/// has it, so user values (or their aliases) must not compete with `acks=all`.
+const DLQ_FORCED: &[&str] = &["acks", "request.required.acks"];
+
 impl DeadLetterWriter {
     pub fn new(
         kafka: &BTreeMap<String, String>,
@@ -114,7 +118,11 @@ impl DeadLetterWriter {
         connector: String,
         context_headers: bool,
     ) -> Result<Self, DlqError> {
-        let producer: FutureProducer = producer_config(kafka)
+        let mut cfg = producer_config(kafka);
+        for k in DLQ_FORCED {
+            cfg.remove(k);
+        }
+        let producer: FutureProducer = cfg
             .set("acks", "all")
             .set("message.timeout.ms", "30000")
             .create()

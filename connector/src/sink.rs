@@ -376,9 +376,18 @@ async fn process_record(
                 messages.extend(envs);
             }
             Err(e) => {
-                return shared
-                    .fail(record, simple(Stage::Decode, "decode", e.to_string()))
-                    .await;
+                // Raw input of the wrong shape is a decode failure; a transform that returned
+                // something other than envelopes is the transform's fault.
+                let dl = if chain.is_empty() {
+                    simple(Stage::Decode, "decode", e.to_string())
+                } else {
+                    simple(
+                        Stage::Transform,
+                        "transform",
+                        format!("transform output: {e}"),
+                    )
+                };
+                return shared.fail(record, dl).await;
             }
         }
     }

@@ -30,7 +30,7 @@ pub fn broker() -> String {
         panic!(
             "LARK_SINK_TEST_BROKER is not set. The end-to-end tests need a real Kafka-protocol broker: \
              run them with `scripts/test.sh` (installs and starts tansu), or start one with \
-             `scripts/broker.sh start` and export LARK_SINK_TEST_BROKER=127.0.0.1:9092"
+             `scripts/broker.sh start` and export LARK_SINK_TEST_BROKER=127.0.0.1:19092"
         )
     })
 }
@@ -400,4 +400,88 @@ pub fn uuid_coordinates(uuid: &str) -> Option<(i32, i64, usize)> {
     let offset = parts.next()?.parse().ok()?;
     let partition = parts.next()?.parse().ok()?;
     Some((partition, offset, index))
+}
+
+/// One test's world: its own topic, consumer group name, DLQ topic, emulator and producer.
+pub struct Scenario {
+    pub topic: String,
+    /// Connector name, also used as its consumer group.
+    pub name: String,
+    pub dlq: String,
+    pub lark: EmulatorHandle,
+    pub partitions: i32,
+    producer: Producer,
+}
+
+impl Scenario {
+    pub async fn new(prefix: &str, partitions: i32) -> Scenario {
+        Self::with_emulator(prefix, partitions, EmulatorConfig::default()).await
+    }
+
+    pub async fn with_emulator(prefix: &str, partitions: i32, cfg: EmulatorConfig) -> Scenario {
+        let topic = unique(prefix);
+        create_topic(&topic, partitions).await;
+        Scenario {
+            name: unique(&format!("{prefix}-sink")),
+            dlq: unique(&format!("{prefix}-dlq")),
+            lark: start_emulator_with(cfg).await,
+            partitions,
+            producer: Producer::new(),
+            topic,
+        }
+    }
+
+    /// Produces a JSON record (partition chosen by the producer) and returns (partition, offset).
+    pub async fn send(&self, value: &Value) -> (i32, i64) {
+        self.producer.send_json(&self.topic, None, value).await
+    }
+
+    pub async fn send_to(&self, partition: i32, value: &Value) -> (i32, i64) {
+        self.producer
+            .send_json(&self.topic, Some(partition), value)
+            .await
+    }
+
+    pub async fn send_raw(
+        &self,
+        key: Option<&str>,
+        value: &[u8],
+        headers: &[(&str, &str)],
+    ) -> (i32, i64) {
+        self.producer
+            .send(&self.topic, None, key, value, headers)
+            .await
+    }
+
+    /// A connector config with `errors.tolerance=all` and this scenario's DLQ.
+    pub fn config(&self) -> Value {
+        connector_config(&self.name, &self.topic, &self.lark, Some(&self.dlq))
+    }
+
+    /// A connector config with Connect's default `errors.tolerance=none` and no DLQ.
+    pub fn strict_config(&self) -> Value {
+        connector_config(&self.name, &self.topic, &self.lark, None)
+    }
+
+    pub fn committed(&self) -> Vec<i64> {
+        committed(&self.name, &self.topic, self.partitions)
+    }
+
+    pub fn dead_letters(&self, expected: usize, timeout: Duration) -> Vec<ReadRecord> {
+        read_topic(&self.dlq, expected, timeout)
+    }
+
+    /// The `text` field of every message the emulator accepted, in acceptance order.
+    pub fn texts(&self) -> Vec<String> {
+        self.lark
+            .messages()
+            .iter()
+            .filter_map(|m| {
+                m.content
+                    .get("text")
+                    .and_then(Value::as_str)
+                    .map(str::to_string)
+            })
+            .collect()
+    }
 }

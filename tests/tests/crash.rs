@@ -15,17 +15,19 @@ const RECORDS: usize = 240;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_and_restart_mid_stream_loses_and_duplicates_nothing() {
-    let topic = unique("crash");
-    create_topic(&topic, PARTITIONS).await;
     // Real Lark limits on: the connector runs into throttling and retries while being killed.
-    let lark = start_emulator_with(EmulatorConfig {
-        directory: Directory::with_generated(24, 0),
-        ..EmulatorConfig::default()
-    })
+    let s = Scenario::with_emulator(
+        "crash",
+        PARTITIONS,
+        EmulatorConfig {
+            directory: Directory::with_generated(24, 0),
+            ..EmulatorConfig::default()
+        },
+    )
     .await;
+    let lark = &s.lark;
 
     // Every fifth record is an array of two messages to two different receivers.
-    let p = Producer::new();
     let mut expected: BTreeMap<(i32, i64), usize> = BTreeMap::new(); // record → message count
     for i in 0..RECORDS {
         let one = |j: usize| json!({"receiveId": format!("ou_gen_{}", (i + j) % 24), "content": {"text": format!("m{i}.{j}")}});
@@ -34,19 +36,16 @@ async fn sigkill_and_restart_mid_stream_loses_and_duplicates_nothing() {
         } else {
             (one(0), 1)
         };
-        let coords = p
-            .send_json(&topic, Some((i % PARTITIONS as usize) as i32), &value)
-            .await;
+        let coords = s.send_to((i % PARTITIONS as usize) as i32, &value).await;
         expected.insert(coords, n);
     }
     let total: usize = expected.values().sum();
 
-    let name = unique("crash");
-    let cfg = connector_config(&name, &topic, &lark, None);
+    let cfg = s.strict_config();
     let audit = |when: &str| {
         // Committed offsets must only cover records whose messages were all delivered.
-        let delivered = delivered_counts(&lark);
-        let committed = committed(&name, &topic, PARTITIONS);
+        let delivered = delivered_counts(lark);
+        let committed = s.committed();
         for (p, c) in committed.iter().enumerate() {
             for (&(rp, ro), &n) in &expected {
                 if rp == p as i32 && ro < *c {
@@ -97,7 +96,7 @@ async fn sigkill_and_restart_mid_stream_loses_and_duplicates_nothing() {
         })
         .collect();
     wait_until("all offsets committed", Duration::from_secs(30), || {
-        committed(&name, &topic, PARTITIONS) == ends
+        s.committed() == ends
     })
     .await;
     assert_eq!(c.stop(), Some(0));
@@ -107,10 +106,10 @@ async fn sigkill_and_restart_mid_stream_loses_and_duplicates_nothing() {
     assert_eq!(msgs.len(), total, "every message exactly once");
     let uuids: BTreeSet<&str> = msgs.iter().filter_map(|m| m.uuid.as_deref()).collect();
     assert_eq!(uuids.len(), total, "no message accepted twice");
-    assert_eq!(delivered_counts(&lark).len(), expected.len());
+    assert_eq!(delivered_counts(lark).len(), expected.len());
     for (coords, n) in &expected {
         assert_eq!(
-            delivered_counts(&lark).get(coords),
+            delivered_counts(lark).get(coords),
             Some(n),
             "record {coords:?}"
         );

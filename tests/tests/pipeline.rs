@@ -15,10 +15,7 @@ fn text(t: &str) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_receive_type_and_array_records_are_delivered() {
-    let topic = unique("types");
-    create_topic(&topic, 2).await;
-    let lark = start_emulator().await;
-    let p = Producer::new();
+    let s = Scenario::new("types", 2).await;
     let records = [
         json!({"receiveType": "user", "receiveId": "ou_alice", "content": text("user")}),
         json!({"receiveType": "open_id", "receiveId": "ou_bob", "contentType": "text", "content": "{\"text\":\"open_id\"}"}),
@@ -35,19 +32,17 @@ async fn every_receive_type_and_array_records_are_delivered() {
         ]),
     ];
     for r in &records {
-        p.send_json(&topic, None, r).await;
+        s.send(r).await;
     }
-    let dlq = unique("types-dlq");
-    let name = unique("types");
-    let mut c = Connector::start(&connector_config(&name, &topic, &lark, Some(&dlq)));
+    let mut c = Connector::start(&s.config());
     wait_until("11 messages in the emulator", WAIT, || {
-        lark.messages().len() >= 11
+        s.lark.messages().len() >= 11
     })
     .await;
     // Give a wrong extra delivery the chance to show up before asserting exact counts.
     tokio::time::sleep(Duration::from_millis(500)).await;
 
-    let msgs = lark.messages();
+    let msgs = s.lark.messages();
     assert_eq!(msgs.len(), 11, "{msgs:#?}");
     let by_text: BTreeMap<String, &AcceptedMessage> = msgs
         .iter()
@@ -96,93 +91,51 @@ async fn every_receive_type_and_array_records_are_delivered() {
     assert_eq!(indices, BTreeSet::from([0, 1, 2]));
     assert_eq!(c.stop(), Some(0), "clean stop on SIGTERM");
     assert!(
-        read_topic(&dlq, 1, Duration::from_secs(2)).is_empty(),
+        s.dead_letters(1, Duration::from_secs(2)).is_empty(),
         "nothing dead-lettered"
     );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn undeliverable_records_are_dead_lettered_with_their_reason() {
-    let topic = unique("bad");
-    create_topic(&topic, 1).await;
-    let lark = start_emulator().await;
-    let p = Producer::new();
+    let s = Scenario::new("bad", 1).await;
     // Interleave valid records so we also see the partition never stalls.
-    p.send_json(
-        &topic,
-        None,
-        &json!({"receiveId": "ou_alice", "content": text("ok-1")}),
-    )
-    .await;
-    p.send(
-        &topic,
-        None,
+    s.send(&json!({"receiveId": "ou_alice", "content": text("ok-1")}))
+        .await;
+    s.send_raw(
         Some("k-badjson"),
         br#"{"receiveId": "ou_alice", "content": "#,
         &[("trace", "t-1")],
     )
     .await;
-    p.send_json(
-        &topic,
-        None,
-        &json!({"receiveType": "fax", "receiveId": "", "content": text("x")}),
-    )
-    .await;
-    p.send_json(
-        &topic,
-        None,
+    s.send(&json!({"receiveType": "fax", "receiveId": "", "content": text("x")}))
+        .await;
+    s.send(
         &json!({"receiveType": "chat", "receiveId": "oc_ops", "contentType": "interactive",
         "content": {"elements": [{"tag": "markdown", "content": "x".repeat(40_000)}]}}),
     )
     .await;
-    p.send_json(
-        &topic,
-        None,
-        &json!({"receiveType": "chat", "receiveId": "oc_outside", "content": text("230002")}),
-    )
+    s.send(&json!({"receiveType": "chat", "receiveId": "oc_outside", "content": text("230002")}))
+        .await;
+    s.send(&json!({"receiveType": "user", "receiveId": "ou_carol", "content": text("230013")}))
+        .await;
+    s.send_raw(None, b"\xff\xfe not utf-8", &[]).await;
+    s.send(&json!([
+        {"receiveId": "ou_bob", "content": text("ok-2")},
+        {"receiveId": "ou_bob", "contentType": "image", "content": {"image_key": ""}}
+    ]))
     .await;
-    p.send_json(
-        &topic,
-        None,
-        &json!({"receiveType": "user", "receiveId": "ou_carol", "content": text("230013")}),
-    )
-    .await;
-    p.send(&topic, None, None, b"\xff\xfe not utf-8", &[]).await;
-    p.send_json(
-        &topic,
-        None,
-        &json!([
-            {"receiveId": "ou_bob", "content": text("ok-2")},
-            {"receiveId": "ou_bob", "contentType": "image", "content": {"image_key": ""}}
-        ]),
-    )
-    .await;
-    p.send_json(
-        &topic,
-        None,
-        &json!({"receiveId": "ou_alice", "content": text("ok-3")}),
-    )
-    .await;
+    s.send(&json!({"receiveId": "ou_alice", "content": text("ok-3")}))
+        .await;
 
-    let dlq = unique("bad-dlq");
-    let name = unique("bad");
-    let mut c = Connector::start(&connector_config(&name, &topic, &lark, Some(&dlq)));
-    let dead = read_topic(&dlq, 7, WAIT);
+    let mut c = Connector::start(&s.config());
+    let dead = s.dead_letters(7, WAIT);
     assert_eq!(dead.len(), 7, "{dead:#?}\n{}", c.logs());
     wait_until("3 valid messages delivered", WAIT, || {
-        lark.messages().len() >= 3
+        s.lark.messages().len() >= 3
     })
     .await;
-    let texts: BTreeSet<String> = lark
-        .messages()
-        .iter()
-        .filter_map(|m| {
-            m.content
-                .get("text")
-                .and_then(Value::as_str)
-                .map(str::to_string)
-        })
-        .collect();
+    let texts: BTreeSet<String> = s.texts().into_iter().collect();
     assert_eq!(
         texts,
         BTreeSet::from(["ok-1".into(), "ok-2".into(), "ok-3".into()])
@@ -215,8 +168,8 @@ async fn undeliverable_records_are_dead_lettered_with_their_reason() {
     assert_eq!(bad_json.header("trace"), "t-1");
     assert!(reason(1).contains("not JSON"), "{}", reason(1));
     assert_eq!(bad_json.header("__connect.errors.stage"), "VALUE_CONVERTER");
-    assert_eq!(bad_json.header("__connect.errors.topic"), topic);
-    assert_eq!(bad_json.header("__connect.errors.connector.name"), name);
+    assert_eq!(bad_json.header("__connect.errors.topic"), s.topic);
+    assert_eq!(bad_json.header("__connect.errors.connector.name"), s.name);
 
     // Schema violation: every failing path named.
     assert!(
@@ -257,13 +210,9 @@ async fn undeliverable_records_are_dead_lettered_with_their_reason() {
     assert!(reason(7).contains("/1/content/image_key"), "{}", reason(7));
 
     // All 9 records finished, so the committed offset reaches the end.
-    wait_until("offset 9 committed", WAIT, || {
-        committed(&name, &topic, 1) == vec![9]
-    })
-    .await;
-    let logs = c.logs();
+    wait_until("offset 9 committed", WAIT, || s.committed() == vec![9]).await;
     assert!(
-        !logs.contains("demo-secret"),
+        !c.logs().contains("demo-secret"),
         "the app secret leaked into the logs"
     );
     assert_eq!(c.stop(), Some(0));
@@ -271,84 +220,64 @@ async fn undeliverable_records_are_dead_lettered_with_their_reason() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_errors_and_rate_limits_are_retried_then_delivered() {
-    let topic = unique("retry");
-    create_topic(&topic, 1).await;
-    let lark = start_emulator().await;
-    lark.push_fault(FaultTarget::Send, Fault::Status { status: 500 });
-    lark.push_fault(FaultTarget::Send, Fault::Status { status: 503 });
-    lark.push_fault(
+    let s = Scenario::new("retry", 1).await;
+    let code = |http_status, code, msg: &str, reset| Fault::Code {
+        http_status,
+        code,
+        msg: msg.into(),
+        ratelimit_reset_secs: reset,
+    };
+    s.lark
+        .push_fault(FaultTarget::Send, Fault::Status { status: 500 });
+    s.lark
+        .push_fault(FaultTarget::Send, Fault::Status { status: 503 });
+    s.lark.push_fault(
         FaultTarget::Send,
-        Fault::Code {
-            http_status: 429,
-            code: 99991400,
-            msg: "request trigger frequency limit".into(),
-            ratelimit_reset_secs: Some(1),
-        },
+        code(429, 99991400, "request trigger frequency limit", Some(1)),
     );
-    lark.push_fault(
+    s.lark.push_fault(
         FaultTarget::Send,
-        Fault::Code {
-            http_status: 400,
-            code: 230020,
-            msg: "This operation triggers the frequency limit.".into(),
-            ratelimit_reset_secs: None,
-        },
-    );
-    let p = Producer::new();
-    for i in 0..3 {
-        p.send_json(
-            &topic,
+        code(
+            400,
+            230020,
+            "This operation triggers the frequency limit.",
             None,
-            &json!({"receiveId": "ou_alice", "content": text(&format!("r{i}"))}),
-        )
-        .await;
+        ),
+    );
+    for i in 0..3 {
+        s.send(&json!({"receiveId": "ou_alice", "content": text(&format!("r{i}"))}))
+            .await;
     }
-    let dlq = unique("retry-dlq");
-    let name = unique("retry");
-    let mut c = Connector::start(&connector_config(&name, &topic, &lark, Some(&dlq)));
-    wait_until("3 messages delivered", WAIT, || lark.messages().len() >= 3).await;
-    let stats = lark.stats();
+    let mut c = Connector::start(&s.config());
+    wait_until("3 messages delivered", WAIT, || {
+        s.lark.messages().len() >= 3
+    })
+    .await;
+    let stats = s.lark.stats();
     assert_eq!(stats.faults_injected, 4, "{stats:?}");
     // In Kafka order despite the retries (one partition, one receiver).
-    let texts: Vec<String> = lark
-        .messages()
-        .iter()
-        .map(|m| m.content["text"].as_str().unwrap_or("").to_string())
-        .collect();
-    assert_eq!(texts, ["r0", "r1", "r2"]);
+    assert_eq!(s.texts(), ["r0", "r1", "r2"]);
     let logs = c.logs();
     assert!(
         logs.contains("R-hdr") && logs.contains("wait_ms=1000"),
         "the reset header must set the wait:\n{logs}"
     );
     assert_eq!(c.stop(), Some(0));
-    assert!(read_topic(&dlq, 1, Duration::from_secs(2)).is_empty());
+    assert!(s.dead_letters(1, Duration::from_secs(2)).is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn revoked_token_is_evicted_and_reminted() {
-    let topic = unique("token");
-    create_topic(&topic, 1).await;
-    let lark = start_emulator().await;
-    let p = Producer::new();
-    let name = unique("token");
-    let mut c = Connector::start(&connector_config(&name, &topic, &lark, None));
-    p.send_json(
-        &topic,
-        None,
-        &json!({"receiveId": "ou_alice", "content": text("before")}),
-    )
-    .await;
-    wait_until("first message", WAIT, || lark.messages().len() == 1).await;
-    lark.revoke_tokens();
-    p.send_json(
-        &topic,
-        None,
-        &json!({"receiveId": "ou_alice", "content": text("after")}),
-    )
-    .await;
-    wait_until("second message", WAIT, || lark.messages().len() == 2).await;
-    let stats = lark.stats();
+    let s = Scenario::new("token", 1).await;
+    let mut c = Connector::start(&s.strict_config());
+    s.send(&json!({"receiveId": "ou_alice", "content": text("before")}))
+        .await;
+    wait_until("first message", WAIT, || s.lark.messages().len() == 1).await;
+    s.lark.revoke_tokens();
+    s.send(&json!({"receiveId": "ou_alice", "content": text("after")}))
+        .await;
+    wait_until("second message", WAIT, || s.lark.messages().len() == 2).await;
+    let stats = s.lark.stats();
     assert!(stats.token_rejections >= 1, "{stats:?}");
     assert_eq!(
         stats.tokens_issued, 2,
@@ -359,120 +288,72 @@ async fn revoked_token_is_evicted_and_reminted() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn committed_offsets_never_pass_an_undelivered_message() {
-    let topic = unique("commit");
-    create_topic(&topic, 1).await;
-    let lark = start_emulator().await;
-    let p = Producer::new();
-    let name = unique("commit");
-    let mut cfg = connector_config(&name, &topic, &lark, None);
+    let s = Scenario::new("commit", 1).await;
+    let mut cfg = s.strict_config();
     cfg["config"]["errors.retry.timeout"] = json!("-1"); // retry forever: Lark is "down", not the record
     let mut c = Connector::start(&cfg);
     for i in 0..3 {
-        p.send_json(
-            &topic,
-            None,
-            &json!({"receiveId": "ou_alice", "content": text(&format!("a{i}"))}),
-        )
-        .await;
+        s.send(&json!({"receiveId": "ou_alice", "content": text(&format!("a{i}"))}))
+            .await;
     }
-    wait_until("offset 3 committed", WAIT, || {
-        committed(&name, &topic, 1) == vec![3]
-    })
-    .await;
+    wait_until("offset 3 committed", WAIT, || s.committed() == vec![3]).await;
 
     // Lark goes down; new records cannot be delivered.
-    lark.set_fault_config(FaultConfig {
+    s.lark.set_fault_config(FaultConfig {
         error_5xx_rate: 1.0,
         ..Default::default()
     });
     for i in 0..5 {
-        p.send_json(
-            &topic,
-            None,
-            &json!({"receiveId": "ou_bob", "content": text(&format!("b{i}"))}),
-        )
-        .await;
+        s.send(&json!({"receiveId": "ou_bob", "content": text(&format!("b{i}"))}))
+            .await;
     }
     wait_until("retries against the failing emulator", WAIT, || {
-        lark.stats().faults_injected >= 3
+        s.lark.stats().faults_injected >= 3
     })
     .await;
     // Several commit intervals (500 ms) pass while nothing can be delivered.
     for _ in 0..8 {
         tokio::time::sleep(Duration::from_millis(250)).await;
         assert_eq!(
-            committed(&name, &topic, 1),
+            s.committed(),
             vec![3],
             "committed past an undelivered record"
         );
     }
-    assert_eq!(lark.messages().len(), 3);
+    assert_eq!(s.lark.messages().len(), 3);
 
-    lark.set_fault_config(FaultConfig::default());
-    wait_until("all 8 delivered", WAIT, || lark.messages().len() == 8).await;
-    wait_until("offset 8 committed", WAIT, || {
-        committed(&name, &topic, 1) == vec![8]
-    })
-    .await;
+    s.lark.set_fault_config(FaultConfig::default());
+    wait_until("all 8 delivered", WAIT, || s.lark.messages().len() == 8).await;
+    wait_until("offset 8 committed", WAIT, || s.committed() == vec![8]).await;
     assert_eq!(c.stop(), Some(0));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn errors_tolerance_none_stops_without_committing_the_bad_record() {
-    let topic = unique("strict");
-    create_topic(&topic, 1).await;
-    let lark = start_emulator().await;
-    let p = Producer::new();
-    p.send_json(
-        &topic,
-        None,
-        &json!({"receiveId": "ou_alice", "content": text("fine")}),
-    )
-    .await;
-    p.send_json(
-        &topic,
-        None,
-        &json!({"receiveId": "", "content": text("bad")}),
-    )
-    .await;
-    p.send_json(
-        &topic,
-        None,
-        &json!({"receiveId": "ou_alice", "content": text("never")}),
-    )
-    .await;
-    let name = unique("strict");
-    let mut c = Connector::start(&connector_config(&name, &topic, &lark, None));
-    let code = c.wait_exit(WAIT).await;
-    assert_eq!(code, Some(1), "{}", c.logs());
+    let s = Scenario::new("strict", 1).await;
+    s.send(&json!({"receiveId": "ou_alice", "content": text("fine")}))
+        .await;
+    s.send(&json!({"receiveId": "", "content": text("bad")}))
+        .await;
+    s.send(&json!({"receiveId": "ou_alice", "content": text("never")}))
+        .await;
+    let mut c = Connector::start(&s.strict_config());
+    assert_eq!(c.wait_exit(WAIT).await, Some(1), "{}", c.logs());
     let logs = c.logs();
     assert!(
         logs.contains("errors.tolerance=none") && logs.contains("/receiveId"),
         "{logs}"
     );
-    assert_eq!(lark.messages().len(), 1);
-    assert_eq!(
-        committed(&name, &topic, 1),
-        vec![1],
-        "the bad record stays uncommitted"
-    );
+    assert_eq!(s.texts(), ["fine"]);
+    assert_eq!(s.committed(), vec![1], "the bad record stays uncommitted");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_app_secret_stops_the_connector_instead_of_dead_lettering() {
-    let topic = unique("creds");
-    create_topic(&topic, 1).await;
-    let lark = start_emulator().await;
-    Producer::new()
-        .send_json(
-            &topic,
-            None,
-            &json!({"receiveId": "ou_alice", "content": text("x")}),
-        )
+    let s = Scenario::new("creds", 1).await;
+    s.send(&json!({"receiveId": "ou_alice", "content": text("x")}))
         .await;
-    let name = unique("creds");
-    let dlq = unique("creds-dlq");
-    let mut cfg = connector_config(&name, &topic, &lark, Some(&dlq));
+    let mut cfg = s.config();
     cfg["config"]["lark.app.secret"] = json!("${env:E2E_WRONG_SECRET}");
     let mut c = Connector::start_with_env(&cfg, &[("E2E_WRONG_SECRET", "not-the-secret-42")]);
     assert_eq!(c.wait_exit(WAIT).await, Some(1), "{}", c.logs());
@@ -483,10 +364,10 @@ async fn wrong_app_secret_stops_the_connector_instead_of_dead_lettering() {
         "secret leaked into logs:\n{logs}"
     );
     assert!(
-        read_topic(&dlq, 1, Duration::from_secs(2)).is_empty(),
+        s.dead_letters(1, Duration::from_secs(2)).is_empty(),
         "config errors are not dead-lettered"
     );
-    assert_eq!(committed(&name, &topic, 1), vec![-1]);
+    assert_eq!(s.committed(), vec![-1]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -77,6 +77,12 @@ pub struct TransformConfigError {
 /// The engines this build knows, by their `transforms.<name>.type` value.
 pub const ENGINES: &[&str] = &["identity"];
 
+/// The options (`transforms.<name>.<option>`) each engine understands besides `type`.
+/// `identity` takes none; each scripting engine adds its own (file, source, limits) here.
+fn engine_options(_engine: &str) -> &'static [&'static str] {
+    &[]
+}
+
 /// The configured transforms, applied in order.
 #[derive(Default)]
 pub struct Chain {
@@ -115,7 +121,6 @@ impl Chain {
                     message: "missing: every listed transform needs a type".into(),
                 });
             };
-            used.push(type_key.clone());
             match engine.as_str() {
                 "identity" => transforms.push(Box::new(Identity::new(*name))),
                 other => {
@@ -129,17 +134,30 @@ impl Chain {
                 }
             }
         }
-        // Options of transforms that are not listed are almost always a typo in `transforms`.
+        // Every `transforms.*` key must belong to a listed transform and be an option its engine
+        // knows: a typo must fail at start-up, not silently change nothing.
         for key in config.keys() {
-            if let Some(rest) = key.strip_prefix("transforms.") {
-                let name = rest.split('.').next().unwrap_or_default();
-                if !names.contains(&name) {
-                    return Err(TransformConfigError {
-                        key: key.clone(),
-                        message: format!("transform '{name}' is not listed in 'transforms'"),
-                    });
-                }
+            let Some(rest) = key.strip_prefix("transforms.") else {
+                continue;
+            };
+            let (name, option) = rest.split_once('.').unwrap_or((rest, ""));
+            if !names.contains(&name) {
+                return Err(TransformConfigError {
+                    key: key.clone(),
+                    message: format!("transform '{name}' is not listed in 'transforms'"),
+                });
             }
+            let engine = config
+                .get(&format!("transforms.{name}.type"))
+                .map(String::as_str)
+                .unwrap_or_default();
+            if option != "type" && !engine_options(engine).contains(&option) {
+                return Err(TransformConfigError {
+                    key: key.clone(),
+                    message: format!("unknown option '{option}' for a {engine} transform"),
+                });
+            }
+            used.push(key.clone());
         }
         Ok((Chain { transforms }, used))
     }
@@ -220,6 +238,15 @@ mod tests {
         .err()
         .unwrap();
         assert_eq!(err.key, "transforms.b.type");
+        let err = Chain::from_config(&cfg(&[
+            ("transforms", "a"),
+            ("transforms.a.type", "identity"),
+            ("transforms.a.sauce", "x"),
+        ]))
+        .err()
+        .unwrap();
+        assert_eq!(err.key, "transforms.a.sauce");
+        assert!(err.message.contains("unknown option 'sauce'"), "{err}");
         let err = Chain::from_config(&cfg(&[
             ("transforms", "a,a"),
             ("transforms.a.type", "identity"),

@@ -84,7 +84,7 @@ pub fn create_consumer(
     tracker: Arc<Mutex<OffsetTracker>>,
 ) -> KafkaResult<SinkConsumer> {
     let mut client = ClientConfig::new();
-    for (k, v) in &cfg.kafka {
+    for (k, v) in cfg.kafka.iter() {
         client.set(k, v);
     }
     client
