@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use lark_sink_transforms::Chain;
 
+use crate::delivery::RateConfig;
 use crate::secret::Secret;
 
 #[derive(Debug, thiserror::Error)]
@@ -85,6 +86,13 @@ pub struct ErrorsConfig {
     pub dlq_partitions: i32,
 }
 
+/// Bounds on what the delivery engine buffers; reaching either pauses the Kafka partitions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BufferConfig {
+    pub max_messages: usize,
+    pub max_bytes: usize,
+}
+
 #[derive(Debug, Clone)]
 pub struct ConnectorConfig {
     pub name: String,
@@ -92,6 +100,8 @@ pub struct ConnectorConfig {
     /// librdkafka properties (the `kafka.` prefix removed), already including lark-sink's defaults.
     pub kafka: KafkaProps,
     pub lark: LarkConfig,
+    pub rate: RateConfig,
+    pub buffer: BufferConfig,
     pub errors: ErrorsConfig,
     /// How often stored offsets are committed (`offset.flush.interval.ms`, as in Connect).
     pub offset_flush_interval: Duration,
@@ -110,6 +120,12 @@ const KNOWN_KEYS: &[&str] = &[
     "lark.domain",
     "lark.request.timeout.ms",
     "lark.token.refresh.margin.ms",
+    "lark.rate.app.per.second",
+    "lark.rate.app.per.minute",
+    "lark.rate.receiver.per.second",
+    "lark.rate.share",
+    "buffer.max.messages",
+    "buffer.max.bytes",
     "errors.tolerance",
     "errors.retry.timeout",
     "errors.retry.delay.max.ms",
@@ -430,6 +446,54 @@ impl ConnectorConfig {
             .filter(|(k, _)| k.as_str() == "transforms" || k.starts_with("transforms."))
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
+        let count = |k: &str, default: u64| -> Result<u64, ConfigError> {
+            match get(k) {
+                None => Ok(default),
+                Some(v) => v
+                    .parse::<u64>()
+                    .map_err(|_| key_err(k, format!("'{v}' is not a whole number"))),
+            }
+        };
+        let per = |k: &str, default: u64| -> Result<u32, ConfigError> {
+            u32::try_from(count(k, default)?).map_err(|_| key_err(k, "is too large"))
+        };
+        let rate = RateConfig {
+            app_per_second: per("lark.rate.app.per.second", 50)?,
+            app_per_minute: per("lark.rate.app.per.minute", 1000)?,
+            receiver_per_second: per("lark.rate.receiver.per.second", 5)?,
+            share_auto: match get("lark.rate.share").unwrap_or("auto") {
+                "auto" => true,
+                "none" => false,
+                other => {
+                    return Err(key_err(
+                        "lark.rate.share",
+                        format!("'{other}' is not 'auto' or 'none'"),
+                    ))
+                }
+            },
+        };
+        let buffer = BufferConfig {
+            max_messages: count("buffer.max.messages", 5_000)? as usize,
+            max_bytes: count("buffer.max.bytes", 8 * 1024 * 1024)? as usize,
+        };
+        if buffer.max_messages == 0 || buffer.max_bytes == 0 {
+            return Err(key_err(
+                if buffer.max_messages == 0 {
+                    "buffer.max.messages"
+                } else {
+                    "buffer.max.bytes"
+                },
+                "must be positive",
+            ));
+        }
+        // librdkafka prefetches up to 64 MB and 100k messages per partition by default; the engine
+        // has its own buffer, so keep the prefetch small and memory flat (user values win).
+        kafka
+            .entry("queued.max.messages.kbytes".into())
+            .or_insert_with(|| "4096".into());
+        kafka
+            .entry("queued.min.messages".into())
+            .or_insert_with(|| "2000".into());
         let offset_flush_interval = ms("offset.flush.interval.ms", 5_000)?;
         if offset_flush_interval.is_zero() {
             // librdkafka reads 0 as "never commit periodically".
@@ -440,6 +504,8 @@ impl ConnectorConfig {
             topics,
             kafka: KafkaProps(kafka),
             lark,
+            rate,
+            buffer,
             errors,
             offset_flush_interval,
             transforms,
@@ -545,6 +611,14 @@ mod tests {
         assert_eq!(c.errors.tolerance, Tolerance::None);
         assert!(c.errors.dlq_context_headers);
         assert_eq!(c.offset_flush_interval, Duration::from_secs(5));
+        assert_eq!(c.rate, RateConfig::default());
+        assert_eq!(
+            c.buffer,
+            BufferConfig {
+                max_messages: 5000,
+                max_bytes: 8 << 20
+            }
+        );
         assert!(format!("{c:?}").contains("Secret(***)"));
         assert!(!format!("{c:?}").contains("s3cret"));
     }
@@ -585,6 +659,9 @@ mod tests {
         assert!(err(with("offset.flush.interval.ms", "0")).contains("must be positive"));
         assert!(err(with("errors.deadletterqueue.topic.replication.factor", "0")).contains("-1"));
         assert!(err(with("errors.retry.delay.initial.ms", "70000")).contains("must not exceed"));
+        assert!(err(with("lark.rate.share", "half")).contains("'lark.rate.share'"));
+        assert!(err(with("buffer.max.messages", "0")).contains("'buffer.max.messages'"));
+        assert!(err(with("lark.rate.app.per.second", "-1")).contains("'lark.rate.app.per.second'"));
         assert!(err(with("topics.regex", "a.*")).contains("not both"));
         let e = err(with("errors.tolerance", "all"));
         assert!(e.contains("'errors.deadletterqueue.topic.name'"), "{e}");

@@ -1,41 +1,41 @@
-//! The sink loop: Kafka → decode → transform → validate → deliver / dead-letter → store offset.
+//! The sink: Kafka → decode → transform → validate → per-receiver delivery → offsets.
 //!
-//! One consumer feeds one worker per partition over a bounded queue, so partitions proceed in
-//! parallel and each keeps Kafka order (a full queue stops the consumer loop: simple backpressure).
-//! A worker finishes a record only when every message of it was delivered or durably
-//! dead-lettered, and only then tells the [`OffsetTracker`], which stores the partition's
-//! contiguous finished prefix. That is the whole at-least-once argument; the deterministic uuid
-//! (see [`crate::record::message_uuid`]) turns the replays it implies into no duplicates in Lark.
+//! The consumer loop prepares each record (decode, transform, validate) and hands its messages to
+//! the [`Scheduler`], which keeps one queue per receiver. It never waits for delivery: when the
+//! buffer bound is reached it *pauses* the partitions and keeps polling (so the group never evicts
+//! it), and resumes them once the buffer has drained to half. Records finish out of order across
+//! receivers; the [`OffsetTracker`] stores each partition's contiguous finished prefix only, so a
+//! crash replays (uuid-deduplicated) instead of losing. A record is finished when every message of
+//! it was delivered or durably dead-lettered.
 
-use std::collections::HashMap;
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use lark_sink_transforms::Chain;
+use lark_sink_transforms::{Chain, TransformError};
 use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::message::{BorrowedMessage, Headers, Message};
 use rdkafka::{Offset, TopicPartitionList};
 use serde_json::Value;
 use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
+use tokio::task::JoinSet;
 
 use crate::config::{ConnectorConfig, Tolerance};
 use crate::decode::{decode_value, split_envelopes};
-use crate::delivery::{deliver, RetryPolicy};
+use crate::delivery::{deliver, Handler, Queued, RateLimits, RetryPolicy, Scheduler};
 use crate::dlq::{DeadLetter, DeadLetterWriter, DlqError, Stage};
 use crate::lark::contacts::PhoneDirectory;
 use crate::lark::LarkClient;
 use crate::record::SourceRecord;
 use crate::source::{create_consumer, OffsetTracker, SinkConsumer, Ticket};
-use crate::validate::EnvelopeValidator;
+use crate::validate::{Envelope, EnvelopeValidator, Receiver};
 
-/// Records a partition worker may have queued before the consumer loop waits for it.
-const WORKER_QUEUE: usize = 64;
-/// How long shutdown waits for records in flight before abandoning them (they stay uncommitted
+/// How long shutdown waits for messages in hand before abandoning them (they stay uncommitted
 /// and are replayed, uuid-deduplicated, on the next start).
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+/// How often the loop re-checks the buffer bound while no record arrives (e.g. while paused).
+const BACKPRESSURE_TICK: Duration = Duration::from_millis(50);
 
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {
@@ -58,7 +58,7 @@ pub enum SinkError {
     LarkConfig { coordinates: String, reason: String },
 }
 
-/// Live counters, readable while the sink runs (the demo and tests watch them).
+/// Live counters, readable while the sink runs (the demo, tests and benchmarks watch them).
 #[derive(Debug, Default)]
 pub struct SinkStats {
     pub records_received: AtomicU64,
@@ -69,6 +69,11 @@ pub struct SinkStats {
     pub dead_letters: AtomicU64,
     /// Records a transform turned into zero messages.
     pub records_dropped: AtomicU64,
+    /// How many times the partitions were paused because the buffer was full.
+    pub pauses: AtomicU64,
+    /// Messages buffered right now, and the most ever buffered.
+    pub buffered_messages: AtomicU64,
+    pub buffered_messages_peak: AtomicU64,
 }
 
 impl SinkStats {
@@ -80,23 +85,57 @@ impl SinkStats {
     }
 }
 
-/// Everything workers share.
+/// A record whose messages are being delivered. Finished when `pending` reaches zero.
+struct InFlight {
+    record: SourceRecord,
+    ticket: Ticket,
+    /// Set when the partition is revoked: its queued messages are abandoned.
+    revoked: Arc<AtomicBool>,
+    pending: AtomicUsize,
+}
+
+/// One message on its way to a receiver.
+struct Outgoing {
+    record: Arc<InFlight>,
+    index: usize,
+    envelope: Envelope,
+    uuid: String,
+    /// The receiver's queue: the address as written (phones resolve inside the queue).
+    queue: String,
+    size: usize,
+}
+
+impl Queued for Outgoing {
+    fn queue_key(&self) -> &str {
+        &self.queue
+    }
+    fn size(&self) -> usize {
+        self.size
+    }
+}
+
+/// Everything the loop and the receiver queues share.
 struct Shared {
     cfg: ConnectorConfig,
     client: LarkClient,
     phones: PhoneDirectory,
     validator: EnvelopeValidator,
     policy: RetryPolicy,
+    limits: Arc<RateLimits>,
     dlq: Option<DeadLetterWriter>,
     consumer: Arc<SinkConsumer>,
     tracker: Arc<Mutex<OffsetTracker>>,
     stats: Arc<SinkStats>,
-    stopping: AtomicBool,
+    fatal: mpsc::Sender<SinkError>,
 }
 
-struct Worker {
-    generation: u64,
-    tx: mpsc::Sender<(SourceRecord, Ticket)>,
+/// The scheduler's handler: delivers one message to the end.
+struct Deliverer(Arc<Shared>);
+
+impl Handler<Outgoing> for Deliverer {
+    async fn handle(&self, m: Outgoing) {
+        self.0.deliver(m).await
+    }
 }
 
 /// Runs the connector until `shutdown` resolves (clean stop, `Ok`) or a fatal error occurs.
@@ -126,29 +165,37 @@ pub async fn run(
         }
         _ => None,
     };
+    let limits = Arc::new(RateLimits::new(cfg.rate));
     let tracker = Arc::new(Mutex::new(OffsetTracker::default()));
     let consumer = Arc::new(
-        create_consumer(&cfg, tracker.clone())
+        create_consumer(&cfg, tracker.clone(), limits.clone())
             .map_err(|e| SinkError::Startup(format!("Kafka consumer: {e}")))?,
     );
     tracing::info!(connector = %cfg.name, topics = ?cfg.topics, group = %cfg.kafka["group.id"],
-        lark = %cfg.lark.base_url, dlq = ?cfg.errors.dlq_topic, "lark-sink started");
+        lark = %cfg.lark.base_url, dlq = ?cfg.errors.dlq_topic, rate = ?cfg.rate, buffer = ?cfg.buffer,
+        "lark-sink started");
+    let (fatal_tx, mut fatal_rx) = mpsc::channel::<SinkError>(8);
     let shared = Arc::new(Shared {
         policy: RetryPolicy::from(&cfg.lark),
         cfg,
         client,
         phones: PhoneDirectory::default(),
         validator,
+        limits: limits.clone(),
         dlq,
         consumer: consumer.clone(),
         tracker: tracker.clone(),
         stats,
-        stopping: AtomicBool::new(false),
+        fatal: fatal_tx,
     });
-
-    let (fatal_tx, mut fatal_rx) = mpsc::channel::<SinkError>(4);
-    let mut workers: HashMap<(String, i32), Worker> = HashMap::new();
-    let mut handles: Vec<JoinHandle<()>> = Vec::new();
+    let scheduler = Scheduler::new(Deliverer(shared.clone()));
+    // Transform engines keep interpreter state; the loop owns the one chain and lends it to a
+    // blocking thread per record, so a slow script never stalls the async runtime.
+    let mut chain = Some(shared.cfg.transform_chain());
+    let mut dead_letter_tasks: JoinSet<()> = JoinSet::new();
+    let mut paused = false;
+    let mut tick = tokio::time::interval(BACKPRESSURE_TICK);
+    let mut last_housekeeping = Instant::now();
     tokio::pin!(shutdown);
 
     let result = loop {
@@ -156,6 +203,15 @@ pub async fn run(
             biased;
             _ = &mut shutdown => break Ok(()),
             Some(e) = fatal_rx.recv() => break Err(e),
+            _ = tick.tick() => {
+                shared.backpressure(&scheduler, &mut paused);
+                while dead_letter_tasks.try_join_next().is_some() {}
+                if last_housekeeping.elapsed() > Duration::from_secs(10) {
+                    limits.forget_idle();
+                    last_housekeeping = Instant::now();
+                }
+                continue;
+            }
             m = consumer.recv() => m,
         };
         let record = match msg {
@@ -170,49 +226,38 @@ pub async fn run(
             Ok(mut t) => t.begin(&record.topic, record.partition, record.offset),
             Err(_) => break Err(SinkError::Startup("offset tracker poisoned".into())),
         };
-        let key = (record.topic.clone(), record.partition);
-        let stale = workers
-            .get(&key)
-            .is_none_or(|w| w.generation != ticket.generation || w.tx.is_closed());
-        if stale {
-            let (tx, rx) = mpsc::channel(WORKER_QUEUE);
-            handles.retain(|h| !h.is_finished());
-            handles.push(tokio::spawn(worker(
-                shared.clone(),
-                rx,
-                revoked,
-                fatal_tx.clone(),
-            )));
-            workers.insert(
-                key.clone(),
-                Worker {
-                    generation: ticket.generation,
-                    tx,
-                },
-            );
-        }
-        let Some(w) = workers.get(&key) else { continue };
-        // A full queue waits here: the consumer stops fetching until the partition catches up.
-        tokio::select! {
-            biased;
-            _ = &mut shutdown => break Ok(()),
-            Some(e) = fatal_rx.recv() => break Err(e),
-            sent = w.tx.send((record, ticket)) => {
-                if sent.is_err() {
-                    // The worker stopped after a fatal error; the error is on its way.
-                    workers.remove(&key);
-                }
+        let prepared = prepare(&shared, &mut chain, &record).await;
+        if shared.dlq.is_none() {
+            // errors.tolerance=none: a record that cannot even be sent stops the connector here,
+            // before anything after it is dispatched.
+            if let Some(dl) = prepared.first_failure() {
+                break Err(SinkError::Intolerable {
+                    coordinates: record.coordinates(),
+                    stage: dl.stage.as_str(),
+                    reason: dl.reason.clone(),
+                });
             }
         }
+        let in_flight = Arc::new(InFlight {
+            record,
+            ticket,
+            revoked,
+            pending: AtomicUsize::new(0),
+        });
+        shared.dispatch(in_flight, prepared, &scheduler, &mut dead_letter_tasks);
+        shared.backpressure(&scheduler, &mut paused);
     };
 
-    // Stop: workers finish the record in hand, abandon queued ones, then commit what finished.
-    shared.stopping.store(true, Ordering::SeqCst);
-    drop(workers);
-    let drain = futures::future::join_all(handles);
-    if tokio::time::timeout(SHUTDOWN_GRACE, drain).await.is_err() {
+    // Stop: queues finish the message in hand and drop the rest; then commit what finished.
+    scheduler.stop();
+    let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
+        scheduler.drain(SHUTDOWN_GRACE).await;
+        while dead_letter_tasks.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
         tracing::warn!(
-            "records still in flight after {SHUTDOWN_GRACE:?}; leaving them uncommitted"
+            "messages still in flight after {SHUTDOWN_GRACE:?}; leaving them uncommitted"
         );
     }
     let result = match result {
@@ -249,30 +294,235 @@ fn source_record(m: &BorrowedMessage<'_>) -> SourceRecord {
     }
 }
 
-async fn worker(
-    shared: Arc<Shared>,
-    mut rx: mpsc::Receiver<(SourceRecord, Ticket)>,
-    revoked: Arc<AtomicBool>,
-    fatal: mpsc::Sender<SinkError>,
-) {
-    // Transform engines keep interpreter state, so each worker owns its chain.
-    let mut chain = shared.cfg.transform_chain();
-    while let Some((record, ticket)) = rx.recv().await {
-        if shared.stopping.load(Ordering::SeqCst) || revoked.load(Ordering::SeqCst) {
-            // Not ours any more (or shutting down): the committed offset still points at this
-            // record, so whoever consumes next replays it.
-            continue;
+/// A record after decode, transform and validation.
+enum Prepared {
+    /// The record failed as a whole (decode or transform).
+    Failed(DeadLetter),
+    /// Its messages, each valid or with the reason it is not. Empty = dropped by a transform.
+    Messages(Vec<Result<Envelope, Box<DeadLetter>>>),
+}
+
+impl Prepared {
+    fn first_failure(&self) -> Option<&DeadLetter> {
+        match self {
+            Prepared::Failed(dl) => Some(dl),
+            Prepared::Messages(m) => m.iter().find_map(|r| r.as_ref().err().map(|b| &**b)),
         }
-        if let Err(e) = process_record(&shared, &mut chain, &record).await {
-            let _ = fatal.send(e).await;
-            return;
-        }
-        SinkStats::add(&shared.stats.records_finished, 1);
-        shared.finish(&ticket);
     }
 }
 
+fn simple(stage: Stage, class: &str, reason: String) -> DeadLetter {
+    DeadLetter {
+        stage,
+        class: class.into(),
+        reason,
+        message_index: None,
+        receiver: None,
+        uuid: None,
+        lark: None,
+        attempts: 0,
+    }
+}
+
+async fn run_chain(
+    chain: &mut Option<Chain>,
+    cfg: &ConnectorConfig,
+    value: Value,
+    record: &SourceRecord,
+) -> Result<Vec<Value>, TransformError> {
+    let mut c = chain.take().unwrap_or_else(|| cfg.transform_chain());
+    let meta = record.meta();
+    match tokio::task::spawn_blocking(move || {
+        let r = c.apply(value, &meta);
+        (c, r)
+    })
+    .await
+    {
+        Ok((c, r)) => {
+            *chain = Some(c);
+            r
+        }
+        // The engine panicked: the chain is gone; a fresh one is built for the next record.
+        Err(e) => Err(TransformError {
+            transform: "chain".into(),
+            message: format!("transform engine crashed: {e}"),
+            line: None,
+        }),
+    }
+}
+
+async fn prepare(shared: &Shared, chain: &mut Option<Chain>, record: &SourceRecord) -> Prepared {
+    let value = match decode_value(record.value.as_deref()) {
+        Ok(v) => v,
+        Err(e) => return Prepared::Failed(simple(Stage::Decode, "decode", e.to_string())),
+    };
+    let transformed = chain.as_ref().is_some_and(|c| !c.is_empty());
+    let outputs = if transformed {
+        match run_chain(chain, &shared.cfg, value, record).await {
+            Ok(v) => v,
+            Err(e) => {
+                return Prepared::Failed(simple(Stage::Transform, "transform", e.to_string()))
+            }
+        }
+    } else {
+        vec![value]
+    };
+    // Flatten every output into messages; `indexed` says whether paths need an element index.
+    let mut messages: Vec<Value> = Vec::new();
+    let mut indexed = outputs.len() > 1;
+    for out in outputs {
+        match split_envelopes(out) {
+            Ok((envs, is_array)) => {
+                indexed |= is_array;
+                messages.extend(envs);
+            }
+            // Raw input of the wrong shape is a decode failure; a transform that returned
+            // something other than envelopes is the transform's fault.
+            Err(e) if transformed => {
+                return Prepared::Failed(simple(
+                    Stage::Transform,
+                    "transform",
+                    format!("transform output: {e}"),
+                ))
+            }
+            Err(e) => return Prepared::Failed(simple(Stage::Decode, "decode", e.to_string())),
+        }
+    }
+    Prepared::Messages(
+        messages
+            .iter()
+            .enumerate()
+            .map(|(index, m)| {
+                shared
+                    .validator
+                    .validate(m, indexed.then_some(index))
+                    .map_err(|e| {
+                        let mut dl = simple(Stage::Validate, "schema", e.to_string());
+                        dl.message_index = Some(index);
+                        Box::new(dl)
+                    })
+            })
+            .collect(),
+    )
+}
+
 impl Shared {
+    /// Hands a prepared record's messages to the receiver queues (valid ones) or to dead-letter
+    /// tasks (invalid ones). A record with no message is finished at once.
+    fn dispatch(
+        self: &Arc<Self>,
+        rec: Arc<InFlight>,
+        prepared: Prepared,
+        scheduler: &Scheduler<Outgoing, Deliverer>,
+        dead_letters: &mut JoinSet<()>,
+    ) {
+        let messages = match prepared {
+            Prepared::Failed(dl) => vec![Err(Box::new(dl))],
+            Prepared::Messages(m) => m,
+        };
+        if messages.is_empty() {
+            SinkStats::add(&self.stats.records_dropped, 1);
+            SinkStats::add(&self.stats.records_finished, 1);
+            self.finish(&rec.ticket);
+            return;
+        }
+        rec.pending.store(messages.len(), Ordering::SeqCst);
+        for (index, m) in messages.into_iter().enumerate() {
+            match m {
+                Ok(envelope) => {
+                    let queue = match &envelope.receiver {
+                        Receiver::Id { id_type, id } => format!("{id_type}:{id}"),
+                        Receiver::Phone(p) => format!("phone:{p}"),
+                    };
+                    let size = envelope.content.len() + queue.len() + 256;
+                    scheduler.submit(Outgoing {
+                        uuid: rec.record.message_uuid(index),
+                        record: rec.clone(),
+                        index,
+                        envelope,
+                        queue,
+                        size,
+                    });
+                }
+                Err(dl) => {
+                    let (me, rec) = (self.clone(), rec.clone());
+                    dead_letters.spawn(async move {
+                        match me.dead_letter(&rec.record, *dl).await {
+                            Ok(()) => me.message_done(&rec),
+                            Err(e) => {
+                                let _ = me.fatal.send(e).await;
+                            }
+                        }
+                    });
+                }
+            }
+        }
+    }
+
+    /// Delivers one message; on failure dead-letters it. Called by the receiver's queue.
+    async fn deliver(&self, m: Outgoing) {
+        if m.record.revoked.load(Ordering::SeqCst) {
+            return; // not ours any more: the new owner replays it from the committed offset
+        }
+        let record = &m.record.record;
+        match deliver(
+            &self.client,
+            &self.phones,
+            &self.limits,
+            &self.policy,
+            &m.envelope,
+            &m.uuid,
+        )
+        .await
+        {
+            Ok(done) => {
+                SinkStats::add(&self.stats.messages_delivered, 1);
+                tracing::debug!(record = %record.coordinates(), index = m.index,
+                    message_id = %done.ok.message_id, attempts = done.attempts, "delivered");
+            }
+            Err(f) if f.is_fatal() => {
+                let _ = self
+                    .fatal
+                    .send(SinkError::LarkConfig {
+                        coordinates: record.coordinates(),
+                        reason: f.to_string(),
+                    })
+                    .await;
+                return; // the record stays unfinished, so uncommitted
+            }
+            Err(f) => {
+                let class = if f.exhausted {
+                    format!("{}-exhausted", f.error.class.label())
+                } else {
+                    f.error.class.label().to_string()
+                };
+                let dl = DeadLetter {
+                    stage: Stage::Deliver,
+                    class,
+                    reason: f.to_string(),
+                    message_index: Some(m.index),
+                    receiver: Some(m.envelope.receiver.describe()),
+                    uuid: Some(m.uuid.clone()),
+                    attempts: f.attempts,
+                    lark: Some(f.error),
+                };
+                if let Err(e) = self.dead_letter(record, dl).await {
+                    let _ = self.fatal.send(e).await;
+                    return;
+                }
+            }
+        }
+        self.message_done(&m.record);
+    }
+
+    /// One message of `rec` is finished; the record is when its last message is.
+    fn message_done(&self, rec: &InFlight) {
+        if rec.pending.fetch_sub(1, Ordering::SeqCst) == 1 {
+            SinkStats::add(&self.stats.records_finished, 1);
+            self.finish(&rec.ticket);
+        }
+    }
+
     /// Marks a record finished and stores the partition's new committable offset, if it moved.
     fn finish(&self, ticket: &Ticket) {
         let next = match self.tracker.lock() {
@@ -292,8 +542,52 @@ impl Shared {
         }
     }
 
+    /// Pauses every assigned partition when the buffer bound is reached, resumes them once the
+    /// buffer is down to half, and pauses partitions assigned while paused.
+    fn backpressure(&self, scheduler: &Scheduler<Outgoing, Deliverer>, paused: &mut bool) {
+        let (messages, bytes) = (scheduler.in_flight(), scheduler.bytes());
+        let stats = &self.stats;
+        stats
+            .buffered_messages
+            .store(messages as u64, Ordering::Relaxed);
+        stats
+            .buffered_messages_peak
+            .fetch_max(messages as u64, Ordering::Relaxed);
+        let bound = self.cfg.buffer;
+        let over = messages >= bound.max_messages || bytes >= bound.max_bytes;
+        let drained = messages <= bound.max_messages / 2 && bytes <= bound.max_bytes / 2;
+        let reassigned = self
+            .consumer
+            .context()
+            .assignment_changed
+            .swap(false, Ordering::SeqCst);
+        let Ok(assignment) = self.consumer.assignment() else {
+            return;
+        };
+        if over && (!*paused || reassigned) {
+            match self.consumer.pause(&assignment) {
+                Ok(()) => {
+                    if !*paused {
+                        SinkStats::add(&stats.pauses, 1);
+                        tracing::info!(messages, bytes, "buffer full: partitions paused");
+                    }
+                    *paused = true;
+                }
+                Err(e) => tracing::warn!("pausing partitions failed: {e}"),
+            }
+        } else if *paused && drained {
+            match self.consumer.resume(&assignment) {
+                Ok(()) => {
+                    tracing::info!(messages, bytes, "buffer drained: partitions resumed");
+                    *paused = false;
+                }
+                Err(e) => tracing::warn!("resuming partitions failed: {e}"),
+            }
+        }
+    }
+
     /// Dead-letters (or, with `errors.tolerance=none`, refuses) one failure of `record`.
-    async fn fail(&self, record: &SourceRecord, dl: DeadLetter) -> Result<(), SinkError> {
+    async fn dead_letter(&self, record: &SourceRecord, dl: DeadLetter) -> Result<(), SinkError> {
         let Some(writer) = &self.dlq else {
             return Err(SinkError::Intolerable {
                 coordinates: record.coordinates(),
@@ -321,126 +615,4 @@ impl Shared {
         SinkStats::add(&self.stats.dead_letters, 1);
         Ok(())
     }
-}
-
-fn simple(stage: Stage, class: &str, reason: String) -> DeadLetter {
-    DeadLetter {
-        stage,
-        class: class.into(),
-        reason,
-        message_index: None,
-        receiver: None,
-        uuid: None,
-        lark: None,
-        attempts: 0,
-    }
-}
-
-/// Takes one record all the way: every message delivered or dead-lettered on return `Ok`.
-async fn process_record(
-    shared: &Shared,
-    chain: &mut Chain,
-    record: &SourceRecord,
-) -> Result<(), SinkError> {
-    let value = match decode_value(record.value.as_deref()) {
-        Ok(v) => v,
-        Err(e) => {
-            return shared
-                .fail(record, simple(Stage::Decode, "decode", e.to_string()))
-                .await;
-        }
-    };
-    let outputs = if chain.is_empty() {
-        vec![value]
-    } else {
-        match chain.apply(value, &record.meta()) {
-            Ok(v) => v,
-            Err(e) => {
-                return shared
-                    .fail(record, simple(Stage::Transform, "transform", e.to_string()))
-                    .await;
-            }
-        }
-    };
-    if outputs.is_empty() {
-        SinkStats::add(&shared.stats.records_dropped, 1);
-        return Ok(());
-    }
-    // Flatten every output into messages; `indexed` says whether paths need an element index.
-    let mut messages: Vec<Value> = Vec::new();
-    let mut indexed = outputs.len() > 1;
-    for out in outputs {
-        match split_envelopes(out) {
-            Ok((envs, is_array)) => {
-                indexed |= is_array;
-                messages.extend(envs);
-            }
-            Err(e) => {
-                // Raw input of the wrong shape is a decode failure; a transform that returned
-                // something other than envelopes is the transform's fault.
-                let dl = if chain.is_empty() {
-                    simple(Stage::Decode, "decode", e.to_string())
-                } else {
-                    simple(
-                        Stage::Transform,
-                        "transform",
-                        format!("transform output: {e}"),
-                    )
-                };
-                return shared.fail(record, dl).await;
-            }
-        }
-    }
-    for (index, message) in messages.iter().enumerate() {
-        let envelope = match shared.validator.validate(message, indexed.then_some(index)) {
-            Ok(e) => e,
-            Err(e) => {
-                let mut dl = simple(Stage::Validate, "schema", e.to_string());
-                dl.message_index = Some(index);
-                shared.fail(record, dl).await?;
-                continue;
-            }
-        };
-        let uuid = record.message_uuid(index);
-        match deliver(
-            &shared.client,
-            &shared.phones,
-            &shared.policy,
-            &envelope,
-            &uuid,
-        )
-        .await
-        {
-            Ok(done) => {
-                SinkStats::add(&shared.stats.messages_delivered, 1);
-                tracing::debug!(record = %record.coordinates(), index, message_id = %done.ok.message_id,
-                    attempts = done.attempts, "delivered");
-            }
-            Err(f) if f.is_fatal() => {
-                return Err(SinkError::LarkConfig {
-                    coordinates: record.coordinates(),
-                    reason: f.to_string(),
-                })
-            }
-            Err(f) => {
-                let class = if f.exhausted {
-                    format!("{}-exhausted", f.error.class.label())
-                } else {
-                    f.error.class.label().to_string()
-                };
-                let dl = DeadLetter {
-                    stage: Stage::Deliver,
-                    class,
-                    reason: f.to_string(),
-                    message_index: Some(index),
-                    receiver: Some(envelope.receiver.describe()),
-                    uuid: Some(uuid),
-                    attempts: f.attempts,
-                    lark: Some(f.error),
-                };
-                shared.fail(record, dl).await?;
-            }
-        }
-    }
-    Ok(())
 }

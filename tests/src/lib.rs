@@ -436,6 +436,19 @@ impl Scenario {
         self.producer.send_json(&self.topic, None, value).await
     }
 
+    /// Produces a JSON record with a key (the default partitioner hashes it to a partition).
+    pub async fn send_keyed(&self, key: &str, value: &Value) -> (i32, i64) {
+        self.producer
+            .send(
+                &self.topic,
+                None,
+                Some(key),
+                value.to_string().as_bytes(),
+                &[],
+            )
+            .await
+    }
+
     pub async fn send_to(&self, partition: i32, value: &Value) -> (i32, i64) {
         self.producer
             .send_json(&self.topic, Some(partition), value)

@@ -23,6 +23,9 @@ pub struct FaultConfig {
     pub slow_ms: u64,
     /// Answer a throttle: 99991400 + `x-ogw-ratelimit-reset: 1` (send) or 11232 (webhook).
     pub throttle_rate: f64,
+    /// Sends to these `receive_id`s always fail with an internal error (code 1500, HTTP 500):
+    /// a receiver that never recovers, for testing that it holds up nobody else.
+    pub failing_receivers: Vec<String>,
 }
 
 impl Default for FaultConfig {
@@ -32,6 +35,7 @@ impl Default for FaultConfig {
             slow_rate: 0.0,
             slow_ms: 1000,
             throttle_rate: 0.0,
+            failing_receivers: Vec::new(),
         }
     }
 }

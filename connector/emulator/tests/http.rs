@@ -570,13 +570,25 @@ async fn code_fault_on_other_targets_and_random_faults() {
     assert_error(&r, 429, 99991400);
     assert_eq!(r.header("x-ogw-ratelimit-reset"), Some("1"));
 
+    // A receiver that always fails, while others are fine.
+    h.emu.set_fault_config(FaultConfig {
+        failing_receivers: vec!["oc_team".into()],
+        ..FaultConfig::default()
+    });
+    let r = h.send_text(&token, "chat_id", "oc_team", "x").await;
+    assert_error(&r, 500, 1500);
+    assert_eq!(
+        h.send_text(&token, "chat_id", "oc_ops", "x").await.code(),
+        0
+    );
+
     h.emu.set_fault_config(FaultConfig::default());
     assert_eq!(
         h.send_text(&token, "chat_id", "oc_ops", "x").await.code(),
         0
     );
-    assert_eq!(h.emu.messages().len(), 1);
-    assert_eq!(h.emu.stats().faults_injected, 4);
+    assert_eq!(h.emu.messages().len(), 2);
+    assert_eq!(h.emu.stats().faults_injected, 5);
 }
 
 // ---------------------------------------------------------------- batch_get_id (§5)

@@ -6,7 +6,9 @@
 //! [`SinkContext`] also commits synchronously when partitions are revoked, and the sink commits
 //! once more on shutdown (the pattern of rust-rdkafka's `examples/at_least_once.rs`).
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
@@ -16,12 +18,45 @@ use rdkafka::{ClientConfig, ClientContext, TopicPartitionList};
 
 use super::offsets::OffsetTracker;
 use crate::config::{ConnectorConfig, Topics};
+use crate::delivery::RateLimits;
 
 pub type SinkConsumer = StreamConsumer<SinkContext>;
 
-/// Rebalance hooks: commit what is finished before losing partitions, then forget them.
+/// Rebalance hooks: commit what is finished before losing partitions, then forget them; after
+/// an assignment, flag it (so the sink pauses new partitions while its buffer is full) and
+/// recompute this instance's share of the app's rate budget.
 pub struct SinkContext {
     pub tracker: Arc<Mutex<OffsetTracker>>,
+    pub limits: Arc<RateLimits>,
+    pub topics: Topics,
+    pub assignment_changed: AtomicBool,
+}
+
+impl SinkContext {
+    /// This instance's partitions over all partitions of the subscribed topics.
+    fn partition_share(&self, consumer: &BaseConsumer<Self>, assigned: usize) -> Option<f64> {
+        let metadata = consumer
+            .fetch_metadata(None, Duration::from_secs(5))
+            .map_err(|e| tracing::warn!("cannot read topic metadata for lark.rate.share: {e}"))
+            .ok()?;
+        let regex = match &self.topics {
+            Topics::Regex(r) => {
+                regex::Regex::new(&format!("^(?:{})$", r.trim_start_matches('^'))).ok()
+            }
+            Topics::List(_) => None,
+        };
+        let total: usize = metadata
+            .topics()
+            .iter()
+            .filter(|t| match (&self.topics, &regex) {
+                (Topics::List(list), _) => list.iter().any(|l| l == t.name()),
+                (Topics::Regex(_), Some(re)) => re.is_match(t.name()),
+                (Topics::Regex(_), None) => false,
+            })
+            .map(|t| t.partitions().len())
+            .sum();
+        (total > 0 && assigned > 0).then(|| (assigned as f64 / total as f64).min(1.0))
+    }
 }
 
 impl ClientContext for SinkContext {}
@@ -47,6 +82,21 @@ impl ConsumerContext for SinkContext {
                 tracing::info!(partitions = %describe(tpl), "partitions assigned")
             }
             Rebalance::Error(e) => tracing::warn!("rebalance error: {e}"),
+        }
+    }
+
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(tpl) = rebalance {
+            self.assignment_changed.store(true, Ordering::SeqCst);
+            if self.limits.config().share_auto {
+                if let Some(share) = self.partition_share(consumer, tpl.count()) {
+                    self.limits.set_share(share);
+                    tracing::info!(
+                        share,
+                        "app rate budget scaled to this instance's share of partitions"
+                    );
+                }
+            }
         }
     }
 
@@ -82,6 +132,7 @@ fn describe_offsets(tpl: &TopicPartitionList) -> String {
 pub fn create_consumer(
     cfg: &ConnectorConfig,
     tracker: Arc<Mutex<OffsetTracker>>,
+    limits: Arc<RateLimits>,
 ) -> KafkaResult<SinkConsumer> {
     let mut client = ClientConfig::new();
     for (k, v) in cfg.kafka.iter() {
@@ -94,7 +145,12 @@ pub fn create_consumer(
             "auto.commit.interval.ms",
             cfg.offset_flush_interval.as_millis().to_string(),
         );
-    let consumer: SinkConsumer = client.create_with_context(SinkContext { tracker })?;
+    let consumer: SinkConsumer = client.create_with_context(SinkContext {
+        tracker,
+        limits,
+        topics: cfg.topics.clone(),
+        assignment_changed: AtomicBool::new(false),
+    })?;
     match &cfg.topics {
         Topics::List(topics) => {
             let refs: Vec<&str> = topics.iter().map(String::as_str).collect();

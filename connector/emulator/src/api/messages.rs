@@ -63,6 +63,13 @@ fn send(
     let kind =
         ReceiveIdType::parse(receive_id_type).ok_or_else(|| invalid("invalid receive_id_type"))?;
     let req = SendBody::parse(&json_object(body)?)?;
+    {
+        let mut s = shared.lock();
+        if s.faults.config.failing_receivers.contains(&req.receive_id) {
+            s.stats.faults_injected += 1;
+            return Err(errors::INTERNAL.into());
+        }
+    }
     let content = content::check_send(&req.msg_type, &req.content).map_err(content_error)?;
     if req
         .uuid

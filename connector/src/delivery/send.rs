@@ -1,4 +1,5 @@
-//! Delivering one message: resolve the receiver, send, retry what is retryable, report the rest.
+//! Delivering one message: resolve the receiver, wait for permission, send, retry what is
+//! retryable, report the rest.
 //!
 //! Retries use `backon` (the maintained successor of `backoff`, which RUSTSEC-2025-0012 flags as
 //! unmaintained): exponential backoff with jitter, bounded by `errors.retry.timeout`, and a
@@ -10,6 +11,7 @@ use std::time::Duration;
 
 use backon::{ExponentialBuilder, Retryable};
 
+use super::limits::RateLimits;
 use crate::config::LarkConfig;
 use crate::lark::contacts::PhoneDirectory;
 use crate::lark::{ErrorClass, LarkClient, LarkError, SendOk};
@@ -48,10 +50,14 @@ pub struct Delivered {
     pub attempts: u32,
 }
 
-/// Resolves, sends and retries one message.
+/// How long a receiver or the app is held back after a throttle answer that names no time.
+const THROTTLE_HOLD: Duration = Duration::from_secs(1);
+
+/// Resolves, waits for permission, sends and retries one message.
 pub async fn deliver(
     client: &LarkClient,
     phones: &PhoneDirectory,
+    limits: &RateLimits,
     policy: &RetryPolicy,
     envelope: &Envelope,
     uuid: &str,
@@ -63,9 +69,25 @@ pub async fn deliver(
             Receiver::Id { id_type, id } => (*id_type, id.clone()),
             Receiver::Phone(p) => ("open_id", phones.open_id(client, p).await?),
         };
-        client
+        // The rate-limit key is the receiver as Lark sees it (a phone resolves to its open_id).
+        let permit = limits.acquire(&format!("{id_type}:{id}")).await;
+        let result = client
             .send_message(id_type, &id, &envelope.msg_type, &envelope.content, uuid)
-            .await
+            .await;
+        // Throttle answers slow the matching scope down for the time Lark names (lark-api.md §3-4).
+        match result.as_ref().err().map(|e| (e.code, e.retry_after)) {
+            Some((Some(99991400), reset)) => {
+                limits.hold_app(reset.unwrap_or(THROTTLE_HOLD));
+                permit.sent();
+            }
+            Some((Some(11232), _)) => {
+                limits.hold_app(THROTTLE_HOLD);
+                permit.sent();
+            }
+            Some((Some(230020 | 11233), _)) => permit.hold(THROTTLE_HOLD),
+            _ => permit.sent(),
+        }
+        result
     };
     // `errors.retry.timeout` is wall-clock time since the first attempt (as in Kafka Connect),
     // checked before every retry, so time spent waiting on slow responses counts too.

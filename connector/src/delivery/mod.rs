@@ -1,0 +1,14 @@
+//! The delivery engine: per-receiver queues ([`scheduler`]), Lark's quotas enforced before
+//! sending ([`limits`]), and the send-with-retries of one message ([`send`]).
+//!
+//! The sink submits every validated message to the [`scheduler::Scheduler`]; a queue per receiver
+//! keeps that receiver's messages in order while receivers proceed in parallel; each send first
+//! waits for permission from [`limits::RateLimits`], so a conforming Lark sees no throttling.
+
+pub mod limits;
+pub mod scheduler;
+pub mod send;
+
+pub use limits::{RateConfig, RateLimits};
+pub use scheduler::{Handler, Queued, Scheduler};
+pub use send::{deliver, Delivered, DeliveryFailure, RetryPolicy};
