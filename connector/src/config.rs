@@ -512,12 +512,16 @@ impl ConnectorConfig {
         })
     }
 
-    /// Builds a fresh transform chain (one per worker: engines keep interpreter state).
-    pub fn transform_chain(&self) -> Chain {
-        // The keys were checked in `from_map`, so this cannot fail; fall back to empty regardless.
+    /// Builds a fresh transform chain (one per worker: engines keep interpreter state). The keys
+    /// were checked at start-up, but a script file can vanish or change afterwards, so this can
+    /// still fail; callers must not fall back to "no transforms" (records would pass untransformed).
+    pub fn transform_chain(&self) -> Result<Chain, ConfigError> {
         Chain::from_config(&self.transforms)
             .map(|(c, _)| c)
-            .unwrap_or_default()
+            .map_err(|e| ConfigError::Key {
+                key: e.key,
+                message: e.message,
+            })
     }
 }
 

@@ -14,6 +14,7 @@
 //!
 //! [`demo`] runs the whole path on an embedded broker and the Lark emulator.
 
+pub mod bench;
 pub mod config;
 pub mod decode;
 pub mod delivery;
@@ -24,6 +25,7 @@ pub mod record;
 pub mod secret;
 pub mod sink;
 pub mod source;
+pub mod transform_test;
 pub mod validate;
 
 pub use lark_emulator as emulator;

@@ -1,4 +1,4 @@
-//! The `lark-sink` command line: `run`, `demo` and `emulator`.
+//! The `lark-sink` command line: `run`, `demo`, `emulator` and `transform test`.
 //!
 //! This is the binary edge, so errors are `anyhow` here and typed everywhere below.
 
@@ -42,6 +42,18 @@ enum Command {
     },
     /// Run the whole pipeline on an embedded broker and the Lark emulator, then print a summary.
     Demo,
+    /// Measure the delivery engine (see docs/performance.md); needs a running broker.
+    Bench {
+        /// Bootstrap servers of the broker to produce to and consume from.
+        #[arg(long, default_value = "127.0.0.1:19092")]
+        broker: String,
+        /// Scenarios to run, comma-separated: ceiling, hot, engine, latency, memory.
+        #[arg(long, default_value = "ceiling,hot,engine,latency,memory")]
+        scenario: String,
+        /// Smaller volumes and shorter runs.
+        #[arg(long)]
+        quick: bool,
+    },
     /// Serve the Lark Open Platform emulator for your own pipeline tests.
     Emulator {
         #[arg(long, default_value_t = 8089)]
@@ -54,6 +66,28 @@ enum Command {
         /// Turn Lark's rate limits off (for throughput tests).
         #[arg(long)]
         no_limits: bool,
+    },
+    /// Work with the transform chain of a connector config.
+    Transform {
+        #[command(subcommand)]
+        command: TransformCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum TransformCommand {
+    /// Run the configured transforms over JSON-lines records and show the envelopes they produce,
+    /// their validation, and every error. No Kafka or Lark needed. Exit code 1 if any record fails.
+    Test {
+        /// Connector config file whose `transforms*` keys define the chain.
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Records, one JSON value per line (default: stdin).
+        #[arg(long, short)]
+        input: Option<PathBuf>,
+        /// Each line is {"value": ..., "topic", "partition", "offset", "key", "headers", "timestamp"}.
+        #[arg(long)]
+        with_meta: bool,
     },
 }
 
@@ -108,9 +142,52 @@ async fn main() -> anyhow::Result<()> {
             sink::run(cfg, stats, shutdown_signal()).await?;
             tracing::info!("stopped cleanly");
         }
+        Command::Transform {
+            command:
+                TransformCommand::Test {
+                    config,
+                    input,
+                    with_meta,
+                },
+        } => {
+            init_logging(cli.log_format, "info");
+            let cfg = ConnectorConfig::from_file(&config)?;
+            let options = lark_sink::transform_test::TestOptions { with_meta };
+            let mut out = std::io::stdout().lock();
+            let summary = match input {
+                Some(path) => {
+                    let file = std::fs::File::open(&path)
+                        .with_context(|| format!("reading {}", path.display()))?;
+                    let reader = std::io::BufReader::new(file);
+                    lark_sink::transform_test::run(&cfg, reader, &options, &mut out)?
+                }
+                None => lark_sink::transform_test::run(
+                    &cfg,
+                    std::io::stdin().lock(),
+                    &options,
+                    &mut out,
+                )?,
+            };
+            if !summary.success() {
+                std::process::exit(1);
+            }
+        }
         Command::Demo => {
             init_logging(cli.log_format, "error");
             lark_sink::demo::run(true).await?;
+        }
+        Command::Bench {
+            broker,
+            scenario,
+            quick,
+        } => {
+            init_logging(cli.log_format, "warn,librdkafka=error,rdkafka=error");
+            let opts = lark_sink::bench::BenchOptions {
+                broker,
+                scenarios: scenario.split(',').map(|s| s.trim().to_string()).collect(),
+                quick,
+            };
+            lark_sink::bench::run(&opts).await?;
         }
         Command::Emulator {
             port,

@@ -191,7 +191,12 @@ pub async fn run(
     let scheduler = Scheduler::new(Deliverer(shared.clone()));
     // Transform engines keep interpreter state; the loop owns the one chain and lends it to a
     // blocking thread per record, so a slow script never stalls the async runtime.
-    let mut chain = Some(shared.cfg.transform_chain());
+    let mut chain = Some(
+        shared
+            .cfg
+            .transform_chain()
+            .map_err(|e| SinkError::Startup(e.to_string()))?,
+    );
     let mut dead_letter_tasks: JoinSet<()> = JoinSet::new();
     let mut paused = false;
     let mut tick = tokio::time::interval(BACKPRESSURE_TICK);
@@ -330,7 +335,16 @@ async fn run_chain(
     value: Value,
     record: &SourceRecord,
 ) -> Result<Vec<Value>, TransformError> {
-    let mut c = chain.take().unwrap_or_else(|| cfg.transform_chain());
+    let mut c = match chain.take() {
+        Some(c) => c,
+        // Rebuilding after an engine crash; if even that fails, this record is dead-lettered
+        // with the reason and the next record tries again.
+        None => cfg.transform_chain().map_err(|e| TransformError {
+            transform: "chain".into(),
+            message: format!("cannot rebuild the transform chain: {e}"),
+            line: None,
+        })?,
+    };
     let meta = record.meta();
     match tokio::task::spawn_blocking(move || {
         let r = c.apply(value, &meta);

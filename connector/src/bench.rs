@@ -1,0 +1,591 @@
+//! `lark-sink bench`: the delivery engine's figures, measured end to end.
+//!
+//! Each scenario produces records to a real broker, runs the real `lark-sink run` binary as a
+//! child process against an in-process Lark emulator, and reads the figures off what the emulator
+//! accepted and what the child process used (`/proc/<pid>`: CPU ticks, peak RSS). Nothing here is
+//! a pass/fail test; the figures and their goals are printed side by side, and
+//! `docs/performance.md` records them with the command that produced them.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::ClientConfig;
+use serde_json::{json, Value};
+
+use crate::emulator::{Directory, Emulator, EmulatorConfig, EmulatorHandle, Limits};
+
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    #[error("Kafka: {0}")]
+    Kafka(#[from] KafkaError),
+    #[error("I/O: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("{0}")]
+    Other(String),
+}
+
+/// Which scenarios to run and how big.
+#[derive(Debug, Clone)]
+pub struct BenchOptions {
+    pub broker: String,
+    pub scenarios: Vec<String>,
+    /// Smaller volumes and shorter runs (minutes instead of a quarter hour).
+    pub quick: bool,
+}
+
+pub const SCENARIOS: &[&str] = &["ceiling", "hot", "engine", "latency", "memory"];
+
+pub async fn run(opts: &BenchOptions) -> Result<(), BenchError> {
+    println!(
+        "lark-sink bench: broker {}, {} mode, {} cores",
+        opts.broker,
+        if opts.quick { "quick" } else { "full" },
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    );
+    for s in &opts.scenarios {
+        let started = Instant::now();
+        match s.as_str() {
+            "ceiling" => ceiling(opts).await?,
+            "hot" => hot_receiver(opts).await?,
+            "engine" => engine(opts).await?,
+            "latency" => latency(opts).await?,
+            "memory" => memory(opts).await?,
+            other => return Err(BenchError::Other(format!("unknown scenario '{other}'"))),
+        }
+        println!("  ({s} took {:.0} s)\n", started.elapsed().as_secs_f64());
+    }
+    Ok(())
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+fn unique(prefix: &str) -> String {
+    format!("bench-{prefix}-{}-{}", std::process::id(), now_ms())
+}
+
+async fn create_topic(broker: &str, topic: &str, partitions: i32) -> Result<(), BenchError> {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", broker)
+        .create()?;
+    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+    for r in admin
+        .create_topics(
+            &[NewTopic::new(topic, partitions, TopicReplication::Fixed(1))],
+            &opts,
+        )
+        .await?
+    {
+        r.map_err(|(t, e)| BenchError::Other(format!("create topic {t}: {e}")))?;
+    }
+    Ok(())
+}
+
+/// Produces `n` records as fast as the broker takes them; `record(i)` gives (key, value).
+/// Returns the produce rate.
+async fn produce_many(
+    broker: &str,
+    topic: &str,
+    n: usize,
+    record: impl Fn(usize) -> (String, String),
+) -> Result<f64, BenchError> {
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", broker)
+        .set("linger.ms", "20")
+        .set("batch.num.messages", "10000")
+        .set("queue.buffering.max.messages", "500000")
+        .set("message.timeout.ms", "300000")
+        .create()?;
+    let started = Instant::now();
+    let mut pending = Vec::with_capacity(50_000);
+    for i in 0..n {
+        let (key, value) = record(i);
+        loop {
+            match producer.send_result(FutureRecord::to(topic).key(&key).payload(&value)) {
+                Ok(f) => {
+                    pending.push(f);
+                    break;
+                }
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                    producer.poll(Duration::from_millis(50));
+                }
+                Err((e, _)) => return Err(e.into()),
+            }
+        }
+        if pending.len() >= 50_000 {
+            for f in pending.drain(..) {
+                f.await
+                    .map_err(|_| BenchError::Other("produce cancelled".into()))?
+                    .map_err(|(e, _)| e)?;
+            }
+            if n >= 200_000 {
+                eprint!("\r  produced {}/{n}", i + 1);
+            }
+        }
+    }
+    for f in pending {
+        f.await
+            .map_err(|_| BenchError::Other("produce cancelled".into()))?
+            .map_err(|(e, _)| e)?;
+    }
+    if n >= 200_000 {
+        eprintln!();
+    }
+    Ok(n as f64 / started.elapsed().as_secs_f64())
+}
+
+fn text(receiver: &str, body: String) -> String {
+    json!({"receiveId": receiver, "content": {"text": body}}).to_string()
+}
+
+async fn emulator(limits: Limits, receivers: usize) -> Result<EmulatorHandle, BenchError> {
+    let cfg = EmulatorConfig {
+        directory: Directory::with_generated(receivers, 0),
+        limits,
+        ..EmulatorConfig::default()
+    };
+    Ok(Emulator::start(cfg, SocketAddr::from(([127, 0, 0, 1], 0))).await?)
+}
+
+/// The `lark-sink run` child process under measurement.
+struct Sink {
+    child: Child,
+    dir: PathBuf,
+}
+
+impl Sink {
+    fn start(
+        broker: &str,
+        topic: &str,
+        lark: &EmulatorHandle,
+        extra: Value,
+    ) -> Result<Sink, BenchError> {
+        let dir = std::env::temp_dir().join(unique("sink"));
+        std::fs::create_dir_all(&dir)?;
+        let mut cfg = json!({
+            "topics": topic,
+            "kafka.bootstrap.servers": broker,
+            "kafka.group.id": unique("group"),
+            "lark.app.id": "cli_demo_app",
+            "lark.app.secret": "demo-secret",
+            "lark.domain": lark.base_url(),
+            "offset.flush.interval.ms": "1000",
+        });
+        if let (Some(c), Some(e)) = (cfg.as_object_mut(), extra.as_object()) {
+            for (k, v) in e {
+                c.insert(k.clone(), v.clone());
+            }
+        }
+        let path = dir.join("bench.json");
+        std::fs::File::create(&path)?.write_all(
+            json!({"name": "bench", "config": cfg})
+                .to_string()
+                .as_bytes(),
+        )?;
+        let log = std::fs::File::create(dir.join("sink.log"))?;
+        let child = Command::new(std::env::current_exe()?)
+            .args(["run", "--config"])
+            .arg(&path)
+            .env("LARK_SINK_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()?;
+        Ok(Sink { child, dir })
+    }
+
+    /// CPU seconds (user + system) the child has used so far.
+    fn cpu_seconds(&self) -> f64 {
+        let stat =
+            std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default();
+        // Fields after the `(comm)` field; utime and stime are the 12th and 13th of those.
+        let fields: Vec<&str> = stat
+            .rsplit(')')
+            .next()
+            .unwrap_or("")
+            .split_whitespace()
+            .collect();
+        let ticks = |i: usize| {
+            fields
+                .get(i)
+                .and_then(|f| f.parse::<f64>().ok())
+                .unwrap_or(0.0)
+        };
+        (ticks(11) + ticks(12)) / 100.0 // USER_HZ is 100 on Linux
+    }
+
+    /// Peak resident set size of the child, in MiB.
+    fn peak_rss_mib(&self) -> f64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .unwrap_or_default();
+        status
+            .lines()
+            .find(|l| l.starts_with("VmHWM:"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|kb| kb.parse::<f64>().ok())
+            .map_or(0.0, |kb| kb / 1024.0)
+    }
+
+    fn stop(mut self) {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+async fn wait_for(
+    what: &str,
+    timeout: Duration,
+    mut f: impl FnMut() -> bool,
+) -> Result<(), BenchError> {
+    let deadline = Instant::now() + timeout;
+    while !f() {
+        if Instant::now() > deadline {
+            return Err(BenchError::Other(format!("timed out waiting for {what}")));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok(())
+}
+
+/// CPU seconds this process (the orchestrator, with the in-process emulator) has used.
+fn own_cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+fn throttles(lark: &EmulatorHandle) -> u64 {
+    let s = lark.stats();
+    s.throttled_app + s.throttled_receiver + s.throttled_webhook
+}
+
+fn row(name: &str, value: String, goal: &str) {
+    println!("  {name:<44} {value:>16}   goal {goal}");
+}
+
+/// 3 minutes at Lark's ceiling with ≥ 200 receivers and the emulator's real limits.
+async fn ceiling(o: &BenchOptions) -> Result<(), BenchError> {
+    let minutes = if o.quick { 1 } else { 3 };
+    let receivers = 250;
+    println!("ceiling: {receivers} receivers, real Lark limits, {minutes} min");
+    let topic = unique("ceiling");
+    create_topic(&o.broker, &topic, 8).await?;
+    let n = 1100 * minutes + 500;
+    produce_many(&o.broker, &topic, n, |i| {
+        let r = format!("ou_gen_{}", i % receivers);
+        (r.clone(), text(&r, format!("m{i}")))
+    })
+    .await?;
+    let lark = emulator(Limits::default(), receivers).await?;
+    let sink = Sink::start(&o.broker, &topic, &lark, json!({}))?;
+    wait_for("first delivery", Duration::from_secs(60), || {
+        lark.stats().accepted > 0
+    })
+    .await?;
+    tokio::time::sleep(Duration::from_secs(60 * minutes as u64)).await;
+    sink.stop();
+    let msgs = lark.messages();
+    let start = msgs.first().map_or(0, |m| m.received_at_ms);
+    for m in 0..minutes as u64 {
+        let count = msgs
+            .iter()
+            .filter(|x| {
+                x.received_at_ms >= start + m * 60_000
+                    && x.received_at_ms < start + (m + 1) * 60_000
+            })
+            .count();
+        row(
+            &format!("messages delivered in minute {}", m + 1),
+            count.to_string(),
+            "≥ 990 of 1000",
+        );
+    }
+    // The busiest sliding minute, as Lark would count it.
+    let times: Vec<u64> = msgs.iter().map(|m| m.received_at_ms).collect();
+    let mut busiest = 0;
+    let mut j = 0;
+    for i in 0..times.len() {
+        while times[i] - times[j] >= 60_000 {
+            j += 1;
+        }
+        busiest = busiest.max(i - j + 1);
+    }
+    row("busiest sliding minute", busiest.to_string(), "≤ 1000");
+    row(
+        "throttle responses from Lark",
+        throttles(&lark).to_string(),
+        "0",
+    );
+    lark.shutdown().await;
+    Ok(())
+}
+
+/// One receiver with a backlog: exactly 5/s, in order.
+async fn hot_receiver(o: &BenchOptions) -> Result<(), BenchError> {
+    let n = if o.quick { 30 } else { 60 };
+    println!("hot receiver: {n} messages to one receiver, real Lark limits");
+    let topic = unique("hot");
+    create_topic(&o.broker, &topic, 1).await?;
+    produce_many(&o.broker, &topic, n, |i| {
+        ("ou_gen_0".into(), text("ou_gen_0", format!("{i}")))
+    })
+    .await?;
+    let lark = emulator(Limits::default(), 1).await?;
+    let sink = Sink::start(&o.broker, &topic, &lark, json!({}))?;
+    wait_for("all delivered", Duration::from_secs(120), || {
+        lark.stats().accepted as usize >= n
+    })
+    .await?;
+    sink.stop();
+    let msgs = lark.messages();
+    let first = msgs.first().map_or(0, |m| m.received_at_ms);
+    let last = msgs.last().map_or(0, |m| m.received_at_ms);
+    let rate = (n - 1) as f64 / ((last - first) as f64 / 1000.0);
+    let in_order = msgs
+        .iter()
+        .map(|m| {
+            m.content["text"]
+                .as_str()
+                .and_then(|t| t.parse::<usize>().ok())
+                .unwrap_or(0)
+        })
+        .collect::<Vec<_>>()
+        == (0..n).collect::<Vec<_>>();
+    row(
+        "messages per second to one receiver",
+        format!("{rate:.2}"),
+        "5 (at most)",
+    );
+    row("delivered in offset order", in_order.to_string(), "true");
+    row(
+        "throttle responses from Lark",
+        throttles(&lark).to_string(),
+        "0",
+    );
+    lark.shutdown().await;
+    Ok(())
+}
+
+/// The engine itself: limits off, as fast as it goes, from the real broker.
+async fn engine(o: &BenchOptions) -> Result<(), BenchError> {
+    let n = if o.quick { 20_000 } else { 100_000 };
+    let receivers = 1000;
+    println!("engine: {n} messages to {receivers} receivers, limits off (emulator and connector)");
+    let topic = unique("engine");
+    create_topic(&o.broker, &topic, 8).await?;
+    let produce_rate = produce_many(&o.broker, &topic, n, |i| {
+        let r = format!("ou_gen_{}", i % receivers);
+        (r.clone(), text(&r, format!("m{i}")))
+    })
+    .await?;
+    let lark = emulator(Limits::disabled(), receivers).await?;
+    let extra = json!({
+        "lark.rate.app.per.second": "0", "lark.rate.app.per.minute": "0",
+        "lark.rate.receiver.per.second": "0", "buffer.max.messages": "20000",
+    });
+    let sink = Sink::start(&o.broker, &topic, &lark, extra)?;
+    wait_for("first delivery", Duration::from_secs(60), || {
+        lark.stats().accepted > 0
+    })
+    .await?;
+    let (t0, cpu0, emu0) = (Instant::now(), sink.cpu_seconds(), own_cpu_seconds());
+    let done0 = lark.stats().accepted;
+    wait_for("all delivered", Duration::from_secs(900), || {
+        lark.stats().accepted as usize >= n
+    })
+    .await?;
+    let (secs, cpu) = (t0.elapsed().as_secs_f64(), sink.cpu_seconds() - cpu0);
+    let emu_cpu = own_cpu_seconds() - emu0;
+    let delivered = (lark.stats().accepted - done0) as f64;
+    let rss = sink.peak_rss_mib();
+    sink.stop();
+    row(
+        "broker produce rate (records/s, for context)",
+        format!("{produce_rate:.0}"),
+        "-",
+    );
+    row(
+        "messages delivered per second",
+        format!("{:.0}", delivered / secs),
+        "≥ 20000 on 2 cores",
+    );
+    row(
+        "connector CPU seconds per 1000 messages",
+        format!("{:.3}", cpu / delivered * 1000.0),
+        "-",
+    );
+    row(
+        "emulator CPU seconds per 1000 messages (same cores)",
+        format!("{:.3}", emu_cpu / delivered * 1000.0),
+        "-",
+    );
+    row("connector peak RSS (MiB)", format!("{rss:.1}"), "-");
+    lark.shutdown().await;
+    Ok(())
+}
+
+/// Produce → emulator receipt at 100 msg/s, limits off.
+async fn latency(o: &BenchOptions) -> Result<(), BenchError> {
+    let secs = if o.quick { 10 } else { 30 };
+    println!("latency: 100 msg/s for {secs} s to 100 receivers, limits off");
+    let topic = unique("latency");
+    create_topic(&o.broker, &topic, 4).await?;
+    let lark = emulator(Limits::disabled(), 100).await?;
+    let extra = json!({
+        "lark.rate.app.per.second": "0", "lark.rate.app.per.minute": "0",
+        "lark.rate.receiver.per.second": "0",
+        // tansu answers a waiting fetch only when fetch.wait.max.ms expires (Kafka answers as
+        // soon as data arrives), so with librdkafka's 500 ms default this would measure tansu.
+        "kafka.fetch.wait.max.ms": "10",
+    });
+    let sink = Sink::start(&o.broker, &topic, &lark, extra)?;
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", &o.broker)
+        .set("linger.ms", "0")
+        .create()?;
+    // Warm-up: the group joins and the connections open before measuring.
+    producer
+        .send(
+            FutureRecord::to(&topic)
+                .key("w")
+                .payload(&text("ou_gen_0", "warmup".into())),
+            Duration::from_secs(10),
+        )
+        .await
+        .map_err(|(e, _)| e)?;
+    wait_for("warm-up delivery", Duration::from_secs(60), || {
+        lark.stats().accepted > 0
+    })
+    .await?;
+    let total = secs * 100;
+    let mut tick = tokio::time::interval(Duration::from_millis(10));
+    let mut sent_at: BTreeMap<String, u64> = BTreeMap::new();
+    for i in 0..total {
+        tick.tick().await;
+        let r = format!("ou_gen_{}", i % 100);
+        let id = format!("lat{i}");
+        sent_at.insert(id.clone(), now_ms());
+        let payload = text(&r, id);
+        let rec = FutureRecord::to(&topic).key(&r).payload(&payload);
+        producer.send_result(rec).map_err(|(e, _)| e)?;
+    }
+    producer.flush(Duration::from_secs(10))?;
+    wait_for("all delivered", Duration::from_secs(60), || {
+        lark.stats().accepted as usize > total
+    })
+    .await?;
+    sink.stop();
+    let mut lat: Vec<u64> = lark
+        .messages()
+        .iter()
+        .filter_map(|m| {
+            let id = m.content["text"].as_str()?;
+            sent_at.get(id).map(|s| m.received_at_ms.saturating_sub(*s))
+        })
+        .collect();
+    lat.sort_unstable();
+    let pct = |p: f64| {
+        lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or(0)
+    };
+    row(
+        "produce → Lark receipt p50 (ms)",
+        pct(0.50).to_string(),
+        "-",
+    );
+    row(
+        "produce → Lark receipt p99 (ms)",
+        pct(0.99).to_string(),
+        "≤ 25",
+    );
+    row(
+        "produce → Lark receipt max (ms)",
+        lat.last().copied().unwrap_or(0).to_string(),
+        "-",
+    );
+    lark.shutdown().await;
+    Ok(())
+}
+
+/// Peak RSS while a large backlog drains at the ceiling.
+async fn memory(o: &BenchOptions) -> Result<(), BenchError> {
+    let (n, minutes) = if o.quick {
+        (100_000, 1)
+    } else {
+        (1_000_000, 2)
+    };
+    println!("memory: {n}-record backlog, draining at the ceiling (real limits) for {minutes} min");
+    let topic = unique("memory");
+    create_topic(&o.broker, &topic, 8).await?;
+    let produce_rate = produce_many(&o.broker, &topic, n, |i| {
+        let r = format!("ou_gen_{}", i % 500);
+        (
+            r.clone(),
+            text(&r, format!("backlog message {i} with a little body text")),
+        )
+    })
+    .await?;
+    let lark = emulator(Limits::default(), 500).await?;
+    let sink = Sink::start(&o.broker, &topic, &lark, json!({}))?;
+    let mut samples = Vec::new();
+    for _ in 0..(minutes * 60 / 5) {
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        samples.push(sink.peak_rss_mib());
+    }
+    let delivered = lark.stats().accepted;
+    let rss = sink.peak_rss_mib();
+    sink.stop();
+    row(
+        "broker produce rate (records/s, for context)",
+        format!("{produce_rate:.0}"),
+        "-",
+    );
+    row(
+        "messages delivered while measuring",
+        delivered.to_string(),
+        "-",
+    );
+    row("connector peak RSS (MiB)", format!("{rss:.1}"), "≤ 64");
+    row(
+        "peak RSS after 1st / last sample (MiB)",
+        format!(
+            "{:.1} / {:.1}",
+            samples.first().unwrap_or(&0.0),
+            samples.last().unwrap_or(&0.0)
+        ),
+        "flat",
+    );
+    row(
+        "throttle responses from Lark",
+        throttles(&lark).to_string(),
+        "0",
+    );
+    lark.shutdown().await;
+    Ok(())
+}
