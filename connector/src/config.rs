@@ -377,17 +377,6 @@ impl ConnectorConfig {
                 "must not exceed errors.retry.delay.max.ms",
             ));
         }
-        // A partition worker may hold the consumer loop for as long as one record retries. Keep
-        // librdkafka's poll deadline above that, or the group would evict a healthy consumer
-        // during a Lark outage (unless the user chose a value themselves).
-        if let Some(t) = lark.retry_timeout {
-            let needed = t + lark.request_timeout + Duration::from_secs(60);
-            let default = Duration::from_millis(300_000);
-            kafka
-                .entry("max.poll.interval.ms".into())
-                .or_insert_with(|| needed.max(default).as_millis().to_string());
-        }
-
         let tolerance = match get("errors.tolerance").unwrap_or("none") {
             "none" => Tolerance::None,
             "all" => Tolerance::All,
@@ -609,8 +598,11 @@ mod tests {
         assert_eq!(c.topics, Topics::List(vec!["alerts".into(), "ops".into()]));
         assert_eq!(c.kafka["group.id"], "connect-alerts");
         assert_eq!(c.kafka["auto.offset.reset"], "earliest");
-        // 300 s retry budget + 10 s request timeout + 60 s slack.
-        assert_eq!(c.kafka["max.poll.interval.ms"], "370000");
+        assert!(
+            !c.kafka.contains_key("max.poll.interval.ms"),
+            "the loop never blocks on delivery"
+        );
+        assert_eq!(c.kafka["queued.max.messages.kbytes"], "4096");
         assert_eq!(c.lark.base_url, FEISHU_BASE_URL);
         assert_eq!(c.errors.tolerance, Tolerance::None);
         assert!(c.errors.dlq_context_headers);

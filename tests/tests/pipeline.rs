@@ -331,20 +331,24 @@ async fn committed_offsets_never_pass_an_undelivered_message() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn errors_tolerance_none_stops_without_committing_the_bad_record() {
     let s = Scenario::new("strict", 1).await;
+    let mut c = Connector::start(&s.strict_config());
     s.send(&json!({"receiveId": "ou_alice", "content": text("fine")}))
         .await;
+    wait_until("the good record delivered and committed", WAIT, || {
+        s.committed() == vec![1]
+    })
+    .await;
     s.send(&json!({"receiveId": "", "content": text("bad")}))
         .await;
     s.send(&json!({"receiveId": "ou_alice", "content": text("never")}))
         .await;
-    let mut c = Connector::start(&s.strict_config());
     assert_eq!(c.wait_exit(WAIT).await, Some(1), "{}", c.logs());
     let logs = c.logs();
     assert!(
         logs.contains("errors.tolerance=none") && logs.contains("/receiveId"),
         "{logs}"
     );
-    assert_eq!(s.texts(), ["fine"]);
+    assert_eq!(s.texts(), ["fine"], "nothing after the bad record is sent");
     assert_eq!(s.committed(), vec![1], "the bad record stays uncommitted");
 }
 

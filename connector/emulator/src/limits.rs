@@ -161,6 +161,8 @@ impl RateLimiter {
 #[derive(Debug, Default)]
 pub struct LimiterMap {
     map: HashMap<String, RateLimiter>,
+    /// Prune when the map grows past this; doubles after each prune (amortised O(1)).
+    prune_at: usize,
 }
 
 /// Above this many keys, idle limiters are dropped so that sending to a million distinct
@@ -175,8 +177,9 @@ impl LimiterMap {
         per_sec: u32,
         per_min: u32,
     ) -> Result<(), Throttled> {
-        if self.map.len() > PRUNE_ABOVE {
+        if self.map.len() > self.prune_at.max(PRUNE_ABOVE) {
             self.map.retain(|_, l| !l.is_idle(now));
+            self.prune_at = self.map.len() * 2;
         }
         if let Some(l) = self.map.get_mut(key) {
             return l.try_acquire(now, per_sec, per_min);

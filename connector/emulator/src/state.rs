@@ -105,6 +105,9 @@ pub(crate) struct Inner {
     pub by_id: HashMap<String, usize>,
     /// (app_id, uuid) → (message index, acceptance time).
     pub uuids: HashMap<(String, String), (usize, Instant)>,
+    /// Sweep expired uuids when the map grows past this (doubles after each sweep, so the
+    /// sweeps cost O(1) per message amortised instead of O(n) per message).
+    uuid_sweep_at: usize,
     pub urgents: Vec<AcceptedUrgent>,
     pub stats: Stats,
     pub faults: FaultBook,
@@ -138,6 +141,7 @@ impl Shared {
                 messages: Vec::new(),
                 by_id: HashMap::new(),
                 uuids: HashMap::new(),
+                uuid_sweep_at: UUID_SWEEP_ABOVE,
                 urgents: Vec::new(),
                 stats: Stats::default(),
                 faults: FaultBook::new(config.faults),
@@ -271,9 +275,10 @@ impl Inner {
             reply_data: reply_data.clone(),
         });
         if let Some(uuid) = msg.uuid {
-            if self.uuids.len() > UUID_SWEEP_ABOVE {
+            if self.uuids.len() > self.uuid_sweep_at {
                 self.uuids
                     .retain(|_, (_, at)| now.duration_since(*at) < uuid_window);
+                self.uuid_sweep_at = UUID_SWEEP_ABOVE.max(self.uuids.len() * 2);
             }
             self.uuids.insert((msg.app_id, uuid), (idx, now));
         }

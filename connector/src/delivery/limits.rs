@@ -2,14 +2,14 @@
 //! throttle us.
 //!
 //! - App-wide: 50 requests/s **and** 1000/min for sending, per app. Two `governor` GCRA limiters
-//!   with a burst of 1: GCRA with a larger burst lets `burst + rate` requests into one window, and
-//!   Lark counts a sliding window. A send goes out the moment its permit is granted.
+//!   whose burst is sized so that no sliding window (Lark counts one) can exceed the quota; see
+//!   [`direct`]. A send goes out the moment its permit is granted.
 //! - Per receiver (user or chat): 5/s. Not a governor keyed limiter: its permit would be granted
 //!   *before* the app-wide wait, and the app wait varies from message to message, so the actual send
 //!   times of one receiver could bunch up and put six sends into one second. Instead a receiver is
 //!   a small gate holding the time of its last send: the next send may leave only `interval` after
 //!   it, checked again after the app-wide wait, so the spacing holds at the moment of sending.
-//! - Every interval is 1% wider than the quota (`HEADROOM`): Lark counts arrivals, and a few
+//! - Every interval is 0.5% wider than the quota (`HEADROOM`): Lark counts arrivals, and a few
 //!   milliseconds of network jitter must not tip a window over.
 //! - Throttle answers that still come (99991400 with `x-ogw-ratelimit-reset`, 230020, 11232, 11233)
 //!   hold the matching scope back for the time Lark names, without dropping anything.
@@ -25,7 +25,7 @@ use std::time::Duration;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use tokio::time::Instant;
 /// Requests are spaced this much wider than the nominal quota.
-pub const HEADROOM: f64 = 1.01;
+pub const HEADROOM: f64 = 1.005;
 
 /// Quotas from the `lark.rate.*` keys; 0 turns a quota off.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -59,13 +59,23 @@ fn interval(limit: u32, window: Duration) -> Option<Duration> {
     (limit > 0).then(|| window.mul_f64(HEADROOM / f64::from(limit)))
 }
 
+/// A GCRA limiter for `limit` requests per `window`, as a sliding-window ceiling.
+///
+/// GCRA with emission interval `T = window × HEADROOM / limit` and burst `b` admits at most
+/// `floor(limit / HEADROOM) + b` requests in any window. The burst is the slack left under the
+/// limit (minus one for jitter): it lets a permit granted late (a task woken a little after its
+/// slot) be caught up instead of pushing every later slot back, so a long run stays at the ceiling.
+/// For 1000/min that is a burst of 4 (at most 999 in any minute); for 50/s it is 1.
 fn direct(limit: f64, window: Duration) -> Option<DefaultDirectRateLimiter> {
     if limit <= 0.0 {
         return None;
     }
     let period = window.mul_f64(HEADROOM / limit);
+    let steady = (limit / HEADROOM).floor();
+    let slack = (limit.floor() - steady - 1.0).max(1.0) as u32;
+    let burst = NonZeroU32::new(slack).unwrap_or(NonZeroU32::MIN);
     Quota::with_period(period)
-        .map(|q| q.allow_burst(NonZeroU32::MIN))
+        .map(|q| q.allow_burst(burst))
         .map(RateLimiter::direct)
 }
 
@@ -266,7 +276,7 @@ mod tests {
         let t = sends(&l, "open_id:a", 11).await;
         for w in t.windows(2) {
             assert!(
-                w[1] - w[0] >= Duration::from_millis(202),
+                w[1] - w[0] >= Duration::from_millis(201),
                 "{:?}",
                 w[1] - w[0]
             );
@@ -304,6 +314,26 @@ mod tests {
         }
     }
 
+    #[test]
+    fn burst_never_lets_a_window_exceed_the_quota() {
+        for (limit, window) in [
+            (1000.0, 60.0),
+            (50.0, 1.0),
+            (5.0, 1.0),
+            (990.0, 60.0),
+            (1.0, 60.0),
+        ] {
+            let period = window * HEADROOM / limit;
+            let steady = (limit / HEADROOM).floor();
+            let burst = (limit - steady - 1.0).max(1.0);
+            // GCRA's bound: the steady rate in the window plus the burst.
+            assert!(
+                (window / period).floor() + burst <= limit,
+                "{limit}/{window}s"
+            );
+        }
+    }
+
     #[tokio::test(start_paused = true)]
     async fn holds_delay_without_dropping() {
         let l = RateLimits::new(cfg(0, 0, 5));
@@ -313,7 +343,7 @@ mod tests {
         assert!(tokio::time::Instant::now() - start >= Duration::from_secs(3));
         let t = tokio::time::Instant::now();
         l.acquire("x").await.sent();
-        assert!(tokio::time::Instant::now() - t >= Duration::from_millis(1202));
+        assert!(tokio::time::Instant::now() - t >= Duration::from_millis(1201));
     }
 
     #[tokio::test]
