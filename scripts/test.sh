@@ -5,8 +5,15 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# 1. The broker (slow once, then skipped).
+# 1. The broker (slow once, then skipped), and promtool for the metrics test (Debian's
+#    'prometheus' package; skipped when present).
 scripts/broker.sh install
+if ! command -v promtool >/dev/null 2>&1; then
+  echo "installing promtool (Debian package prometheus)"
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+fi
 
 # 2. One build of the whole workspace, shared by every test below.
 cargo build --workspace --all-targets --locked

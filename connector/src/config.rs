@@ -93,6 +93,14 @@ pub struct BufferConfig {
     pub max_bytes: usize,
 }
 
+/// The admin HTTP server (`admin.*`).
+#[derive(Debug, Clone)]
+pub struct AdminConfig {
+    /// `None` when `admin.listener` is `none`.
+    pub listener: Option<std::net::SocketAddr>,
+    pub token: Option<Secret>,
+}
+
 #[derive(Debug, Clone)]
 pub struct ConnectorConfig {
     pub name: String,
@@ -105,12 +113,18 @@ pub struct ConnectorConfig {
     pub errors: ErrorsConfig,
     /// How often stored offsets are committed (`offset.flush.interval.ms`, as in Connect).
     pub offset_flush_interval: Duration,
+    pub admin: AdminConfig,
+    /// How long a shutdown waits for messages in flight (`shutdown.timeout.ms`).
+    pub shutdown_timeout: Duration,
+    /// The keys as written in the file (before `${...}` substitution), literal secrets masked:
+    /// what `GET /connectors/{name}` shows.
+    pub as_given: BTreeMap<String, String>,
     /// The raw `transforms*` keys; [`ConnectorConfig::transform_chain`] builds the engines.
     transforms: BTreeMap<String, String>,
 }
 
 /// Keys lark-sink understands besides `kafka.*` and `transforms*`.
-const KNOWN_KEYS: &[&str] = &[
+pub const KNOWN_KEYS: &[&str] = &[
     "name",
     "connector.class",
     "topics",
@@ -135,6 +149,9 @@ const KNOWN_KEYS: &[&str] = &[
     "errors.deadletterqueue.topic.replication.factor",
     "errors.deadletterqueue.topic.partitions",
     "offset.flush.interval.ms",
+    "admin.listener",
+    "admin.token",
+    "shutdown.timeout.ms",
 ];
 
 /// librdkafka settings lark-sink owns, with what to do instead.
@@ -231,6 +248,7 @@ impl ConnectorConfig {
             .and_then(|c| c.as_object())
             .ok_or_else(|| ConfigError::Shape(r#"missing object field "config""#.into()))?;
         let mut map = BTreeMap::new();
+        let mut as_given = BTreeMap::new();
         for (k, v) in config {
             // Connect configs are strings; numbers and booleans are accepted as a courtesy.
             let s = match v {
@@ -239,6 +257,7 @@ impl ConnectorConfig {
                 serde_json::Value::Bool(b) => b.to_string(),
                 _ => return Err(key_err(k, "must be a string")),
             };
+            as_given.insert(k.clone(), mask_literal_secret(k, &s));
             map.insert(k.clone(), substitute(k, &s)?);
         }
         let top_name = obj.get("name").and_then(|n| n.as_str());
@@ -253,7 +272,9 @@ impl ConnectorConfig {
             (None, Some(b)) => b.clone(),
             (None, None) => return Err(ConfigError::Shape(r#"missing "name""#.into())),
         };
-        Self::from_map(name, map)
+        let mut cfg = Self::from_map(name, map)?;
+        cfg.as_given = as_given;
+        Ok(cfg)
     }
 
     /// Checks a flat key → value map (values already substituted).
@@ -488,6 +509,23 @@ impl ConnectorConfig {
             // librdkafka reads 0 as "never commit periodically".
             return Err(key_err("offset.flush.interval.ms", "must be positive"));
         }
+        let admin = AdminConfig {
+            listener: match get("admin.listener").unwrap_or("127.0.0.1:8083") {
+                "none" => None,
+                addr => Some(addr.parse().map_err(|_| {
+                    key_err(
+                        "admin.listener",
+                        format!("'{addr}' is not HOST:PORT (an IP address and port) or 'none'"),
+                    )
+                })?),
+            },
+            token: get("admin.token").map(Secret::new),
+        };
+        let shutdown_timeout = ms("shutdown.timeout.ms", 30_000)?;
+        let as_given = map
+            .iter()
+            .map(|(k, v)| (k.clone(), mask_literal_secret(k, v)))
+            .collect();
         Ok(ConnectorConfig {
             name,
             topics,
@@ -497,6 +535,9 @@ impl ConnectorConfig {
             buffer,
             errors,
             offset_flush_interval,
+            admin,
+            shutdown_timeout,
+            as_given,
             transforms,
         })
     }
@@ -511,6 +552,29 @@ impl ConnectorConfig {
                 key: e.key,
                 message: e.message,
             })
+    }
+}
+
+/// Keys whose values are credentials.
+fn is_secret_key(key: &str) -> bool {
+    [
+        "secret",
+        "password",
+        "token",
+        "oauthbearer.config",
+        "ssl.key.pem",
+    ]
+    .iter()
+    .any(|s| key.contains(s))
+}
+
+/// A secret written literally in the file is shown as `***`; a `${env:..}`/`${file:..}`
+/// placeholder is not a secret and is shown as written.
+fn mask_literal_secret(key: &str, value: &str) -> String {
+    if is_secret_key(key) && !(value.starts_with("${") && value.ends_with('}')) {
+        "***".into()
+    } else {
+        value.to_string()
     }
 }
 
@@ -616,6 +680,12 @@ mod tests {
             }
         );
         assert!(format!("{c:?}").contains("Secret(***)"));
+        assert_eq!(c.admin.listener, Some("127.0.0.1:8083".parse().unwrap()));
+        assert_eq!(c.shutdown_timeout, Duration::from_secs(30));
+        assert_eq!(
+            c.as_given["lark.app.secret"], "***",
+            "literal secrets are masked"
+        );
         assert!(!format!("{c:?}").contains("s3cret"));
     }
 
@@ -656,6 +726,9 @@ mod tests {
         assert!(err(with("errors.deadletterqueue.topic.replication.factor", "0")).contains("-1"));
         assert!(err(with("errors.retry.delay.initial.ms", "70000")).contains("must not exceed"));
         assert!(err(with("lark.rate.share", "half")).contains("'lark.rate.share'"));
+        assert!(err(with("admin.listener", "localhost")).contains("'admin.listener'"));
+        let c = ConnectorConfig::from_json(&with("admin.listener", "none")).unwrap();
+        assert!(c.admin.listener.is_none());
         assert!(err(with("buffer.max.messages", "0")).contains("'buffer.max.messages'"));
         assert!(err(with("lark.rate.app.per.second", "-1")).contains("'lark.rate.app.per.second'"));
         assert!(err(with("topics.regex", "a.*")).contains("not both"));

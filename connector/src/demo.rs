@@ -193,7 +193,8 @@ pub async fn run(print: bool) -> Result<DemoReport, DemoError> {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     };
-    sink::run(cfg, stats.clone(), done).await?;
+    let control = Arc::new(crate::control::Control::default());
+    sink::run(cfg, stats.clone(), control, done).await?;
     if SinkStats::get(&stats.records_finished) < total {
         return Err(DemoError::Timeout(samples.len()));
     }

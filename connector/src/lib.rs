@@ -14,8 +14,10 @@
 //!
 //! [`demo`] runs the whole path on an embedded broker and the Lark emulator.
 
+pub mod admin;
 pub mod bench;
 pub mod config;
+pub mod control;
 pub mod decode;
 pub mod delivery;
 pub mod demo;
@@ -25,6 +27,7 @@ pub mod record;
 pub mod secret;
 pub mod sink;
 pub mod source;
+pub mod telemetry;
 pub mod transform_test;
 pub mod validate;
 

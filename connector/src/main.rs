@@ -8,7 +8,9 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
+use lark_sink::admin::AdminState;
 use lark_sink::config::ConnectorConfig;
+use lark_sink::control::Control;
 use lark_sink::emulator::{Directory, Emulator, EmulatorConfig, Limits};
 use lark_sink::sink::{self, SinkStats};
 
@@ -136,6 +138,51 @@ async fn shutdown_signal() {
     });
 }
 
+/// `lark-sink run`: the admin server, then the sink, restarted in place when the admin API asks,
+/// until a signal stops it.
+async fn run(cfg: ConnectorConfig) -> anyhow::Result<()> {
+    let control = Arc::new(Control::default());
+    let metrics = lark_sink::telemetry::install();
+    if let Some(addr) = cfg.admin.listener {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("admin.listener: cannot listen on {addr}"))?;
+        let local = listener.local_addr()?;
+        tracing::info!("admin API listening on {local}");
+        let state = AdminState {
+            name: cfg.name.clone(),
+            config: cfg.as_given.clone(),
+            control: control.clone(),
+            metrics,
+            token: cfg.admin.token.clone(),
+            worker_id: lark_sink::admin::worker_id(local),
+        };
+        tokio::spawn(lark_sink::admin::serve(listener, state));
+    }
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        stop_tx.send_replace(true);
+    });
+    let stats = Arc::new(SinkStats::default());
+    loop {
+        let mut stop = stop_rx.clone();
+        let shutdown = async move {
+            let _ = stop.wait_for(|s| *s).await;
+        };
+        if let Err(e) = sink::run(cfg.clone(), stats.clone(), control.clone(), shutdown).await {
+            control.set_failed(e.to_string());
+            return Err(e.into());
+        }
+        if control.take_restart() && !*stop_rx.borrow() {
+            tracing::info!("restarting the connector (admin API request)");
+            continue;
+        }
+        tracing::info!("stopped cleanly");
+        return Ok(());
+    }
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
@@ -143,9 +190,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Run { config } => {
             init_logging(cli.log_format, "info,librdkafka=warn,rdkafka=warn");
             let cfg = ConnectorConfig::from_file(&config)?;
-            let stats = Arc::new(SinkStats::default());
-            sink::run(cfg, stats, shutdown_signal()).await?;
-            tracing::info!("stopped cleanly");
+            run(cfg).await?;
         }
         Command::Transform {
             command:

@@ -22,18 +22,17 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
 use crate::config::{ConnectorConfig, Tolerance};
+use crate::control::Control;
 use crate::decode::{decode_value, split_envelopes};
 use crate::delivery::{deliver, Handler, Queued, RateLimits, RetryPolicy, Scheduler};
 use crate::dlq::{DeadLetter, DeadLetterWriter, DlqError, Stage};
 use crate::lark::contacts::PhoneDirectory;
-use crate::lark::LarkClient;
+use crate::lark::{ErrorClass, LarkClient};
 use crate::record::SourceRecord;
 use crate::source::{create_consumer, OffsetTracker, SinkConsumer, Ticket};
+use crate::telemetry;
 use crate::validate::{Envelope, EnvelopeValidator, Receiver};
 
-/// How long shutdown waits for messages in hand before abandoning them (they stay uncommitted
-/// and are replayed, uuid-deduplicated, on the next start).
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 /// How often the loop re-checks the buffer bound while no record arrives (e.g. while paused).
 const BACKPRESSURE_TICK: Duration = Duration::from_millis(50);
 
@@ -126,6 +125,7 @@ struct Shared {
     consumer: Arc<SinkConsumer>,
     tracker: Arc<Mutex<OffsetTracker>>,
     stats: Arc<SinkStats>,
+    control: Arc<Control>,
     fatal: mpsc::Sender<SinkError>,
 }
 
@@ -134,14 +134,23 @@ struct Deliverer(Arc<Shared>);
 
 impl Handler<Outgoing> for Deliverer {
     async fn handle(&self, m: Outgoing) {
+        // Paused through the admin API: hold the message (it stays buffered and uncommitted).
+        if self.0.control.is_paused() {
+            self.0.control.wait_resumed().await;
+        }
+        if self.0.control.is_stopping() {
+            return; // shutting down: left uncommitted, replayed on the next start
+        }
         self.0.deliver(m).await
     }
 }
 
-/// Runs the connector until `shutdown` resolves (clean stop, `Ok`) or a fatal error occurs.
+/// Runs the connector until `shutdown` resolves or a restart is requested through `control`
+/// (clean stop, `Ok`), or a fatal error occurs.
 pub async fn run(
     cfg: ConnectorConfig,
     stats: Arc<SinkStats>,
+    control: Arc<Control>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), SinkError> {
     let validator = EnvelopeValidator::new().map_err(|e| SinkError::Startup(e.to_string()))?;
@@ -165,10 +174,22 @@ pub async fn run(
         }
         _ => None,
     };
+    // Check the credentials before consuming anything: a wrong app secret should stop start-up
+    // with Lark's answer, not surface as the first record's failure.
+    match client.tokens().get().await {
+        Ok(_) => control.set_lark_ready(true),
+        Err(e) if e.class == ErrorClass::Fatal => {
+            return Err(SinkError::LarkConfig {
+                coordinates: "start-up (tenant token)".into(),
+                reason: e.to_string(),
+            })
+        }
+        Err(e) => tracing::warn!("cannot fetch a tenant token yet (will retry): {e}"),
+    }
     let limits = Arc::new(RateLimits::new(cfg.rate));
     let tracker = Arc::new(Mutex::new(OffsetTracker::default()));
     let consumer = Arc::new(
-        create_consumer(&cfg, tracker.clone(), limits.clone())
+        create_consumer(&cfg, tracker.clone(), limits.clone(), control.clone())
             .map_err(|e| SinkError::Startup(format!("Kafka consumer: {e}")))?,
     );
     tracing::info!(connector = %cfg.name, topics = ?cfg.topics, group = %cfg.kafka["group.id"],
@@ -186,8 +207,11 @@ pub async fn run(
         consumer: consumer.clone(),
         tracker: tracker.clone(),
         stats,
+        control: control.clone(),
         fatal: fatal_tx,
     });
+    control.set_stopping(false);
+    control.set_running(true);
     let scheduler = Scheduler::new(Deliverer(shared.clone()));
     // Transform engines keep interpreter state; the loop owns the one chain and lends it to a
     // blocking thread per record, so a slow script never stalls the async runtime.
@@ -207,9 +231,11 @@ pub async fn run(
         let msg = tokio::select! {
             biased;
             _ = &mut shutdown => break Ok(()),
+            _ = control.restart_requested() => break Ok(()),
             Some(e) = fatal_rx.recv() => break Err(e),
             _ = tick.tick() => {
                 shared.backpressure(&scheduler, &mut paused);
+                shared.report_status();
                 while dead_letter_tasks.try_join_next().is_some() {}
                 if last_housekeeping.elapsed() > Duration::from_secs(10) {
                     limits.forget_idle();
@@ -227,6 +253,7 @@ pub async fn run(
             }
         };
         SinkStats::add(&shared.stats.records_received, 1);
+        telemetry::record_received(&record.topic);
         let (ticket, revoked) = match tracker.lock() {
             Ok(mut t) => t.begin(&record.topic, record.partition, record.offset),
             Err(_) => break Err(SinkError::Startup("offset tracker poisoned".into())),
@@ -254,17 +281,20 @@ pub async fn run(
     };
 
     // Stop: queues finish the message in hand and drop the rest; then commit what finished.
+    control.set_stopping(true);
     scheduler.stop();
-    let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
-        scheduler.drain(SHUTDOWN_GRACE).await;
+    let grace = shared.cfg.shutdown_timeout;
+    let drained = tokio::time::timeout(grace, async {
+        scheduler.drain(grace).await;
         while dead_letter_tasks.join_next().await.is_some() {}
     })
     .await;
     if drained.is_err() {
         tracing::warn!(
-            "messages still in flight after {SHUTDOWN_GRACE:?}; leaving them uncommitted"
+            "messages still in flight after {grace:?} (shutdown.timeout.ms); leaving them uncommitted"
         );
     }
+    control.set_running(false);
     let result = match result {
         Ok(()) => fatal_rx.try_recv().map_or(Ok(()), Err),
         err => err,
@@ -375,7 +405,8 @@ async fn prepare(shared: &Shared, chain: &mut Option<Chain>, record: &SourceReco
         match run_chain(chain, &shared.cfg, value, record).await {
             Ok(v) => v,
             Err(e) => {
-                return Prepared::Failed(simple(Stage::Transform, "transform", e.to_string()))
+                telemetry::transform_error(&e.transform);
+                return Prepared::Failed(simple(Stage::Transform, "transform", e.to_string()));
             }
         }
     } else {
@@ -437,6 +468,8 @@ impl Shared {
         if messages.is_empty() {
             SinkStats::add(&self.stats.records_dropped, 1);
             SinkStats::add(&self.stats.records_finished, 1);
+            telemetry::record_dropped();
+            telemetry::record_finished(&rec.record.topic);
             self.finish(&rec.ticket);
             return;
         }
@@ -491,6 +524,7 @@ impl Shared {
         {
             Ok(done) => {
                 SinkStats::add(&self.stats.messages_delivered, 1);
+                telemetry::delivered(&m.envelope.msg_type, record.timestamp);
                 tracing::debug!(record = %record.coordinates(), index = m.index,
                     message_id = %done.ok.message_id, attempts = done.attempts, "delivered");
             }
@@ -533,6 +567,7 @@ impl Shared {
     fn message_done(&self, rec: &InFlight) {
         if rec.pending.fetch_sub(1, Ordering::SeqCst) == 1 {
             SinkStats::add(&self.stats.records_finished, 1);
+            telemetry::record_finished(&rec.record.topic);
             self.finish(&rec.ticket);
         }
     }
@@ -568,8 +603,11 @@ impl Shared {
             .buffered_messages_peak
             .fetch_max(messages as u64, Ordering::Relaxed);
         let bound = self.cfg.buffer;
-        let over = messages >= bound.max_messages || bytes >= bound.max_bytes;
-        let drained = messages <= bound.max_messages / 2 && bytes <= bound.max_bytes / 2;
+        let user_paused = self.control.is_paused();
+        let over = user_paused || messages >= bound.max_messages || bytes >= bound.max_bytes;
+        let drained =
+            !user_paused && messages <= bound.max_messages / 2 && bytes <= bound.max_bytes / 2;
+        telemetry::buffered(messages, bytes);
         let reassigned = self
             .consumer
             .context()
@@ -583,9 +621,14 @@ impl Shared {
                 Ok(()) => {
                     if !*paused {
                         SinkStats::add(&stats.pauses, 1);
-                        tracing::info!(messages, bytes, "buffer full: partitions paused");
+                        if user_paused {
+                            tracing::info!("paused: partitions paused");
+                        } else {
+                            tracing::info!(messages, bytes, "buffer full: partitions paused");
+                        }
                     }
                     *paused = true;
+                    telemetry::paused_partitions(assignment.count());
                 }
                 Err(e) => tracing::warn!("pausing partitions failed: {e}"),
             }
@@ -594,6 +637,7 @@ impl Shared {
                 Ok(()) => {
                     tracing::info!(messages, bytes, "buffer drained: partitions resumed");
                     *paused = false;
+                    telemetry::paused_partitions(0);
                 }
                 Err(e) => tracing::warn!("resuming partitions failed: {e}"),
             }
@@ -627,6 +671,21 @@ impl Shared {
             }
         }
         SinkStats::add(&self.stats.dead_letters, 1);
+        telemetry::dead_letter(&dl.class);
         Ok(())
+    }
+
+    /// Refreshes what the admin API reports: owned partitions and whether Lark is reachable.
+    fn report_status(&self) {
+        if let Ok(tpl) = self.consumer.assignment() {
+            self.control.set_assigned(
+                tpl.elements()
+                    .iter()
+                    .map(|e| format!("{}-{}", e.topic(), e.partition()))
+                    .collect(),
+            );
+        }
+        self.control
+            .set_lark_ready(self.client.tokens().has_valid_token());
     }
 }

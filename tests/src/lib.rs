@@ -270,6 +270,8 @@ pub fn connector_config(
         "errors.retry.delay.max.ms": "2000",
         "errors.retry.timeout": "30000",
         "kafka.session.timeout.ms": "6000",
+        // Parallel tests run many connectors: each takes a free port for its admin API.
+        "admin.listener": "127.0.0.1:0",
     });
     if let Some(d) = dlq {
         cfg["errors.tolerance"] = json!("all");
@@ -311,7 +313,16 @@ impl Connector {
         Self::start_with_env(config, &[])
     }
 
+    /// Starts with extra global arguments before `run` (e.g. `--log-format json`).
+    pub fn start_with_args(config: &Value, args: &[&str]) -> Connector {
+        Self::spawn(config, &[], args)
+    }
+
     pub fn start_with_env(config: &Value, env: &[(&str, &str)]) -> Connector {
+        Self::spawn(config, env, &[])
+    }
+
+    fn spawn(config: &Value, env: &[(&str, &str)], args: &[&str]) -> Connector {
         let dir = std::env::temp_dir().join(unique("lark-sink-e2e"));
         std::fs::create_dir_all(&dir).expect("temp dir");
         let cfg_path = dir.join("connector.json");
@@ -320,6 +331,7 @@ impl Connector {
         let log = dir.join("connector.log");
         let log_file = std::fs::File::create(&log).expect("log file");
         let child = Command::new(sink_bin())
+            .args(args)
             .arg("run")
             .arg("--config")
             .arg(&cfg_path)
@@ -341,6 +353,23 @@ impl Connector {
 
     pub fn logs(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The admin API's base URL, read from the connector's start-up log line.
+    pub async fn admin_url(&self) -> String {
+        let mut url = String::new();
+        wait_until("the admin API to listen", Duration::from_secs(30), || {
+            let logs = self.logs();
+            match logs.split("admin API listening on ").nth(1) {
+                Some(rest) => {
+                    url = format!("http://{}", rest.split_whitespace().next().unwrap_or(""));
+                    true
+                }
+                None => false,
+            }
+        })
+        .await;
+        url
     }
 
     /// SIGKILL: no chance to commit or clean up.
@@ -378,6 +407,27 @@ impl Connector {
     }
 }
 
+/// Secret values the tests give connectors; none may ever appear in a connector's log.
+pub const SECRETS: &[&str] = &["demo-secret", "not-the-secret-42", ADMIN_TOKEN];
+/// The admin token the operations tests set.
+pub const ADMIN_TOKEN: &str = "e2e-admin-token-5f3a";
+
+/// Every connector a test ran is checked when it is dropped: its log must not contain a secret
+/// or a tenant token (the emulator issues `t-` + 40 hex digits), whatever code path ran.
+fn assert_no_secrets(log: &str) {
+    for secret in SECRETS {
+        assert!(
+            !log.contains(secret),
+            "a secret ({secret}) leaked into the connector log:\n{log}"
+        );
+    }
+    let token = regex::Regex::new(r"t-[0-9a-f]{20,}").expect("regex");
+    assert!(
+        !token.is_match(log),
+        "a tenant token leaked into the connector log:\n{log}"
+    );
+}
+
 impl Drop for Connector {
     fn drop(&mut self) {
         self.kill();
@@ -388,7 +438,9 @@ impl Drop for Connector {
                 self.logs()
             );
         } else {
+            let log = self.logs();
             let _ = std::fs::remove_dir_all(&self.dir);
+            assert_no_secrets(&log);
         }
     }
 }

@@ -164,6 +164,7 @@ impl RateLimits {
                 }
             }
         };
+        let mut receiver_waited;
         loop {
             // 1. The receiver's spacing (and any hold Lark asked for).
             if let (Some(g), Some(iv)) = (gate.as_ref(), self.receiver_interval) {
@@ -174,6 +175,7 @@ impl RateLimits {
                     }
                 }
             }
+            receiver_waited = started.elapsed();
             // 2. An app-wide hold after a throttle answer.
             let hold = self.app_hold.lock().ok().and_then(|h| *h);
             if let Some(until) = hold.filter(|u| *u > Instant::now()) {
@@ -192,8 +194,11 @@ impl RateLimits {
             }
             break;
         }
+        let waited = started.elapsed();
         self.waited_nanos
-            .fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
+            .fetch_add(waited.as_nanos() as u64, Ordering::Relaxed);
+        crate::telemetry::rate_limit_wait("receiver", receiver_waited);
+        crate::telemetry::rate_limit_wait("app", waited.saturating_sub(receiver_waited));
         Permit { gate }
     }
 

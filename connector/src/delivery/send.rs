@@ -108,6 +108,7 @@ pub async fn deliver(
         // of the capped delay, so clamp again to keep `errors.retry.delay.max.ms` a true ceiling.
         .adjust(|e: &LarkError, next| next.map(|d| e.retry_after.unwrap_or(d).min(max_delay)))
         .notify(|e: &LarkError, wait: Duration| {
+            crate::telemetry::retry(e.class.label());
             tracing::warn!(receiver = %envelope.receiver.describe(), uuid, class = e.class.label(),
                 wait_ms = wait.as_millis() as u64, "delivery failed, retrying: {e}");
         })

@@ -172,6 +172,7 @@ pub(crate) async fn read_response(
         } else {
             "request failed"
         };
+        crate::telemetry::lark_response("transport");
         LarkError::transport(format!("{what}: {}", without_url(&e)))
     })?;
     let status = resp.status().as_u16();
@@ -194,6 +195,10 @@ pub(crate) async fn read_response(
         .as_ref()
         .and_then(|b| b.get("code"))
         .and_then(Value::as_i64);
+    match code {
+        Some(c) => crate::telemetry::lark_response(&c.to_string()),
+        None => crate::telemetry::lark_response(&format!("http_{status}")),
+    }
     if (200..300).contains(&status) && code == Some(0) {
         return Ok((body.unwrap_or(Value::Null), header_log_id));
     }

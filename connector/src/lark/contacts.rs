@@ -28,6 +28,7 @@ impl PhoneDirectory {
             .ok()
             .and_then(|c| c.get(mobile).cloned())
             .filter(|(_, until)| Instant::now() < *until);
+        crate::telemetry::lookup(cached.is_some());
         let found = match cached {
             Some((found, _)) => found,
             None => {

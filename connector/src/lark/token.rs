@@ -94,6 +94,11 @@ impl TokenCache {
         }
     }
 
+    /// Whether a token is cached and not yet due for refresh (for `/readyz`).
+    pub fn has_valid_token(&self) -> bool {
+        self.fresh().is_some()
+    }
+
     /// How many times a token was fetched from Lark (for tests and metrics).
     pub fn fetch_count(&self) -> u64 {
         self.fetches.load(std::sync::atomic::Ordering::Relaxed)
@@ -102,6 +107,7 @@ impl TokenCache {
     async fn fetch_token(&self) -> Result<(Secret, u64), LarkError> {
         self.fetches
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        crate::telemetry::token_refresh();
         let req = self.http.post(&self.url).json(&json!({
             "app_id": self.app_id,
             "app_secret": self.app_secret.expose(),

@@ -18,7 +18,9 @@ use rdkafka::{ClientConfig, ClientContext, TopicPartitionList};
 
 use super::offsets::OffsetTracker;
 use crate::config::{ConnectorConfig, Topics};
+use crate::control::Control;
 use crate::delivery::RateLimits;
+use crate::telemetry;
 
 pub type SinkConsumer = StreamConsumer<SinkContext>;
 
@@ -30,6 +32,7 @@ pub struct SinkContext {
     pub limits: Arc<RateLimits>,
     pub topics: Topics,
     pub assignment_changed: AtomicBool,
+    pub control: Arc<Control>,
 }
 
 impl SinkContext {
@@ -59,7 +62,21 @@ impl SinkContext {
     }
 }
 
-impl ClientContext for SinkContext {}
+impl ClientContext for SinkContext {
+    /// librdkafka statistics (every `statistics.interval.ms`): consumer lag per partition for the
+    /// metrics, and whether any broker connection is up for `/readyz`.
+    fn stats(&self, stats: rdkafka::Statistics) {
+        let up = stats.brokers.values().any(|b| b.state == "UP");
+        self.control.set_broker_ready(up);
+        for (topic, t) in &stats.topics {
+            for (partition, p) in &t.partitions {
+                if *partition >= 0 && p.consumer_lag >= 0 {
+                    telemetry::consumer_lag(topic, *partition, p.consumer_lag);
+                }
+            }
+        }
+    }
+}
 
 impl ConsumerContext for SinkContext {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
@@ -133,6 +150,7 @@ pub fn create_consumer(
     cfg: &ConnectorConfig,
     tracker: Arc<Mutex<OffsetTracker>>,
     limits: Arc<RateLimits>,
+    control: Arc<Control>,
 ) -> KafkaResult<SinkConsumer> {
     let mut client = ClientConfig::new();
     for (k, v) in cfg.kafka.iter() {
@@ -145,11 +163,16 @@ pub fn create_consumer(
             "auto.commit.interval.ms",
             cfg.offset_flush_interval.as_millis().to_string(),
         );
+    if !cfg.kafka.contains_key("statistics.interval.ms") {
+        // Lag metrics and broker readiness come from librdkafka's statistics.
+        client.set("statistics.interval.ms", "5000");
+    }
     let consumer: SinkConsumer = client.create_with_context(SinkContext {
         tracker,
         limits,
         topics: cfg.topics.clone(),
         assignment_changed: AtomicBool::new(false),
+        control,
     })?;
     match &cfg.topics {
         Topics::List(topics) => {

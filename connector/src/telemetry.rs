@@ -1,0 +1,135 @@
+//! Prometheus metrics: what an operator watches on a dashboard and alerts on.
+//!
+//! The `metrics` facade is used from wherever the event happens (the sink, the Lark client, the
+//! limiter); the Prometheus recorder is installed once per process and rendered by the admin
+//! server's `/metrics`. Every name is listed in [`METRICS`] with its type and help text, and
+//! documented in `docs/operations.md`; the Grafana dashboard in `deploy/` is built on them.
+//! Labels never carry secrets or message content, only topics, partitions, codes and classes.
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+
+/// (name, type, help) of every metric lark-sink exports.
+pub const METRICS: &[(&str, &str, &str)] = &[
+    ("lark_sink_records_received_total", "counter", "Kafka records received, by topic."),
+    ("lark_sink_records_finished_total", "counter", "Records finished (every message delivered or dead-lettered), by topic."),
+    ("lark_sink_records_dropped_total", "counter", "Records a transform turned into no message."),
+    ("lark_sink_messages_delivered_total", "counter", "Messages Lark accepted, by msg_type."),
+    ("lark_sink_lark_responses_total", "counter", "Lark answers by body code (\"0\" = success; \"http_<status>\" when the body had no code; \"transport\" for connection errors)."),
+    ("lark_sink_retries_total", "counter", "Retries of a message, by retry class (R-hdr, R-bo)."),
+    ("lark_sink_rate_limit_wait_seconds", "histogram", "Waits for permission to send, by limiter (receiver, app); _sum is the total time waited."),
+    ("lark_sink_buffered_messages", "gauge", "Messages buffered in the receiver queues."),
+    ("lark_sink_buffered_bytes", "gauge", "Bytes buffered in the receiver queues."),
+    ("lark_sink_paused_partitions", "gauge", "Partitions paused (buffer full or paused through the admin API)."),
+    ("lark_sink_consumer_lag", "gauge", "Records between the committed offset and the end of the partition, by topic and partition (from librdkafka statistics)."),
+    ("lark_sink_dead_letters_total", "counter", "Dead letters written, by class (decode, transform, schema, F-rec, F-cfg, R-bo-exhausted, ...)."),
+    ("lark_sink_token_refreshes_total", "counter", "Tenant access tokens fetched from Lark."),
+    ("lark_sink_lookup_cache_total", "counter", "Phone → open_id look-ups, by result (hit, miss)."),
+    ("lark_sink_transform_errors_total", "counter", "Records a transform failed on, by transform name."),
+    ("lark_sink_delivery_latency_seconds", "histogram", "From the record's Kafka timestamp to Lark's acceptance of its message."),
+];
+
+static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+
+/// Installs the Prometheus recorder (once per process) and returns the handle `/metrics` renders.
+/// `None` if another recorder was installed first (only possible in embedding programs).
+pub fn install() -> Option<PrometheusHandle> {
+    HANDLE
+        .get_or_init(|| {
+            let handle = PrometheusBuilder::new()
+                .set_buckets_for_metric(
+                    metrics_exporter_prometheus::Matcher::Full(
+                        "lark_sink_delivery_latency_seconds".into(),
+                    ),
+                    &[
+                        0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+                        300.0,
+                    ],
+                )
+                .ok()?
+                .install_recorder()
+                .ok()?;
+            for (name, kind, help) in METRICS {
+                match *kind {
+                    "counter" => describe_counter!(*name, *help),
+                    "gauge" => describe_gauge!(*name, *help),
+                    _ => describe_histogram!(*name, metrics::Unit::Seconds, *help),
+                }
+            }
+            Some(handle)
+        })
+        .clone()
+}
+
+pub fn record_received(topic: &str) {
+    counter!("lark_sink_records_received_total", "topic" => topic.to_string()).increment(1);
+}
+
+pub fn record_finished(topic: &str) {
+    counter!("lark_sink_records_finished_total", "topic" => topic.to_string()).increment(1);
+}
+
+pub fn record_dropped() {
+    counter!("lark_sink_records_dropped_total").increment(1);
+}
+
+/// A message Lark accepted; `timestamp_ms` is the record's Kafka timestamp, when it had one.
+pub fn delivered(msg_type: &str, timestamp_ms: Option<i64>) {
+    counter!("lark_sink_messages_delivered_total", "msg_type" => msg_type.to_string()).increment(1);
+    if let Some(ts) = timestamp_ms {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        if now >= ts {
+            histogram!("lark_sink_delivery_latency_seconds").record((now - ts) as f64 / 1000.0);
+        }
+    }
+}
+
+/// One answer from Lark: its body code, or a stand-in when there was none.
+pub fn lark_response(code: &str) {
+    counter!("lark_sink_lark_responses_total", "code" => code.to_string()).increment(1);
+}
+
+pub fn retry(class: &'static str) {
+    counter!("lark_sink_retries_total", "class" => class).increment(1);
+}
+
+pub fn rate_limit_wait(limiter: &'static str, waited: Duration) {
+    histogram!("lark_sink_rate_limit_wait_seconds", "limiter" => limiter)
+        .record(waited.as_secs_f64());
+}
+
+pub fn buffered(messages: usize, bytes: usize) {
+    gauge!("lark_sink_buffered_messages").set(messages as f64);
+    gauge!("lark_sink_buffered_bytes").set(bytes as f64);
+}
+
+pub fn paused_partitions(n: usize) {
+    gauge!("lark_sink_paused_partitions").set(n as f64);
+}
+
+pub fn consumer_lag(topic: &str, partition: i32, lag: i64) {
+    gauge!("lark_sink_consumer_lag", "topic" => topic.to_string(), "partition" => partition.to_string())
+        .set(lag as f64);
+}
+
+pub fn dead_letter(class: &str) {
+    counter!("lark_sink_dead_letters_total", "class" => class.to_string()).increment(1);
+}
+
+pub fn token_refresh() {
+    counter!("lark_sink_token_refreshes_total").increment(1);
+}
+
+pub fn lookup(hit: bool) {
+    counter!("lark_sink_lookup_cache_total", "result" => if hit { "hit" } else { "miss" })
+        .increment(1);
+}
+
+pub fn transform_error(transform: &str) {
+    counter!("lark_sink_transform_errors_total", "transform" => transform.to_string()).increment(1);
+}

@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Runs the delivery-engine benchmark (docs/performance.md) in release mode against a fresh local
+# tansu broker: scripts/bench.sh [--quick] [--scenario ceiling,hot,engine,latency,memory]
+# A full run takes about 10 minutes (the ceiling scenario alone runs 3 minutes at Lark's limit).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/broker.sh install
+cargo build --release --locked -p lark-sink
+export LARK_SINK_BROKER_PORT=${LARK_SINK_BROKER_PORT:-19092}
+scripts/broker.sh start
+trap 'scripts/broker.sh stop' EXIT
+target/release/lark-sink bench --broker "127.0.0.1:$LARK_SINK_BROKER_PORT" "$@"
