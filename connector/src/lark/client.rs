@@ -24,7 +24,19 @@ pub struct SendOk {
 pub struct LarkClient {
     http: reqwest::Client,
     base_url: String,
+    /// `…/im/v1/messages?receive_id_type=T` for each id type, parsed once: parsing a URL (with
+    /// its IDNA pass) per message showed up in profiles.
+    send_urls: Vec<(&'static str, reqwest::Url)>,
     tokens: TokenCache,
+}
+
+/// The send body (lark-api.md §2.1); a struct, not a `json!` map, to skip the map allocations.
+#[derive(serde::Serialize)]
+struct SendBody<'a> {
+    receive_id: &'a str,
+    msg_type: &'a str,
+    content: &'a str,
+    uuid: &'a str,
 }
 
 impl LarkClient {
@@ -41,9 +53,20 @@ impl LarkClient {
             cfg.app_secret.clone(),
             cfg.token_refresh_margin,
         );
+        let send_urls = ["open_id", "union_id", "user_id", "email", "chat_id"]
+            .into_iter()
+            .filter_map(|t| {
+                let url = format!(
+                    "{}/open-apis/im/v1/messages?receive_id_type={t}",
+                    cfg.base_url
+                );
+                reqwest::Url::parse(&url).ok().map(|u| (t, u))
+            })
+            .collect();
         Ok(LarkClient {
             http,
             base_url: cfg.base_url.clone(),
+            send_urls,
             tokens,
         })
     }
@@ -61,20 +84,29 @@ impl LarkClient {
         content: &str,
         uuid: &str,
     ) -> Result<SendOk, LarkError> {
-        let url = format!("{}/open-apis/im/v1/messages", self.base_url);
-        let body = json!({
-            "receive_id": receive_id,
-            "msg_type": msg_type,
-            "content": content,
-            "uuid": uuid,
-        });
+        let body = SendBody {
+            receive_id,
+            msg_type,
+            content,
+            uuid,
+        };
+        let url = self
+            .send_urls
+            .iter()
+            .find(|(t, _)| *t == receive_id_type)
+            .map(|(_, u)| u.clone());
         let (resp, log_id) = self
             .authorized(|token| {
-                self.http
-                    .post(&url)
-                    .query(&[("receive_id_type", receive_id_type)])
-                    .bearer_auth(token.expose())
-                    .json(&body)
+                let req = match &url {
+                    Some(u) => self.http.post(u.clone()),
+                    // An id type without a pre-parsed URL (or a base URL that did not parse):
+                    // build it per request, and let reqwest report a bad URL.
+                    None => self
+                        .http
+                        .post(format!("{}/open-apis/im/v1/messages", self.base_url))
+                        .query(&[("receive_id_type", receive_id_type)]),
+                };
+                req.bearer_auth(token.expose()).json(&body)
             })
             .await?;
         let data = resp.get("data");
