@@ -151,7 +151,7 @@ impl RateLimits {
         self.receiver_interval.is_none()
             && self.cfg.app_per_second == 0
             && self.cfg.app_per_minute == 0
-            && self.app_hold.lock().map_or(false, |h| h.is_none())
+            && self.app_hold.lock().is_ok_and(|h| h.is_none())
     }
 
     /// Waits until a message may go to `receiver` (a canonical key such as `open_id:ou_x`), then
