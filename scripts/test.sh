@@ -5,15 +5,18 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# 1. The broker (slow once, then skipped), and promtool for the metrics test (Debian's
-#    'prometheus' package; skipped when present).
-scripts/broker.sh install
-if ! command -v promtool >/dev/null 2>&1; then
-  echo "installing promtool (Debian package prometheus)"
+# 1. System packages (skipped when present): promtool for the metrics test (Debian's
+#    'prometheus'), OpenSSL headers for librdkafka's TLS. Then the broker (slow once, then skipped).
+need=()
+command -v promtool >/dev/null 2>&1 || need+=(prometheus)
+pkg-config --exists openssl 2>/dev/null || need+=(libssl-dev pkg-config)
+if [ ${#need[@]} -gt 0 ]; then
+  echo "installing Debian packages: ${need[*]}"
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
   $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
+scripts/broker.sh install
 
 # 2. One build of the whole workspace, shared by every test below.
 cargo build --workspace --all-targets --locked

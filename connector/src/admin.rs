@@ -272,7 +272,14 @@ async fn validate(Path(plugin): Path<String>, body: Option<Json<Value>>) -> Resp
     .into_response()
 }
 
-/// The address the server is reachable at, for `worker_id`.
+/// Connect's `worker_id`: `host:port`, with the machine's (or pod's) hostname, so replicas
+/// listening on `0.0.0.0:8083` are told apart.
 pub fn worker_id(addr: SocketAddr) -> String {
-    addr.to_string()
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| addr.ip().to_string());
+    format!("{host}:{}", addr.port())
 }

@@ -50,6 +50,15 @@ pub fn install() -> Option<PrometheusHandle> {
                     ],
                 )
                 .ok()?
+                .set_buckets_for_metric(
+                    metrics_exporter_prometheus::Matcher::Full(
+                        "lark_sink_rate_limit_wait_seconds".into(),
+                    ),
+                    &[
+                        0.0, 0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 60.0,
+                    ],
+                )
+                .ok()?
                 .install_recorder()
                 .ok()?;
             for (name, kind, help) in METRICS {

@@ -27,6 +27,20 @@ fn every_example_config_parses() {
             ConnectorConfig::from_json(&json).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         assert_eq!(cfg.errors.tolerance, Tolerance::All, "{}", path.display());
         assert!(!cfg.lark.app_secret.is_empty());
+        // This librdkafka build must accept the example's Kafka settings (SASL_SSL with SCRAM
+        // needs librdkafka built with OpenSSL). Creating a client checks them without connecting.
+        let mut client = rdkafka::ClientConfig::new();
+        for (k, v) in cfg.kafka.iter() {
+            client.set(k, v);
+        }
+        client
+            .create::<rdkafka::consumer::BaseConsumer>()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "{}: librdkafka rejects the Kafka settings: {e}",
+                    path.display()
+                )
+            });
         seen += 1;
     }
     assert!(seen >= 3, "expected the example configs in {dir}");
