@@ -59,8 +59,18 @@ pub enum Tolerance {
     All,
 }
 
+/// One custom-bot webhook (`lark.webhooks.<name>.*`, lark-api.md §8).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebhookConfig {
+    /// The full hook URL (`…/open-apis/bot/v2/hook/<token>`).
+    pub url: String,
+    /// The signing secret ("签名校验"), when the bot has one.
+    pub secret: Option<Secret>,
+}
+
 #[derive(Debug, Clone)]
 pub struct LarkConfig {
+    /// Empty when no app is configured (a webhook-only connector).
     pub app_id: String,
     pub app_secret: Secret,
     /// `https://open.feishu.cn`, `https://open.larksuite.com`, or a custom base URL (no trailing `/`).
@@ -74,6 +84,8 @@ pub struct LarkConfig {
     pub retry_delay_initial: Duration,
     /// Give up retrying a retryable failure after this long; `None` = retry forever.
     pub retry_timeout: Option<Duration>,
+    /// Custom-bot webhooks by name (`receiveType: "webhook"`, `receiveId: "<name>"`).
+    pub webhooks: BTreeMap<String, WebhookConfig>,
 }
 
 #[derive(Debug, Clone)]
@@ -137,6 +149,8 @@ pub const KNOWN_KEYS: &[&str] = &[
     "lark.rate.app.per.second",
     "lark.rate.app.per.minute",
     "lark.rate.receiver.per.second",
+    "lark.rate.webhook.per.second",
+    "lark.rate.webhook.per.minute",
     "lark.rate.share",
     "buffer.max.messages",
     "buffer.max.bytes",
@@ -289,6 +303,7 @@ impl ConnectorConfig {
         for key in map.keys() {
             let known = KNOWN_KEYS.contains(&key.as_str())
                 || key.starts_with("kafka.")
+                || key.starts_with("lark.webhooks.")
                 || transform_keys.contains(key)
                 || key.starts_with("transforms.");
             if !known {
@@ -347,12 +362,6 @@ impl ConnectorConfig {
             .entry("auto.offset.reset".into())
             .or_insert_with(|| "earliest".into());
 
-        let app_id = get("lark.app.id")
-            .ok_or_else(|| key_err("lark.app.id", "missing"))?
-            .to_string();
-        let app_secret = Secret::new(
-            get("lark.app.secret").ok_or_else(|| key_err("lark.app.secret", "missing"))?,
-        );
         let base_url = match get("lark.domain").unwrap_or("feishu") {
             "feishu" => FEISHU_BASE_URL.to_string(),
             "lark" => LARK_BASE_URL.to_string(),
@@ -367,6 +376,14 @@ impl ConnectorConfig {
             }
         };
 
+        let webhooks = parse_webhooks(&map, &base_url)?;
+        // The app is optional only for a connector that sends through webhooks alone.
+        let (app_id, app_secret) = match (get("lark.app.id"), get("lark.app.secret")) {
+            (Some(id), Some(secret)) => (id.to_string(), Secret::new(secret)),
+            (None, None) if !webhooks.is_empty() => (String::new(), Secret::default()),
+            (None, _) => return Err(key_err("lark.app.id", "missing")),
+            (_, None) => return Err(key_err("lark.app.secret", "missing")),
+        };
         let ms = |k: &str, default: u64| -> Result<Duration, ConfigError> {
             match get(k) {
                 None => Ok(Duration::from_millis(default)),
@@ -388,6 +405,7 @@ impl ConnectorConfig {
             retry_delay_max: ms("errors.retry.delay.max.ms", 60_000)?,
             retry_delay_initial: ms("errors.retry.delay.initial.ms", 200)?,
             retry_timeout,
+            webhooks,
         };
         if lark.request_timeout.is_zero() {
             return Err(key_err("lark.request.timeout.ms", "must be positive"));
@@ -471,6 +489,8 @@ impl ConnectorConfig {
             app_per_second: per("lark.rate.app.per.second", 50)?,
             app_per_minute: per("lark.rate.app.per.minute", 1000)?,
             receiver_per_second: per("lark.rate.receiver.per.second", 5)?,
+            webhook_per_second: per("lark.rate.webhook.per.second", 5)?,
+            webhook_per_minute: per("lark.rate.webhook.per.minute", 100)?,
             share_auto: match get("lark.rate.share").unwrap_or("auto") {
                 "auto" => true,
                 "none" => false,
@@ -553,6 +573,85 @@ impl ConnectorConfig {
                 message: e.message,
             })
     }
+}
+
+/// `lark.webhooks.<name>.url` (or `.token`, joined to `lark.domain`) and `.secret`.
+fn parse_webhooks(
+    map: &BTreeMap<String, String>,
+    base_url: &str,
+) -> Result<BTreeMap<String, WebhookConfig>, ConfigError> {
+    let mut names: Vec<&str> = Vec::new();
+    for key in map.keys() {
+        let Some(rest) = key.strip_prefix("lark.webhooks.") else {
+            continue;
+        };
+        let Some((name, option)) = rest.rsplit_once('.') else {
+            return Err(key_err(
+                key,
+                "expected lark.webhooks.<name>.url, .token or .secret",
+            ));
+        };
+        if !matches!(option, "url" | "token" | "secret") {
+            return Err(key_err(
+                key,
+                format!("unknown webhook option '{option}' (url, token, secret)"),
+            ));
+        }
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            return Err(key_err(
+                key,
+                "a webhook name uses letters, digits, '-' and '_'",
+            ));
+        }
+        if !names.contains(&name) {
+            names.push(name);
+        }
+    }
+    let mut out = BTreeMap::new();
+    for name in names {
+        let get = |o: &str| {
+            map.get(&format!("lark.webhooks.{name}.{o}"))
+                .map(|v| v.trim())
+                .filter(|v| !v.is_empty())
+        };
+        let url = match (get("url"), get("token")) {
+            (Some(_), Some(_)) => {
+                return Err(key_err(
+                    &format!("lark.webhooks.{name}.token"),
+                    "set either .url or .token, not both",
+                ))
+            }
+            (Some(u), None) if u.starts_with("https://") || u.starts_with("http://") => {
+                u.to_string()
+            }
+            (Some(u), None) => {
+                return Err(key_err(
+                    &format!("lark.webhooks.{name}.url"),
+                    format!("'{u}' is not an http(s) URL"),
+                ))
+            }
+            // lark-api.md §8 / §10: the hook lives under the domain's OpenAPI base.
+            (None, Some(t)) => format!("{base_url}/open-apis/bot/v2/hook/{t}"),
+            (None, None) => {
+                return Err(key_err(
+                    &format!("lark.webhooks.{name}.url"),
+                    "missing: a webhook needs .url (or .token)",
+                ))
+            }
+        };
+        out.insert(
+            name.to_string(),
+            WebhookConfig {
+                url,
+                secret: get("secret").map(Secret::new),
+            },
+        );
+    }
+    Ok(out)
 }
 
 /// Keys whose values are credentials.
@@ -727,6 +826,8 @@ mod tests {
         assert!(err(with("errors.retry.delay.initial.ms", "70000")).contains("must not exceed"));
         assert!(err(with("lark.rate.share", "half")).contains("'lark.rate.share'"));
         assert!(err(with("admin.listener", "localhost")).contains("'admin.listener'"));
+        assert!(err(with("lark.webhooks.ops.colour", "x")).contains("unknown webhook option"));
+        assert!(err(with("lark.webhooks.ops.url", "ftp://x")).contains("not an http(s) URL"));
         let c = ConnectorConfig::from_json(&with("admin.listener", "none")).unwrap();
         assert!(c.admin.listener.is_none());
         assert!(err(with("buffer.max.messages", "0")).contains("'buffer.max.messages'"));
@@ -738,6 +839,37 @@ mod tests {
         j["config"].as_object_mut().unwrap().remove("lark.app.id");
         assert!(err(j).contains("'lark.app.id': missing"));
         assert!(err(with("transforms", "a")).contains("'transforms.a.type'"));
+    }
+
+    #[test]
+    fn webhooks_and_webhook_only_connectors() {
+        let mut j = with("lark.webhooks.ops.token", "abc");
+        j["config"]["lark.webhooks.ops.secret"] = json!("s1");
+        j["config"]["lark.webhooks.team.url"] =
+            json!("https://open.larksuite.com/open-apis/bot/v2/hook/xyz");
+        let c = ConnectorConfig::from_json(&j).unwrap();
+        assert_eq!(
+            c.lark.webhooks["ops"].url,
+            "https://open.feishu.cn/open-apis/bot/v2/hook/abc"
+        );
+        assert_eq!(
+            c.lark.webhooks["ops"].secret.as_ref().map(|s| s.expose()),
+            Some("s1")
+        );
+        assert!(c.lark.webhooks["team"].secret.is_none());
+        assert_eq!(c.as_given["lark.webhooks.ops.secret"], "***");
+        // Without an app, webhooks alone are enough; without either, the app is missing.
+        let mut j = with("lark.webhooks.ops.token", "abc");
+        let cfg = j["config"].as_object_mut().unwrap();
+        cfg.remove("lark.app.id");
+        cfg.remove("lark.app.secret");
+        let c = ConnectorConfig::from_json(&j).unwrap();
+        assert!(c.lark.app_id.is_empty());
+        j["config"]
+            .as_object_mut()
+            .unwrap()
+            .remove("lark.webhooks.ops.token");
+        assert!(err(j).contains("'lark.app.id': missing"));
     }
 
     #[test]

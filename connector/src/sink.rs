@@ -153,7 +153,8 @@ pub async fn run(
     control: Arc<Control>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), SinkError> {
-    let validator = EnvelopeValidator::new().map_err(|e| SinkError::Startup(e.to_string()))?;
+    let validator = EnvelopeValidator::with_webhooks(cfg.lark.webhooks.keys().cloned().collect())
+        .map_err(|e| SinkError::Startup(e.to_string()))?;
     let client =
         LarkClient::new(&cfg.lark).map_err(|e| SinkError::Startup(format!("HTTP client: {e}")))?;
     let dlq = match (&cfg.errors.dlq_topic, cfg.errors.tolerance) {
@@ -176,7 +177,12 @@ pub async fn run(
     };
     // Check the credentials before consuming anything: a wrong app secret should stop start-up
     // with Lark's answer, not surface as the first record's failure.
-    match client.tokens().get().await {
+    let token = if client.has_app() {
+        client.tokens().get().await
+    } else {
+        Ok(crate::secret::Secret::default()) // webhook-only: no token to check
+    };
+    match token {
         Ok(_) => control.set_lark_ready(true),
         Err(e) if e.class == ErrorClass::Fatal => {
             return Err(SinkError::LarkConfig {
@@ -480,6 +486,7 @@ impl Shared {
                     let queue = match &envelope.receiver {
                         Receiver::Id { id_type, id } => format!("{id_type}:{id}"),
                         Receiver::Phone(p) => format!("phone:{p}"),
+                        Receiver::Webhook(w) => format!("webhook:{w}"),
                     };
                     let size = envelope.content.len() + queue.len() + 256;
                     scheduler.submit(Outgoing {
@@ -686,6 +693,6 @@ impl Shared {
             );
         }
         self.control
-            .set_lark_ready(self.client.tokens().has_valid_token());
+            .set_lark_ready(!self.client.has_app() || self.client.tokens().has_valid_token());
     }
 }

@@ -62,7 +62,7 @@ pub fn run(
     out: &mut impl Write,
 ) -> Result<Summary, TransformTestError> {
     let mut chain = cfg.transform_chain()?;
-    let validator = EnvelopeValidator::new()?;
+    let validator = EnvelopeValidator::with_webhooks(cfg.lark.webhooks.keys().cloned().collect())?;
     let topic = match &cfg.topics {
         Topics::List(list) => list.first().cloned().unwrap_or_default(),
         Topics::Regex(_) => String::new(),

@@ -50,7 +50,12 @@ pub enum Receiver {
         id: String,
     },
     Phone(String),
+    /// A configured custom-bot webhook, by name (lark-api.md §8).
+    Webhook(String),
 }
+
+/// The msg_types a custom-bot webhook accepts (lark-api.md §8).
+pub const WEBHOOK_MSG_TYPES: &[&str] = &["text", "post", "image", "share_chat", "interactive"];
 
 impl Receiver {
     /// A short form for logs and the DLQ, e.g. `chat_id:oc_ops`.
@@ -58,6 +63,7 @@ impl Receiver {
         match self {
             Receiver::Id { id_type, id } => format!("{id_type}:{id}"),
             Receiver::Phone(p) => format!("phone:{p}"),
+            Receiver::Webhook(w) => format!("webhook:{w}"),
         }
     }
 }
@@ -82,6 +88,8 @@ pub struct ValidationError {
 pub struct EnvelopeValidator {
     envelope: Validator,
     content: HashMap<&'static str, Validator>,
+    /// Names of the configured custom-bot webhooks.
+    webhooks: Vec<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -89,6 +97,13 @@ pub struct EnvelopeValidator {
 pub struct SchemaError(String);
 
 impl EnvelopeValidator {
+    /// A validator for a connector with the given custom-bot webhooks configured.
+    pub fn with_webhooks(webhooks: Vec<String>) -> Result<Self, SchemaError> {
+        let mut v = Self::new()?;
+        v.webhooks = webhooks;
+        Ok(v)
+    }
+
     pub fn new() -> Result<Self, SchemaError> {
         let parse =
             |s: &str| serde_json::from_str::<Value>(s).map_err(|e| SchemaError(e.to_string()));
@@ -105,7 +120,11 @@ impl EnvelopeValidator {
             let v = jsonschema::validator_for(&schema).map_err(|e| SchemaError(e.to_string()))?;
             content.insert(*msg_type, v);
         }
-        Ok(Self { envelope, content })
+        Ok(Self {
+            envelope,
+            content,
+            webhooks: Vec::new(),
+        })
     }
 
     /// Validates one envelope. `index` is its position when the record was an array; it prefixes
@@ -156,9 +175,30 @@ impl EnvelopeValidator {
                 id_type: "chat_id",
                 id: receive_id,
             },
+            "webhook" => Receiver::Webhook(receive_id),
             _ => Receiver::Phone(receive_id),
         };
         let msg_type = field("contentType").unwrap_or("text");
+        if let Receiver::Webhook(name) = &receiver {
+            if !self.webhooks.contains(name) {
+                return Err(single(format!(
+                    "{}: no webhook named '{name}' is configured (lark.webhooks.{name}.url){}",
+                    at("/receiveId"),
+                    if self.webhooks.is_empty() {
+                        String::new()
+                    } else {
+                        format!("; configured: {}", self.webhooks.join(", "))
+                    }
+                )));
+            }
+            if !WEBHOOK_MSG_TYPES.contains(&msg_type) {
+                return Err(single(format!(
+                    "{}: a custom-bot webhook cannot send '{msg_type}' messages (only {})",
+                    at("/contentType"),
+                    WEBHOOK_MSG_TYPES.join(", ")
+                )));
+            }
+        }
         let content_path = at("/content");
         let (content_obj, content_str) = match value.get("content") {
             Some(Value::String(s)) => match serde_json::from_str::<Value>(s) {
@@ -371,6 +411,31 @@ mod tests {
             )
             .unwrap_or_else(|e| panic!("{t}: {e}"));
         }
+    }
+
+    #[test]
+    fn webhook_receivers_must_be_configured_and_of_a_webhook_type() {
+        let v = EnvelopeValidator::with_webhooks(vec!["ops".into()]).unwrap();
+        let e = v
+            .validate(&json!({"receiveType": "webhook", "receiveId": "ops", "contentType": "interactive", "content": {"elements": []}}), None)
+            .unwrap();
+        assert_eq!(e.receiver, Receiver::Webhook("ops".into()));
+        let err = v
+            .validate(
+                &json!({"receiveType": "webhook", "receiveId": "nope", "content": {"text": "x"}}),
+                None,
+            )
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("no webhook named 'nope'") && err.contains("configured: ops"),
+            "{err}"
+        );
+        let err = v
+            .validate(&json!({"receiveType": "webhook", "receiveId": "ops", "contentType": "file", "content": {"file_key": "f"}}), None)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("cannot send 'file'"), "{err}");
     }
 
     #[test]

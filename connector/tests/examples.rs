@@ -11,6 +11,12 @@ fn every_example_config_parses() {
     std::env::set_var("LARK_APP_ID", "cli_example");
     std::env::set_var("LARK_APP_SECRET", "s");
     std::env::set_var("KAFKA_PASSWORD", "p");
+    std::env::set_var(
+        "LARK_ONCALL_HOOK_URL",
+        "https://open.feishu.cn/open-apis/bot/v2/hook/x",
+    );
+    std::env::set_var("LARK_ONCALL_HOOK_SECRET", "s");
+    std::env::set_var("LARK_RELEASES_HOOK_TOKEN", "t");
     let mut seen = 0;
     for entry in std::fs::read_dir(dir).unwrap() {
         let path = entry.unwrap().path();
@@ -26,7 +32,7 @@ fn every_example_config_parses() {
         let cfg =
             ConnectorConfig::from_json(&json).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         assert_eq!(cfg.errors.tolerance, Tolerance::All, "{}", path.display());
-        assert!(!cfg.lark.app_secret.is_empty());
+        assert!(!cfg.lark.app_secret.is_empty() || !cfg.lark.webhooks.is_empty());
         // This librdkafka build must accept the example's Kafka settings (SASL_SSL with SCRAM
         // needs librdkafka built with OpenSSL). Creating a client checks them without connecting.
         let mut client = rdkafka::ClientConfig::new();

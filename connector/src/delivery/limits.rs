@@ -33,6 +33,9 @@ pub struct RateConfig {
     pub app_per_second: u32,
     pub app_per_minute: u32,
     pub receiver_per_second: u32,
+    /// Per custom-bot webhook (lark-api.md §8: 5/s and 100/min per bot).
+    pub webhook_per_second: u32,
+    pub webhook_per_minute: u32,
     /// Scale the app quotas by this instance's share of the partitions.
     pub share_auto: bool,
 }
@@ -43,6 +46,8 @@ impl Default for RateConfig {
             app_per_second: 50,
             app_per_minute: 1000,
             receiver_per_second: 5,
+            webhook_per_second: 5,
+            webhook_per_minute: 100,
             share_auto: true,
         }
     }
@@ -105,6 +110,9 @@ pub struct RateLimits {
     app: RwLock<Arc<AppLimiters>>,
     receiver_interval: Option<Duration>,
     receivers: Mutex<HashMap<String, Gate>>,
+    webhook_interval: Option<Duration>,
+    /// Per-webhook per-minute limiters, created on first use.
+    webhooks: Mutex<HashMap<String, Arc<DefaultDirectRateLimiter>>>,
     app_hold: Mutex<Option<Instant>>,
     waited_nanos: AtomicU64,
 }
@@ -136,6 +144,8 @@ impl RateLimits {
             app: RwLock::new(Arc::new(AppLimiters::new(&cfg, 1.0))),
             receiver_interval: interval(cfg.receiver_per_second, Duration::from_secs(1)),
             receivers: Mutex::new(HashMap::new()),
+            webhook_interval: interval(cfg.webhook_per_second, Duration::from_secs(1)),
+            webhooks: Mutex::new(HashMap::new()),
             app_hold: Mutex::new(None),
             waited_nanos: AtomicU64::new(0),
             cfg,
@@ -213,6 +223,49 @@ impl RateLimits {
         Permit { gate }
     }
 
+    /// Waits until a message may go to custom-bot webhook `name`: its 5/s spacing and its
+    /// 100/min quota. Webhook pushes do not count toward the app's quota (lark-api.md §4), so the
+    /// app limiters are not consulted.
+    pub async fn acquire_webhook(&self, name: &str) -> Permit {
+        let gate = match self.webhook_interval {
+            None => None,
+            Some(iv) => {
+                let g = self
+                    .receivers
+                    .lock()
+                    .map(|mut m| m.entry(format!("webhook:{name}")).or_default().clone())
+                    .ok();
+                match g {
+                    Some(g) => {
+                        let guard = g.lock_owned().await;
+                        if let Some(last) = *guard {
+                            if last + iv > Instant::now() {
+                                tokio::time::sleep_until(last + iv).await;
+                            }
+                        }
+                        Some(guard)
+                    }
+                    None => None,
+                }
+            }
+        };
+        let per_minute = self.webhooks.lock().ok().and_then(|mut m| {
+            if let Some(l) = m.get(name) {
+                return Some(l.clone());
+            }
+            let l = Arc::new(direct(
+                f64::from(self.cfg.webhook_per_minute),
+                Duration::from_secs(60),
+            )?);
+            m.insert(name.to_string(), l.clone());
+            Some(l)
+        });
+        if let Some(l) = per_minute {
+            l.until_ready().await;
+        }
+        Permit { gate }
+    }
+
     /// Lark throttled the whole app: no send starts before `hold` has passed.
     pub fn hold_app(&self, hold: Duration) {
         if let Ok(mut h) = self.app_hold.lock() {
@@ -271,6 +324,8 @@ mod tests {
             app_per_second: per_s,
             app_per_minute: per_min,
             receiver_per_second: recv,
+            webhook_per_second: 5,
+            webhook_per_minute: 100,
             share_auto: true,
         }
     }
@@ -382,6 +437,32 @@ mod tests {
         }
         l.set_share(0.0); // ignored: not a share
         assert_eq!(l.share(), 0.5);
+    }
+
+    #[tokio::test]
+    async fn webhooks_have_their_own_spacing_and_skip_the_app_quota() {
+        // App quota of 1/min would block for a minute if webhooks used it.
+        let l = RateLimits::new(RateConfig {
+            app_per_second: 1,
+            app_per_minute: 1,
+            ..cfg(0, 0, 0)
+        });
+        let mut times = Vec::new();
+        for _ in 0..4 {
+            l.acquire_webhook("ops").await.sent();
+            times.push(Instant::now());
+        }
+        for w in times.windows(2) {
+            assert!(
+                w[1] - w[0] >= Duration::from_millis(201),
+                "{:?}",
+                w[1] - w[0]
+            );
+        }
+        assert!(
+            times[3] - times[0] < Duration::from_secs(5),
+            "not held by the app quota"
+        );
     }
 
     #[tokio::test(start_paused = true)]

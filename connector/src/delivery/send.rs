@@ -68,6 +68,18 @@ pub async fn deliver(
         let (id_type, id) = match &envelope.receiver {
             Receiver::Id { id_type, id } => (*id_type, id.clone()),
             Receiver::Phone(p) => ("open_id", phones.open_id(client, p).await?),
+            Receiver::Webhook(name) => {
+                // Webhooks have their own quota (5/s, 100/min per bot) and no uuid (§8).
+                let permit = limits.acquire_webhook(name).await;
+                let result = client
+                    .send_webhook(name, &envelope.msg_type, &envelope.content)
+                    .await;
+                match result.as_ref().err().and_then(|e| e.code) {
+                    Some(11232) => permit.hold(THROTTLE_HOLD),
+                    _ => permit.sent(),
+                }
+                return result;
+            }
         };
         // The rate-limit key is the receiver as Lark sees it (a phone resolves to its open_id).
         let permit = limits.acquire(&format!("{id_type}:{id}")).await;

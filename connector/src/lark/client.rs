@@ -10,8 +10,9 @@ use serde_json::{json, Value};
 
 use super::classify::{classify, ErrorClass, LarkError};
 use super::token::TokenCache;
-use crate::config::LarkConfig;
+use crate::config::{LarkConfig, WebhookConfig};
 use crate::secret::Secret;
+use std::collections::BTreeMap;
 
 /// A delivered message, as Lark reported it (lark-api.md §2.3).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,6 +29,9 @@ pub struct LarkClient {
     /// its IDNA pass) per message showed up in profiles.
     send_urls: Vec<(&'static str, reqwest::Url)>,
     tokens: TokenCache,
+    /// Whether an app is configured (a webhook-only connector has none).
+    has_app: bool,
+    webhooks: BTreeMap<String, WebhookConfig>,
 }
 
 /// The send body (lark-api.md §2.1); a struct, not a `json!` map, to skip the map allocations.
@@ -68,11 +72,57 @@ impl LarkClient {
             base_url: cfg.base_url.clone(),
             send_urls,
             tokens,
+            has_app: !cfg.app_id.is_empty(),
+            webhooks: cfg.webhooks.clone(),
         })
     }
 
     pub fn tokens(&self) -> &TokenCache {
         &self.tokens
+    }
+
+    /// Whether a Lark app is configured (`lark.app.id`); without one only webhooks can be used.
+    pub fn has_app(&self) -> bool {
+        self.has_app
+    }
+
+    /// Posts a message to custom-bot webhook `name` (lark-api.md §8). Webhooks answer HTTP 200
+    /// with a non-zero `code` on failure, which [`read_response`] classifies like any Lark code.
+    /// A 19021 (signature or clock skew) is re-signed and sent once more, as the spec advises.
+    pub async fn send_webhook(
+        &self,
+        name: &str,
+        msg_type: &str,
+        content: &str,
+    ) -> Result<SendOk, LarkError> {
+        let hook = self.webhooks.get(name).ok_or_else(|| LarkError {
+            class: ErrorClass::Config,
+            http_status: None,
+            code: None,
+            msg: format!("no webhook named '{name}' is configured"),
+            log_id: None,
+            retry_after: None,
+        })?;
+        let content: Value = serde_json::from_str(content).unwrap_or(Value::Null);
+        let attempt = || async {
+            let signature = hook.secret.as_ref().map(|s| {
+                let ts = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs() as i64);
+                (ts, super::webhook::sign(s.expose(), ts))
+            });
+            let body = super::webhook::body(msg_type, &content, signature);
+            read_response(self.http.post(&hook.url).json(&body)).await
+        };
+        let result = match attempt().await {
+            Err(e) if e.code == Some(19021) && hook.secret.is_some() => attempt().await,
+            other => other,
+        };
+        result.map(|(_, log_id)| SendOk {
+            message_id: String::new(),
+            chat_id: format!("webhook:{name}"),
+            log_id,
+        })
     }
 
     /// `POST /open-apis/im/v1/messages?receive_id_type=…` (lark-api.md §2.1).
@@ -84,6 +134,9 @@ impl LarkClient {
         content: &str,
         uuid: &str,
     ) -> Result<SendOk, LarkError> {
+        if !self.has_app {
+            return Err(no_app());
+        }
         let body = SendBody {
             receive_id,
             msg_type,
@@ -129,6 +182,9 @@ impl LarkClient {
         &self,
         mobiles: &[String],
     ) -> Result<Vec<(String, Option<String>)>, LarkError> {
+        if !self.has_app {
+            return Err(no_app());
+        }
         let url = format!("{}/open-apis/contact/v3/users/batch_get_id", self.base_url);
         let body = json!({ "mobiles": mobiles });
         let (resp, _) = self
@@ -188,6 +244,19 @@ impl LarkClient {
             }
             other => other,
         }
+    }
+}
+
+/// A record addressed a user or chat, but only webhooks are configured: that record's problem
+/// (dead-lettered), not the connector's.
+fn no_app() -> LarkError {
+    LarkError {
+        class: ErrorClass::Config,
+        http_status: None,
+        code: None,
+        msg: "this message is for a user or chat, which needs a Lark app (lark.app.id and lark.app.secret); only custom-bot webhooks are configured".into(),
+        log_id: None,
+        retry_after: None,
     }
 }
 

@@ -4,11 +4,13 @@
 //! - [`token`]: the tenant_access_token cache (early refresh, single-flight fetch, eviction).
 //! - [`client`]: the calls themselves (send message, look up users by phone).
 //! - [`contacts`]: a TTL cache in front of the phone → open_id look-up.
+//! - [`webhook`]: custom-bot webhook bodies and their signature.
 
 pub mod classify;
 pub mod client;
 pub mod contacts;
 pub mod token;
+pub mod webhook;
 
 pub use classify::{ErrorClass, LarkError};
 pub use client::{LarkClient, SendOk};
