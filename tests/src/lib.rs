@@ -408,7 +408,15 @@ impl Connector {
 }
 
 /// Secret values the tests give connectors; none may ever appear in a connector's log.
-pub const SECRETS: &[&str] = &["demo-secret", "not-the-secret-42", ADMIN_TOKEN];
+pub const SECRETS: &[&str] = &[
+    "demo-secret",
+    "not-the-secret-42",
+    ADMIN_TOKEN,
+    WEBHOOK_SECRET,
+    "not-the-bot-secret",
+];
+/// The signing secret the webhook tests give the emulator's `hook-signed` bot.
+pub const WEBHOOK_SECRET: &str = "e2e-hook-secret-7c1d";
 /// The admin token the operations tests set.
 pub const ADMIN_TOKEN: &str = "e2e-admin-token-5f3a";
 

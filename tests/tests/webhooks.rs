@@ -4,8 +4,29 @@
 
 use std::time::Duration;
 
+use lark_sink::emulator::Directory;
 use lark_sink_e2e::*;
 use serde_json::{json, Value};
+
+/// The demo directory, with a distinctive signing secret for `hook-signed`, so the harness can
+/// grep every connector log for it.
+async fn scenario(prefix: &str) -> Scenario {
+    let mut directory = Directory::demo();
+    for w in &mut directory.webhooks {
+        if w.token == "hook-signed" {
+            w.secret = Some(WEBHOOK_SECRET.into());
+        }
+    }
+    Scenario::with_emulator(
+        prefix,
+        1,
+        EmulatorConfig {
+            directory,
+            ..EmulatorConfig::default()
+        },
+    )
+    .await
+}
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -14,14 +35,14 @@ fn hooks(cfg: &mut Value) {
     // Tokens are joined to lark.domain (the emulator here), as for a Feishu or Lark tenant.
     c["lark.webhooks.plain.token"] = json!("hook-plain");
     c["lark.webhooks.signed.token"] = json!("hook-signed");
-    c["lark.webhooks.signed.secret"] = json!("demo");
+    c["lark.webhooks.signed.secret"] = json!(WEBHOOK_SECRET);
     c["lark.webhooks.badsecret.token"] = json!("hook-signed");
     c["lark.webhooks.badsecret.secret"] = json!("not-the-bot-secret");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn webhook_messages_are_shaped_signed_and_paced() {
-    let s = Scenario::new("hooks", 1).await;
+    let s = scenario("hooks").await;
     let card = json!({"header": {"title": {"tag": "plain_text", "content": "Disk full"}}, "elements": [{"tag": "hr"}]});
     s.send(
         &json!({"receiveType": "webhook", "receiveId": "plain", "content": {"text": "plain text"}}),
@@ -119,7 +140,7 @@ async fn webhook_messages_are_shaped_signed_and_paced() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_webhook_only_connector_needs_no_app() {
-    let s = Scenario::new("hookonly", 1).await;
+    let s = scenario("hookonly").await;
     s.send(&json!({"receiveType": "webhook", "receiveId": "plain", "content": {"text": "no app needed"}})).await;
     s.send(&json!({"receiveId": "ou_alice", "content": {"text": "needs an app"}}))
         .await;
