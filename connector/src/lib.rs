@@ -25,6 +25,7 @@ pub mod dlq;
 pub mod lark;
 pub mod record;
 pub mod secret;
+pub mod send_command;
 pub mod sink;
 pub mod source;
 pub mod telemetry;

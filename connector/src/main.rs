@@ -49,6 +49,25 @@ enum Command {
     },
     /// Run the whole pipeline on an embedded broker and the Lark emulator, then print a summary.
     Demo,
+    /// Send one message with a connector config's app or webhook (no Kafka involved); prints
+    /// the message_id, or the classified error and exits 1.
+    Send {
+        /// Connector config file (its lark.* keys are used).
+        #[arg(long, short)]
+        config: PathBuf,
+        /// user, open_id, union_id, user_id, email, chat, phone or webhook.
+        #[arg(long, default_value = "user")]
+        receive_type: String,
+        /// The receiver (an open_id, chat_id, email, phone number or webhook name).
+        #[arg(long)]
+        receive_id: String,
+        /// The Lark msg_type.
+        #[arg(long, default_value = "text")]
+        content_type: String,
+        /// The content JSON; `@FILE` reads it from a file, `-` from stdin.
+        #[arg(long)]
+        content: String,
+    },
     /// Measure the delivery engine (see docs/performance.md); needs a running broker.
     Bench {
         /// Bootstrap servers of the broker to produce to and consume from.
@@ -225,6 +244,37 @@ async fn main() -> anyhow::Result<()> {
         Command::Demo => {
             init_logging(cli.log_format, "error");
             lark_sink::demo::run(true).await?;
+        }
+        Command::Send {
+            config,
+            receive_type,
+            receive_id,
+            content_type,
+            content,
+        } => {
+            init_logging(cli.log_format, "warn,librdkafka=warn,rdkafka=warn");
+            let cfg = ConnectorConfig::from_file(&config)?;
+            let content = match content.as_str() {
+                "-" => std::io::read_to_string(std::io::stdin()).context("reading stdin")?,
+                c => match c.strip_prefix('@') {
+                    Some(path) => {
+                        std::fs::read_to_string(path).with_context(|| format!("reading {path}"))?
+                    }
+                    None => c.to_string(),
+                },
+            };
+            let args = lark_sink::send_command::SendArgs {
+                receive_type,
+                receive_id,
+                content_type,
+                content,
+            };
+            let ok = lark_sink::send_command::send(&cfg, &args).await?;
+            if ok.message_id.is_empty() {
+                println!("sent ({})", ok.chat_id); // webhooks return no message_id
+            } else {
+                println!("{}", ok.message_id);
+            }
         }
         Command::Bench {
             broker,

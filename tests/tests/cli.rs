@@ -52,3 +52,95 @@ fn help_lists_the_subcommands() {
         assert!(text.contains(cmd), "{text}");
     }
 }
+
+/// `lark-sink send` against the emulator: prints the message_id, or the classified error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn send_prints_the_message_id_or_the_classified_error() {
+    let lark = lark_sink_e2e::start_emulator().await;
+    let dir = std::env::temp_dir().join(lark_sink_e2e::unique("send"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cfg = dir.join("c.json");
+    let config = serde_json::json!({"name": "send-test", "config": {
+        "topics": "unused",
+        "kafka.bootstrap.servers": "127.0.0.1:9",
+        "lark.app.id": "cli_demo_app",
+        "lark.app.secret": "demo-secret",
+        "lark.domain": lark.base_url(),
+        "lark.webhooks.plain.token": "hook-plain",
+        "errors.retry.timeout": "2000",
+    }});
+    std::fs::write(&cfg, config.to_string()).unwrap();
+    let card = dir.join("card.json");
+    std::fs::write(&card, r#"{"elements": [{"tag": "hr"}]}"#).unwrap();
+    let send = |args: &[&str]| {
+        let out = Command::new(sink_bin())
+            .arg("send")
+            .arg("--config")
+            .arg(&cfg)
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+
+    let (code, out, err) = send(&[
+        "--receive-id",
+        "ou_alice",
+        "--content",
+        r#"{"text":"from the CLI"}"#,
+    ]);
+    assert_eq!(code, Some(0), "{err}");
+    let id = out.trim();
+    assert!(id.starts_with("om_"), "{out}");
+    let msgs = lark.messages();
+    assert_eq!(msgs.len(), 1);
+    assert_eq!(
+        msgs[0].message_id, id,
+        "the printed id is the one Lark returned"
+    );
+
+    let (code, _, err) = send(&[
+        "--receive-type",
+        "chat",
+        "--receive-id",
+        "oc_team",
+        "--content-type",
+        "interactive",
+        "--content",
+        &format!("@{}", card.display()),
+    ]);
+    assert_eq!(code, Some(0), "{err}");
+    let (code, out, _) = send(&[
+        "--receive-type",
+        "webhook",
+        "--receive-id",
+        "plain",
+        "--content",
+        r#"{"text":"via bot"}"#,
+    ]);
+    assert_eq!((code, out.trim()), (Some(0), "sent (webhook:plain)"));
+    assert_eq!(lark.messages().len(), 3);
+
+    let (code, _, err) = send(&[
+        "--receive-type",
+        "chat",
+        "--receive-id",
+        "oc_outside",
+        "--content",
+        r#"{"text":"x"}"#,
+    ]);
+    assert_eq!(code, Some(1));
+    assert!(
+        err.contains("[F-rec]") && err.contains("230002") && err.contains("log_id"),
+        "{err}"
+    );
+    let (code, _, err) = send(&["--receive-id", "", "--content", r#"{"text":"x"}"#]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("/receiveId"), "{err}");
+    assert!(!err.contains("demo-secret"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
