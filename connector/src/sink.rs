@@ -24,7 +24,7 @@ use tokio::task::JoinSet;
 use crate::config::{ConnectorConfig, Tolerance};
 use crate::control::Control;
 use crate::decode::{decode_value, split_envelopes};
-use crate::delivery::{deliver, Handler, Queued, RateLimits, RetryPolicy, Scheduler};
+use crate::delivery::{buzz, deliver, Handler, Queued, RateLimits, RetryPolicy, Scheduler};
 use crate::dlq::{DeadLetter, DeadLetterWriter, DlqError, Stage};
 use crate::lark::contacts::PhoneDirectory;
 use crate::lark::{ErrorClass, LarkClient};
@@ -534,6 +534,12 @@ impl Shared {
                 telemetry::delivered(&m.envelope.msg_type, record.timestamp);
                 tracing::debug!(record = %record.coordinates(), index = m.index,
                     message_id = %done.ok.message_id, attempts = done.attempts, "delivered");
+                if let Some(urgent) = &m.envelope.urgent {
+                    if let Err(e) = self.urgent(&m, &done.ok.message_id, urgent).await {
+                        let _ = self.fatal.send(e).await;
+                        return;
+                    }
+                }
             }
             Err(f) if f.is_fatal() => {
                 let _ = self
@@ -568,6 +574,47 @@ impl Shared {
             }
         }
         self.message_done(&m.record);
+    }
+
+    /// Buzzes the users of an urgent message after it was delivered. Users Lark skipped are
+    /// logged; a refused buzz is dead-lettered (the message itself was delivered, so the reason
+    /// names its message_id) and never retried forever.
+    async fn urgent(
+        &self,
+        m: &Outgoing,
+        message_id: &str,
+        urgent: &crate::validate::Urgent,
+    ) -> Result<(), SinkError> {
+        let record = &m.record.record;
+        match buzz(&self.client, &self.policy, message_id, urgent).await {
+            Ok(skipped) => {
+                if !skipped.is_empty() {
+                    tracing::warn!(record = %record.coordinates(), message_id, kind = %urgent.kind,
+                        skipped = ?skipped, "urgent: Lark skipped users not in the message's chat");
+                }
+                Ok(())
+            }
+            Err(f) if f.is_fatal() => Err(SinkError::LarkConfig {
+                coordinates: record.coordinates(),
+                reason: f.to_string(),
+            }),
+            Err(f) => {
+                let dl = DeadLetter {
+                    stage: Stage::Deliver,
+                    class: format!("urgent-{}", f.error.class.label()),
+                    reason: format!(
+                        "message {message_id} was delivered, but the urgent_{} buzz failed: {f}",
+                        urgent.kind
+                    ),
+                    message_index: Some(m.index),
+                    receiver: Some(m.envelope.receiver.describe()),
+                    uuid: Some(m.uuid.clone()),
+                    attempts: f.attempts,
+                    lark: Some(f.error),
+                };
+                self.dead_letter(record, dl).await
+            }
+        }
     }
 
     /// One message of `rec` is finished; the record is when its last message is.

@@ -68,6 +68,15 @@ impl Receiver {
     }
 }
 
+/// An urgent (buzz) request sent after the message (lark-api.md §6).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Urgent {
+    /// `app`, `sms` or `phone`.
+    pub kind: String,
+    /// open_ids to buzz.
+    pub user_ids: Vec<String>,
+}
+
 /// A validated, normalised message ready for delivery.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Envelope {
@@ -75,6 +84,7 @@ pub struct Envelope {
     pub msg_type: String,
     /// The content object serialised to a string, exactly as Lark's `content` field wants it.
     pub content: String,
+    pub urgent: Option<Urgent>,
 }
 
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
@@ -179,6 +189,29 @@ impl EnvelopeValidator {
             _ => Receiver::Phone(receive_id),
         };
         let msg_type = field("contentType").unwrap_or("text");
+        let urgent = value.get("urgent").map(|u| Urgent {
+            kind: u
+                .get("type")
+                .and_then(Value::as_str)
+                .unwrap_or("app")
+                .to_string(),
+            user_ids: u
+                .get("userIds")
+                .and_then(Value::as_array)
+                .map(|ids| {
+                    ids.iter()
+                        .filter_map(Value::as_str)
+                        .map(str::to_string)
+                        .collect()
+                })
+                .unwrap_or_default(),
+        });
+        if urgent.is_some() && matches!(receiver, Receiver::Webhook(_)) {
+            return Err(single(format!(
+                "{}: custom-bot webhook messages cannot be buzzed (Lark returns no message_id for them)",
+                at("/urgent")
+            )));
+        }
         if let Receiver::Webhook(name) = &receiver {
             if !self.webhooks.contains(name) {
                 return Err(single(format!(
@@ -246,6 +279,7 @@ impl EnvelopeValidator {
             receiver,
             msg_type: msg_type.to_string(),
             content: content_str,
+            urgent,
         })
     }
 }
@@ -436,6 +470,33 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("cannot send 'file'"), "{err}");
+    }
+
+    #[test]
+    fn urgent_requests_are_checked() {
+        let e = v()
+            .validate(&json!({"receiveId": "a", "content": {"text": "x"}, "urgent": {"type": "sms", "userIds": ["ou_1"]}}), None)
+            .unwrap();
+        assert_eq!(
+            e.urgent,
+            Some(Urgent {
+                kind: "sms".into(),
+                user_ids: vec!["ou_1".into()]
+            })
+        );
+        let err = err(
+            json!({"receiveId": "a", "content": {"text": "x"}, "urgent": {"type": "fax", "userIds": []}}),
+        );
+        assert!(
+            err.contains("/urgent/type") && err.contains("/urgent/userIds"),
+            "{err}"
+        );
+        let hooks = EnvelopeValidator::with_webhooks(vec!["ops".into()]).unwrap();
+        let err = hooks
+            .validate(&json!({"receiveType": "webhook", "receiveId": "ops", "content": {"text": "x"}, "urgent": {"type": "app", "userIds": ["ou_1"]}}), None)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("cannot be buzzed"), "{err}");
     }
 
     #[test]

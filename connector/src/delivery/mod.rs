@@ -11,4 +11,4 @@ pub mod send;
 
 pub use limits::{RateConfig, RateLimits};
 pub use scheduler::{Handler, Queued, Scheduler};
-pub use send::{deliver, Delivered, DeliveryFailure, RetryPolicy};
+pub use send::{buzz, deliver, Delivered, DeliveryFailure, RetryPolicy};

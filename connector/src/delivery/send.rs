@@ -136,6 +136,44 @@ pub async fn deliver(
     }
 }
 
+/// Buzzes the users of `urgent` about a delivered message (lark-api.md §6), retrying only
+/// transient failures with the same policy; urgent-specific refusals (230001 all invalid, 230012,
+/// 230023 too many unread, 230024 quota) are permanent and reported, never retried forever.
+/// Returns the ids Lark skipped as not in the chat.
+pub async fn buzz(
+    client: &LarkClient,
+    policy: &RetryPolicy,
+    message_id: &str,
+    urgent: &crate::validate::Urgent,
+) -> Result<Vec<String>, DeliveryFailure> {
+    let attempts = AtomicU32::new(0);
+    let started = std::time::Instant::now();
+    let timeout = policy.timeout;
+    let call = || async {
+        attempts.fetch_add(1, Ordering::Relaxed);
+        client
+            .urgent(message_id, &urgent.kind, &urgent.user_ids)
+            .await
+    };
+    let backoff = ExponentialBuilder::default()
+        .with_min_delay(policy.initial)
+        .with_max_delay(policy.max_delay)
+        .with_jitter()
+        .without_max_times();
+    let max_delay = policy.max_delay;
+    call.retry(backoff)
+        .when(|e: &LarkError| {
+            e.class.is_retryable() && timeout.is_none_or(|t| started.elapsed() < t)
+        })
+        .adjust(|e: &LarkError, next| next.map(|d| e.retry_after.unwrap_or(d).min(max_delay)))
+        .await
+        .map_err(|error| DeliveryFailure {
+            exhausted: error.class.is_retryable(),
+            error,
+            attempts: attempts.load(Ordering::Relaxed),
+        })
+}
+
 impl DeliveryFailure {
     /// True when the connector must stop rather than dead-letter (app-wide configuration errors).
     pub fn is_fatal(&self) -> bool {

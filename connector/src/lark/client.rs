@@ -176,6 +176,44 @@ impl LarkClient {
         })
     }
 
+    /// `PATCH /open-apis/im/v1/messages/{message_id}/urgent_{kind}` (lark-api.md §6): buzzes
+    /// `user_ids` (open_ids) about a message this app sent. Returns the ids Lark skipped
+    /// (`invalid_user_id_list`: not in the message's chat); all invalid is an error (230001).
+    pub async fn urgent(
+        &self,
+        message_id: &str,
+        kind: &str,
+        user_ids: &[String],
+    ) -> Result<Vec<String>, LarkError> {
+        if !self.has_app {
+            return Err(no_app());
+        }
+        let url = format!(
+            "{}/open-apis/im/v1/messages/{message_id}/urgent_{kind}",
+            self.base_url
+        );
+        let body = json!({ "user_id_list": user_ids });
+        let (resp, _) = self
+            .authorized(|token| {
+                self.http
+                    .patch(&url)
+                    .query(&[("user_id_type", "open_id")])
+                    .bearer_auth(token.expose())
+                    .json(&body)
+            })
+            .await?;
+        Ok(resp
+            .pointer("/data/invalid_user_id_list")
+            .and_then(Value::as_array)
+            .map(|ids| {
+                ids.iter()
+                    .filter_map(Value::as_str)
+                    .map(str::to_string)
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+
     /// `POST /open-apis/contact/v3/users/batch_get_id` for mobiles (lark-api.md §5). Returns the
     /// open_id of each mobile Lark knows; a missing `user_id` means not found or not visible.
     pub async fn open_ids_by_mobile(
