@@ -62,9 +62,7 @@ pub async fn deliver(
     envelope: &Envelope,
     uuid: &str,
 ) -> Result<Delivered, DeliveryFailure> {
-    let attempts = AtomicU32::new(0);
     let send = || async {
-        attempts.fetch_add(1, Ordering::Relaxed);
         let (id_type, id) = match &envelope.receiver {
             Receiver::Id { id_type, id } => (*id_type, id.clone()),
             Receiver::Phone(p) => ("open_id", phones.open_id(client, p).await?),
@@ -101,17 +99,40 @@ pub async fn deliver(
         }
         result
     };
-    // `errors.retry.timeout` is wall-clock time since the first attempt (as in Kafka Connect),
-    // checked before every retry, so time spent waiting on slow responses counts too.
+    let context = format!("receiver={} uuid={uuid}", envelope.receiver.describe());
+    with_retries(policy, "delivery", &context, send)
+        .await
+        .map(|(ok, attempts)| Delivered { ok, attempts })
+}
+
+/// Runs `op` until it succeeds, fails permanently, or `errors.retry.timeout` runs out; the one
+/// retry mechanism for every Lark call the pipeline makes. Returns the result and the attempts.
+///
+/// `errors.retry.timeout` is wall-clock time since the first attempt (as in Kafka Connect),
+/// checked before every retry, so time spent waiting on slow responses counts too.
+async fn with_retries<T, F, Fut>(
+    policy: &RetryPolicy,
+    what: &str,
+    context: &str,
+    mut op: F,
+) -> Result<(T, u32), DeliveryFailure>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, LarkError>>,
+{
+    let attempts = AtomicU32::new(0);
+    let counted = || {
+        attempts.fetch_add(1, Ordering::Relaxed);
+        op()
+    };
     let started = std::time::Instant::now();
-    let timeout = policy.timeout;
+    let (timeout, max_delay) = (policy.timeout, policy.max_delay);
     let backoff = ExponentialBuilder::default()
         .with_min_delay(policy.initial)
-        .with_max_delay(policy.max_delay)
+        .with_max_delay(max_delay)
         .with_jitter()
         .without_max_times();
-    let max_delay = policy.max_delay;
-    let result = send
+    let result = counted
         .retry(backoff)
         .when(|e: &LarkError| {
             e.class.is_retryable() && timeout.is_none_or(|t| started.elapsed() < t)
@@ -121,19 +142,22 @@ pub async fn deliver(
         .adjust(|e: &LarkError, next| next.map(|d| e.retry_after.unwrap_or(d).min(max_delay)))
         .notify(|e: &LarkError, wait: Duration| {
             crate::telemetry::retry(e.class.label());
-            tracing::warn!(receiver = %envelope.receiver.describe(), uuid, class = e.class.label(),
-                wait_ms = wait.as_millis() as u64, "delivery failed, retrying: {e}");
+            tracing::warn!(
+                context,
+                class = e.class.label(),
+                wait_ms = wait.as_millis() as u64,
+                "{what} failed, retrying: {e}"
+            );
         })
         .await;
     let attempts = attempts.load(Ordering::Relaxed);
-    match result {
-        Ok(ok) => Ok(Delivered { ok, attempts }),
-        Err(error) => Err(DeliveryFailure {
+    result
+        .map(|ok| (ok, attempts))
+        .map_err(|error| DeliveryFailure {
             exhausted: error.class.is_retryable(),
             error,
             attempts,
-        }),
-    }
+        })
 }
 
 /// Buzzes the users of `urgent` about a delivered message (lark-api.md §6), retrying only
@@ -146,32 +170,11 @@ pub async fn buzz(
     message_id: &str,
     urgent: &crate::validate::Urgent,
 ) -> Result<Vec<String>, DeliveryFailure> {
-    let attempts = AtomicU32::new(0);
-    let started = std::time::Instant::now();
-    let timeout = policy.timeout;
-    let call = || async {
-        attempts.fetch_add(1, Ordering::Relaxed);
-        client
-            .urgent(message_id, &urgent.kind, &urgent.user_ids)
-            .await
-    };
-    let backoff = ExponentialBuilder::default()
-        .with_min_delay(policy.initial)
-        .with_max_delay(policy.max_delay)
-        .with_jitter()
-        .without_max_times();
-    let max_delay = policy.max_delay;
-    call.retry(backoff)
-        .when(|e: &LarkError| {
-            e.class.is_retryable() && timeout.is_none_or(|t| started.elapsed() < t)
-        })
-        .adjust(|e: &LarkError, next| next.map(|d| e.retry_after.unwrap_or(d).min(max_delay)))
+    let call = || client.urgent(message_id, &urgent.kind, &urgent.user_ids);
+    let context = format!("message_id={message_id} kind={}", urgent.kind);
+    with_retries(policy, "urgent buzz", &context, call)
         .await
-        .map_err(|error| DeliveryFailure {
-            exhausted: error.class.is_retryable(),
-            error,
-            attempts: attempts.load(Ordering::Relaxed),
-        })
+        .map(|(skipped, _)| skipped)
 }
 
 impl DeliveryFailure {
