@@ -3,6 +3,7 @@
 #
 #   scripts/broker.sh install   cargo-install tansu unless a 0.6 build is already on PATH (about 14 min once, measured on 2 cores)
 #   scripts/broker.sh start     start it on 127.0.0.1:$LARK_SINK_BROKER_PORT (default 19092), fresh data
+#   scripts/broker.sh resume    start it again on the data a stopped broker left (broker-restart test)
 #   scripts/broker.sh stop      stop it
 #   scripts/broker.sh status    say whether it runs
 #
@@ -33,12 +34,13 @@ case "${1:-}" in
       cargo install tansu --version '^0.6' --locked --features dynostore,libsql
     fi
     ;;
-  start)
+  start|resume)
     have_tansu || { echo "broker: tansu not installed; run scripts/broker.sh install" >&2; exit 1; }
     if port_open; then
       echo "broker: something already listens on 127.0.0.1:$PORT" >&2; exit 1
     fi
-    rm -rf "$STATE"; mkdir -p "$STATE"
+    if [ "$1" = start ]; then rm -rf "$STATE"; fi
+    mkdir -p "$STATE"
     (
       cd "$STATE"
       nohup "$TANSU" broker \
@@ -46,7 +48,7 @@ case "${1:-}" in
         --kafka-listener-url "tcp://127.0.0.1:$PORT" \
         --kafka-advertised-listener-url "tcp://127.0.0.1:$PORT" \
         --storage-engine "sqlite://broker.db" \
-        >broker.log 2>&1 &
+        >>broker.log 2>&1 &
       echo $! >broker.pid
     )
     for _ in $(seq 1 100); do
@@ -70,6 +72,6 @@ case "${1:-}" in
     if port_open; then echo "broker: running on 127.0.0.1:$PORT"; else echo "broker: not running"; exit 1; fi
     ;;
   *)
-    echo "usage: $0 install|start|stop|status" >&2; exit 2
+    echo "usage: $0 install|start|resume|stop|status" >&2; exit 2
     ;;
 esac

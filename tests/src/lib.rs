@@ -20,6 +20,8 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use serde_json::{json, Value};
 
+pub mod audit;
+
 pub use lark_sink::emulator::{
     AcceptedMessage, Emulator, EmulatorConfig, EmulatorHandle, Fault, FaultConfig, FaultTarget,
 };
@@ -206,6 +208,45 @@ pub fn read_topic(topic: &str, expected: usize, timeout: Duration) -> Vec<ReadRe
         }
     }
     out
+}
+
+/// Reads every record `topic` holds right now (up to the high watermarks at the call), for
+/// audits that must not guess how many records to expect. Empty if the topic does not exist.
+pub fn read_to_end(topic: &str, timeout: Duration) -> Vec<ReadRecord> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", broker())
+        .set("group.id", unique("reader"))
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    let partitions = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(5))
+        .ok()
+        .and_then(|m| {
+            m.topics()
+                .iter()
+                .find(|t| t.name() == topic && t.error().is_none())
+                .map(|t| t.partitions().len() as i32)
+        })
+        .unwrap_or(0);
+    let mut expected = 0usize;
+    for p in 0..partitions {
+        let (low, high) = consumer
+            .fetch_watermarks(topic, p, Duration::from_secs(5))
+            .expect("watermarks");
+        expected += (high - low).max(0) as usize;
+    }
+    if expected == 0 {
+        return Vec::new();
+    }
+    let got = read_topic(topic, expected, timeout);
+    assert_eq!(
+        got.len(),
+        expected,
+        "read only {} of the {expected} records in {topic}",
+        got.len()
+    );
+    got
 }
 
 /// The committed offset of each partition `0..partitions` of `topic` for `group` (-1 = none).
@@ -512,6 +553,13 @@ impl Scenario {
     pub async fn send_to(&self, partition: i32, value: &Value) -> (i32, i64) {
         self.producer
             .send_json(&self.topic, Some(partition), value)
+            .await
+    }
+
+    /// Produces raw bytes to one partition (for values that are not JSON).
+    pub async fn send_raw_to(&self, partition: i32, value: &[u8]) -> (i32, i64) {
+        self.producer
+            .send(&self.topic, Some(partition), None, value, &[])
             .await
     }
 

@@ -1,0 +1,101 @@
+//! The broker stopped and restarted mid-stream. This test runs its own tansu (same durable
+//! SQLite storage as the shared one, on a free port and in a temp directory), so restarting it
+//! cannot disturb other tests; it is the only test in this binary. Ends with the common audit
+//! (`lark_sink_e2e::audit`).
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use lark_sink::emulator::Directory;
+use lark_sink_e2e::audit::produce_workload;
+use lark_sink_e2e::*;
+
+const RECEIVERS: usize = 24;
+
+/// A tansu of this test's own, stopped when dropped (also when the test fails).
+struct OwnBroker {
+    port: u16,
+    dir: PathBuf,
+}
+
+impl OwnBroker {
+    fn script(&self, action: &str) {
+        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/broker.sh");
+        let status = Command::new("bash")
+            .arg(script)
+            .arg(action)
+            .env("LARK_SINK_BROKER_PORT", self.port.to_string())
+            .env("LARK_SINK_BROKER_DIR", &self.dir)
+            .status()
+            .expect("run scripts/broker.sh");
+        assert!(status.success(), "scripts/broker.sh {action} failed");
+    }
+}
+
+impl Drop for OwnBroker {
+    fn drop(&mut self) {
+        self.script("stop");
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broker_stopped_and_restarted_mid_stream_loses_nothing() {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let broker = OwnBroker {
+        port,
+        dir: std::env::temp_dir().join(unique("lark-sink-broker")),
+    };
+    broker.script("start");
+    // Every harness helper (producer, DLQ reader, committed offsets, connector config) reads
+    // the broker address from here; this binary has no other test that could race on it.
+    std::env::set_var("LARK_SINK_TEST_BROKER", format!("127.0.0.1:{port}"));
+
+    let s = Scenario::with_emulator(
+        "broker-restart",
+        3,
+        EmulatorConfig {
+            directory: Directory::with_generated(RECEIVERS, 0),
+            ..EmulatorConfig::default()
+        },
+    )
+    .await;
+    // At Lark's real 50/s this takes about 10 s, so the outage lands mid-stream.
+    let ledger = produce_workload(&s, 400, RECEIVERS).await;
+    let total = ledger.messages();
+    let mut c = Connector::start(&s.config());
+    wait_until("a quarter delivered", Duration::from_secs(120), || {
+        s.lark.messages().len() >= total / 4
+    })
+    .await;
+
+    broker.script("stop");
+    let at_stop = s.lark.messages().len();
+    // Delivery of what was already fetched goes on without the broker; nothing can commit.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    eprintln!(
+        "broker down: {at_stop} messages at the stop, {} five seconds later",
+        s.lark.messages().len()
+    );
+    broker.script("resume");
+
+    wait_until("every message delivered", Duration::from_secs(180), || {
+        s.lark.messages().len() >= total
+    })
+    .await;
+    let ends = ledger.ends(s.partitions);
+    wait_until("all offsets committed", Duration::from_secs(60), || {
+        s.committed() == ends
+    })
+    .await;
+    assert_eq!(c.stop(), Some(0));
+    let dlq = read_to_end(&s.dlq, Duration::from_secs(20));
+    ledger.check_commits("at the end", &s.committed(), &s.lark, &dlq);
+    ledger.check_final(&s.lark, &dlq);
+    eprintln!("broker restart: emulator {:?}", s.lark.stats());
+}
