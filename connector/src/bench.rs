@@ -39,9 +39,12 @@ pub struct BenchOptions {
     pub scenarios: Vec<String>,
     /// Smaller volumes and shorter runs (minutes instead of a quarter hour).
     pub quick: bool,
+    /// Overrides the record count of `soak`.
+    pub records: Option<usize>,
 }
 
-pub const SCENARIOS: &[&str] = &["ceiling", "hot", "engine", "latency", "memory"];
+/// `soak` is not in the default set: it runs for a long time (docs/reliability.md).
+pub const SCENARIOS: &[&str] = &["ceiling", "hot", "engine", "latency", "memory", "soak"];
 
 pub async fn run(opts: &BenchOptions) -> Result<(), BenchError> {
     println!(
@@ -58,6 +61,7 @@ pub async fn run(opts: &BenchOptions) -> Result<(), BenchError> {
             "engine" => engine(opts).await?,
             "latency" => latency(opts).await?,
             "memory" => memory(opts).await?,
+            "soak" => soak(opts).await?,
             other => return Err(BenchError::Other(format!("unknown scenario '{other}'"))),
         }
         println!("  ({s} took {:.0} s)\n", started.elapsed().as_secs_f64());
@@ -584,6 +588,274 @@ async fn memory(o: &BenchOptions) -> Result<(), BenchError> {
     row(
         "throttle responses from Lark",
         throttles(&lark).to_string(),
+        "0",
+    );
+    lark.shutdown().await;
+    Ok(())
+}
+
+/// The soak (issue 7, docs/reliability.md): a large backlog drained at the limiter's ceiling
+/// with every fault on at once, the connector SIGKILLed and restarted every 90 s, and the books
+/// balanced at the end: loss, duplicates, DLQ, commits, peak RSS and CPU.
+///
+/// Lark's real ceiling is 1000 messages a minute, so a million records would take 17 hours. The
+/// soak therefore gives the app (in the emulator and in the connector alike) a ceiling of
+/// 2000/s and 120 000/min, keeping the real 5/s per receiver over 500 receivers: the limiter
+/// still runs at its ceiling and the emulator still enforces it.
+async fn soak(o: &BenchOptions) -> Result<(), BenchError> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::message::Message;
+    use rdkafka::{Offset, TopicPartitionList};
+
+    let n = o
+        .records
+        .unwrap_or(if o.quick { 100_000 } else { 1_000_000 });
+    let (receivers, partitions, per_sec, per_min) = (500, 8, 2_000, 120_000);
+    const INVALID_EVERY: usize = 997;
+    const KILL_EVERY: Duration = Duration::from_secs(90);
+    println!(
+        "soak: {n} records to {receivers} receivers at a {per_sec}/s, {per_min}/min ceiling; \
+         10% 5xx, 5% slower than the request timeout, tokens revoked every minute, \
+         throttle bursts, 1 record in {INVALID_EVERY} invalid, SIGKILL every {}s",
+        KILL_EVERY.as_secs()
+    );
+    let topic = unique("soak");
+    let dlq = unique("soak-dlq");
+    create_topic(&o.broker, &topic, partitions).await?;
+    let produce_rate = produce_many(&o.broker, &topic, n, |i| {
+        let r = format!("ou_gen_{}", i % receivers);
+        if i % INVALID_EVERY == INVALID_EVERY - 1 {
+            (r.clone(), format!(r#"{{"receiveId":"{r}","content":"#))
+        } else {
+            (r.clone(), text(&r, format!("m{i}")))
+        }
+    })
+    .await?;
+    let invalid = n / INVALID_EVERY;
+    let valid = n - invalid;
+
+    let base = crate::emulator::FaultConfig {
+        error_5xx_rate: 0.10,
+        slow_rate: 0.05,
+        slow_ms: 1_500,
+        ..Default::default()
+    };
+    let limits = Limits {
+        app_per_sec: per_sec,
+        app_per_min: per_min,
+        ..Limits::default()
+    };
+    let lark = Emulator::start(
+        EmulatorConfig {
+            directory: Directory::with_generated(receivers, 0),
+            limits,
+            faults: base.clone(),
+            ..EmulatorConfig::default()
+        },
+        SocketAddr::from(([127, 0, 0, 1], 0)),
+    )
+    .await?;
+    let group = unique("soak-group");
+    let extra = json!({
+        "kafka.group.id": group,
+        "lark.rate.app.per.second": per_sec.to_string(),
+        "lark.rate.app.per.minute": per_min.to_string(),
+        "lark.request.timeout.ms": "1000",
+        "errors.retry.timeout": "600000",
+        "errors.tolerance": "all",
+        "errors.deadletterqueue.topic.name": dlq,
+    });
+
+    let started = Instant::now();
+    let (mut cpu, mut rss, mut kills, mut tick) = (0.0f64, 0.0f64, 0, 0u64);
+    let mut sink = Sink::start(&o.broker, &topic, &lark, extra.clone())?;
+    let mut since_kill = Instant::now();
+    while (lark.stats().accepted as usize) < valid {
+        if started.elapsed() > Duration::from_secs(6 * 3600) {
+            return Err(BenchError::Other("soak did not finish in 6 hours".into()));
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        tick += 1;
+        // Faults on a clock: tokens revoked every minute, a 1 s throttle burst every 20 s.
+        if tick % 240 == 0 {
+            lark.revoke_tokens();
+        }
+        match tick % 80 {
+            0 => lark.set_fault_config(crate::emulator::FaultConfig {
+                throttle_rate: 1.0,
+                ..base.clone()
+            }),
+            4 => lark.set_fault_config(base.clone()),
+            _ => {}
+        }
+        if since_kill.elapsed() >= KILL_EVERY {
+            cpu += sink.cpu_seconds();
+            rss = rss.max(sink.peak_rss_mib());
+            let _ = sink.child.kill();
+            let _ = sink.child.wait();
+            kills += 1;
+            sink = Sink::start(&o.broker, &topic, &lark, extra.clone())?;
+            since_kill = Instant::now();
+        }
+        if tick % 40 == 0 {
+            eprint!(
+                "\r  {} of {valid} delivered, {kills} kills, {:.0} s",
+                lark.stats().accepted,
+                started.elapsed().as_secs_f64()
+            );
+        }
+    }
+    eprintln!();
+    let secs = started.elapsed().as_secs_f64();
+    lark.set_fault_config(Default::default());
+
+    // Commits reach the end of every partition (the connector keeps running until they do).
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &o.broker)
+        .set("group.id", &group)
+        .create()?;
+    let mut ends = Vec::new();
+    for p in 0..partitions {
+        ends.push(
+            consumer
+                .fetch_watermarks(&topic, p, Duration::from_secs(10))?
+                .1,
+        );
+    }
+    let committed = || -> Vec<i64> {
+        let mut tpl = TopicPartitionList::new();
+        for p in 0..partitions {
+            tpl.add_partition(&topic, p);
+        }
+        consumer
+            .committed_offsets(tpl, Duration::from_secs(10))
+            .map(|r| {
+                (0..partitions)
+                    .map(|p| match r.find_partition(&topic, p).map(|e| e.offset()) {
+                        Some(Offset::Offset(o)) => o,
+                        _ => -1,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let commit_deadline = Instant::now() + Duration::from_secs(120);
+    while committed() != ends && Instant::now() < commit_deadline {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let commits_done = committed() == ends;
+    cpu += sink.cpu_seconds();
+    rss = rss.max(sink.peak_rss_mib());
+    sink.stop();
+
+    // Loss and duplicates, by the record number in each text.
+    let msgs = lark.messages();
+    let mut seen = vec![0u8; n];
+    for m in &msgs {
+        let i = m
+            .content
+            .get("text")
+            .and_then(Value::as_str)
+            .and_then(|t| t.strip_prefix('m'))
+            .and_then(|t| t.parse::<usize>().ok());
+        if let Some(i) = i.filter(|i| *i < n) {
+            seen[i] = seen[i].saturating_add(1);
+        }
+    }
+    let valid_index = |i: usize| i % INVALID_EVERY != INVALID_EVERY - 1;
+    let lost = (0..n).filter(|&i| valid_index(i) && seen[i] == 0).count();
+    let duplicated = seen.iter().filter(|&&c| c > 1).count();
+
+    // Every invalid record in the DLQ (at least once: kills replay what was not yet committed).
+    let reader: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &o.broker)
+        .set("group.id", unique("soak-dlq-reader"))
+        .set("enable.auto.commit", "false")
+        .create()?;
+    let mut tpl = TopicPartitionList::new();
+    let dlq_parts = reader
+        .fetch_metadata(Some(&dlq), Duration::from_secs(10))?
+        .topics()
+        .first()
+        .map_or(0, |t| t.partitions().len() as i32);
+    let mut dlq_total = 0i64;
+    for p in 0..dlq_parts {
+        let (lo, hi) = reader.fetch_watermarks(&dlq, p, Duration::from_secs(10))?;
+        dlq_total += hi - lo;
+        tpl.add_partition_offset(&dlq, p, Offset::Beginning)?;
+    }
+    reader.assign(&tpl)?;
+    let mut dead = std::collections::BTreeSet::new();
+    let mut read = 0i64;
+    let read_deadline = Instant::now() + Duration::from_secs(120);
+    while read < dlq_total && Instant::now() < read_deadline {
+        if let Some(Ok(m)) = reader.poll(Duration::from_millis(200)) {
+            read += 1;
+            let header = |k: &str| {
+                use rdkafka::message::Headers;
+                m.headers().and_then(|hs| {
+                    hs.iter()
+                        .find(|h| h.key == k)
+                        .and_then(|h| h.value)
+                        .map(|v| String::from_utf8_lossy(v).into_owned())
+                })
+            };
+            dead.insert((
+                header("__connect.errors.partition"),
+                header("__connect.errors.offset"),
+            ));
+        }
+    }
+    let stats = lark.stats();
+    row(
+        "records (valid / invalid)",
+        format!("{valid} / {invalid}"),
+        "-",
+    );
+    row(
+        "broker produce rate (records/s, for context)",
+        format!("{produce_rate:.0}"),
+        "-",
+    );
+    row("messages lost", lost.to_string(), "0");
+    row("messages delivered twice", duplicated.to_string(), "0");
+    row(
+        "invalid records in the DLQ (distinct / DLQ records)",
+        format!("{} / {dlq_total}", dead.len()),
+        &format!("{invalid} / ≥ {invalid}"),
+    );
+    row(
+        "commits at the end of every partition",
+        commits_done.to_string(),
+        "true",
+    );
+    row(
+        "wall time (s) / messages per second",
+        format!("{secs:.0} / {:.0}", valid as f64 / secs),
+        "-",
+    );
+    row("SIGKILLs", kills.to_string(), "-");
+    row(
+        "connector peak RSS, any instance (MiB)",
+        format!("{rss:.1}"),
+        "≤ 64",
+    );
+    row(
+        "connector CPU seconds per 1000 messages",
+        format!("{:.3}", cpu / valid as f64 * 1000.0),
+        "-",
+    );
+    row(
+        "faults injected / token rejections / uuid replays absorbed",
+        format!(
+            "{} / {} / {}",
+            stats.faults_injected, stats.token_rejections, stats.duplicates_absorbed
+        ),
+        "-",
+    );
+    row(
+        "throttles beyond the injected ones",
+        (throttles(&lark)).to_string(),
         "0",
     );
     lark.shutdown().await;

@@ -73,12 +73,16 @@ enum Command {
         /// Bootstrap servers of the broker to produce to and consume from.
         #[arg(long, default_value = "127.0.0.1:19092")]
         broker: String,
-        /// Scenarios to run, comma-separated: ceiling, hot, engine, latency, memory.
+        /// Scenarios to run, comma-separated: ceiling, hot, engine, latency, memory, and soak
+        /// (not in the default set: fault-injected endurance run, docs/reliability.md).
         #[arg(long, default_value = "ceiling,hot,engine,latency,memory")]
         scenario: String,
         /// Smaller volumes and shorter runs.
         #[arg(long)]
         quick: bool,
+        /// Record count for the soak (default 1 000 000; 100 000 with --quick).
+        #[arg(long)]
+        records: Option<usize>,
     },
     /// Serve the Lark Open Platform emulator for your own pipeline tests.
     Emulator {
@@ -280,12 +284,14 @@ async fn main() -> anyhow::Result<()> {
             broker,
             scenario,
             quick,
+            records,
         } => {
             init_logging(cli.log_format, "warn,librdkafka=error,rdkafka=error");
             let opts = lark_sink::bench::BenchOptions {
                 broker,
                 scenarios: scenario.split(',').map(|s| s.trim().to_string()).collect(),
                 quick,
+                records,
             };
             lark_sink::bench::run(&opts).await?;
         }
