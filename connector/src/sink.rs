@@ -9,7 +9,7 @@
 //! it was delivered or durably dead-lettered.
 
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -89,7 +89,7 @@ struct InFlight {
     record: SourceRecord,
     ticket: Ticket,
     /// Set when the partition is revoked: its queued messages are abandoned.
-    revoked: Arc<AtomicBool>,
+    revoked: tokio_util::sync::CancellationToken,
     pending: AtomicUsize,
 }
 
@@ -515,20 +515,25 @@ impl Shared {
 
     /// Delivers one message; on failure dead-letters it. Called by the receiver's queue.
     async fn deliver(&self, m: Outgoing) {
-        if m.record.revoked.load(Ordering::SeqCst) {
-            return; // not ours any more: the new owner replays it from the committed offset
-        }
         let record = &m.record.record;
-        match deliver(
-            &self.client,
-            &self.phones,
-            &self.limits,
-            &self.policy,
-            &m.envelope,
-            &m.uuid,
-        )
-        .await
-        {
+        // A revoked partition is not ours any more: its new owner replays the record from the
+        // committed offset. Stop at once, also while waiting for permission or between retries,
+        // so two members never send the same partition's messages at the same time (that would
+        // overshoot the app quota the group shares). A request already on the wire may land;
+        // the replay carries the same uuid, so Lark keeps one copy.
+        let result = tokio::select! {
+            biased;
+            _ = m.record.revoked.cancelled() => return,
+            r = deliver(
+                &self.client,
+                &self.phones,
+                &self.limits,
+                &self.policy,
+                &m.envelope,
+                &m.uuid,
+            ) => r,
+        };
+        match result {
             Ok(done) => {
                 SinkStats::add(&self.stats.messages_delivered, 1);
                 telemetry::delivered(&m.envelope.msg_type, record.timestamp);

@@ -9,8 +9,8 @@
 //! owner has already started from the committed offset and will replay (uuid-deduplicated) work.
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
 
 /// Identifies one record in flight.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,7 +30,8 @@ struct PartState {
     /// The last offset returned for storing (the next offset to consume); starts at the first
     /// offset seen, which is where the consumer already stands.
     stored: i64,
-    revoked: Arc<AtomicBool>,
+    /// Cancelled when the partition is revoked: queued and retrying sends stop at once.
+    revoked: CancellationToken,
 }
 
 impl PartState {
@@ -53,7 +54,12 @@ impl OffsetTracker {
     /// Registers a record as in flight. Offsets of a partition must be begun in increasing order
     /// (the order Kafka delivers them). Returns its ticket and the partition's revoked flag, which
     /// workers check to abandon queued records of a partition this instance no longer owns.
-    pub fn begin(&mut self, topic: &str, partition: i32, offset: i64) -> (Ticket, Arc<AtomicBool>) {
+    pub fn begin(
+        &mut self,
+        topic: &str,
+        partition: i32,
+        offset: i64,
+    ) -> (Ticket, CancellationToken) {
         let key = (topic.to_string(), partition);
         let next_generation = &mut self.next_generation;
         let state = self.parts.entry(key).or_insert_with(|| {
@@ -63,7 +69,7 @@ impl OffsetTracker {
                 pending: BTreeSet::new(),
                 highest: None,
                 stored: offset,
-                revoked: Arc::new(AtomicBool::new(false)),
+                revoked: CancellationToken::new(),
             }
         });
         state.pending.insert(offset);
@@ -99,14 +105,14 @@ impl OffsetTracker {
     /// of its tickets are ignored.
     pub fn revoke(&mut self, topic: &str, partition: i32) {
         if let Some(state) = self.parts.remove(&(topic.to_string(), partition)) {
-            state.revoked.store(true, Ordering::SeqCst);
+            state.revoked.cancel();
         }
     }
 
     /// Forgets every partition (shutdown, or a lost assignment).
     pub fn revoke_all(&mut self) {
         for (_, state) in self.parts.drain() {
-            state.revoked.store(true, Ordering::SeqCst);
+            state.revoked.cancel();
         }
     }
 
@@ -152,10 +158,10 @@ mod tests {
         let mut t = OffsetTracker::default();
         let (old, revoked) = t.begin("a", 0, 1);
         t.revoke("a", 0);
-        assert!(revoked.load(Ordering::SeqCst));
+        assert!(revoked.is_cancelled());
         let (new, revoked2) = t.begin("a", 0, 1);
         assert_ne!(old.generation, new.generation);
-        assert!(!revoked2.load(Ordering::SeqCst));
+        assert!(!revoked2.is_cancelled());
         assert_eq!(t.complete(&old), None);
         assert_eq!(t.complete(&new), Some(2));
     }
