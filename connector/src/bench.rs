@@ -198,7 +198,19 @@ impl Sink {
                 .as_bytes(),
         )?;
         let log = std::fs::File::create(dir.join("sink.log"))?;
-        let child = Command::new(std::env::current_exe()?)
+        // LARK_SINK_BENCH_WRAPPER runs the sink under a profiler, e.g.
+        // "valgrind --tool=callgrind --callgrind-out-file=/tmp/sink.cg" (docs/performance.md).
+        let wrapper = std::env::var("LARK_SINK_BENCH_WRAPPER").unwrap_or_default();
+        let mut words = wrapper.split_whitespace();
+        let mut cmd = match words.next() {
+            Some(program) => {
+                let mut c = Command::new(program);
+                c.args(words).arg(std::env::current_exe()?);
+                c
+            }
+            None => Command::new(std::env::current_exe()?),
+        };
+        let child = cmd
             .args(["run", "--config"])
             .arg(&path)
             .env("LARK_SINK_LOG", "warn")
