@@ -37,7 +37,8 @@ fn delivered(s: &Scenario) -> BTreeMap<(String, String), Vec<String>> {
     by
 }
 
-/// The connector's `lark_sink_lookup_cache_total` and `lark_sink_lookup_calls_total` values.
+/// The connector's `lark_sink_lookup_cache_total` (hit, miss) and `lark_sink_lookup_calls_total`
+/// values, after checking the whole `/metrics` text with promtool.
 async fn lookup_metrics(c: &Connector) -> (f64, f64, f64) {
     let text = reqwest::get(format!("{}/metrics", c.admin_url().await))
         .await
@@ -45,6 +46,25 @@ async fn lookup_metrics(c: &Connector) -> (f64, f64, f64) {
         .text()
         .await
         .unwrap_or_default();
+    // The new labels and counter are valid Prometheus text.
+    let out = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut p| {
+            use std::io::Write;
+            p.stdin.take().expect("stdin").write_all(text.as_bytes())?;
+            p.wait_with_output()
+        })
+        .expect("promtool not found: scripts/test.sh installs it (Debian package 'prometheus')");
+    assert!(
+        out.status.success(),
+        "promtool: {}{}\n{text}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     let sum = |name: &str, labels: &str| -> f64 {
         text.lines()
             .filter(|l| !l.starts_with('#') && l.starts_with(name) && l.contains(labels))
@@ -137,6 +157,12 @@ async fn a_phone_burst_makes_one_lookup_per_number_and_unknown_numbers_are_dead_
     }
     assert_eq!(asked.mobile("+15550000000"), 1, "not found is cached too");
     assert!(asked.calls <= (PEOPLE + 2) as u64, "{asked:?}");
+    eprintln!(
+        "{} records, {} numbers: {} batch_get_id calls",
+        RECORDS + 3,
+        PEOPLE + 2,
+        asked.calls
+    );
     // One miss per distinct number, every other resolution a hit (a retried send resolves again,
     // from the cache, hence at least).
     let (hits, misses, calls) = lookup_metrics(&c).await;
@@ -186,6 +212,12 @@ async fn with_email_resolve_emails_are_sent_to_open_ids_after_one_lookup_each() 
     for i in 0..PEOPLE {
         assert_eq!(asked.email(&format!("gen{i}@example.com")), 1, "{asked:?}");
     }
+    eprintln!(
+        "{} records, {} addresses: {} batch_get_id calls",
+        RECORDS + 1,
+        PEOPLE + 1,
+        asked.calls
+    );
     let (hits, misses, _) = lookup_metrics(&c).await;
     assert_eq!(misses, (PEOPLE + 1) as f64);
     assert!(hits >= (RECORDS - PEOPLE) as f64, "{hits}");
