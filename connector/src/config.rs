@@ -86,6 +86,12 @@ pub struct LarkConfig {
     pub retry_timeout: Option<Duration>,
     /// Custom-bot webhooks by name (`receiveType: "webhook"`, `receiveId: "<name>"`).
     pub webhooks: BTreeMap<String, WebhookConfig>,
+    /// How long a phone / email → open_id look-up is reused when the user was found
+    /// (`lark.lookup.ttl.ms`) and when not (`lark.lookup.negative.ttl.ms`, never longer).
+    pub lookup_ttl: Duration,
+    pub lookup_negative_ttl: Duration,
+    /// Resolve `email` receivers to open_ids before sending (`lark.email.resolve`).
+    pub email_resolve: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -152,6 +158,9 @@ pub const KNOWN_KEYS: &[&str] = &[
     "lark.rate.webhook.per.second",
     "lark.rate.webhook.per.minute",
     "lark.rate.share",
+    "lark.lookup.ttl.ms",
+    "lark.lookup.negative.ttl.ms",
+    "lark.email.resolve",
     "buffer.max.messages",
     "buffer.max.bytes",
     "errors.tolerance",
@@ -406,7 +415,25 @@ impl ConnectorConfig {
             retry_delay_initial: ms("errors.retry.delay.initial.ms", 200)?,
             retry_timeout,
             webhooks,
+            lookup_ttl: ms("lark.lookup.ttl.ms", 3_600_000)?,
+            lookup_negative_ttl: ms("lark.lookup.negative.ttl.ms", 300_000)?,
+            email_resolve: match get("lark.email.resolve") {
+                None | Some("false") => false,
+                Some("true") => true,
+                Some(v) => {
+                    return Err(key_err(
+                        "lark.email.resolve",
+                        format!("'{v}' is not true or false"),
+                    ))
+                }
+            },
         };
+        if lark.lookup_negative_ttl > lark.lookup_ttl {
+            return Err(key_err(
+                "lark.lookup.negative.ttl.ms",
+                "must not exceed lark.lookup.ttl.ms (a user not found is re-checked sooner than a found one)",
+            ));
+        }
         if lark.request_timeout.is_zero() {
             return Err(key_err("lark.request.timeout.ms", "must be positive"));
         }
@@ -786,6 +813,28 @@ mod tests {
             "literal secrets are masked"
         );
         assert!(!format!("{c:?}").contains("s3cret"));
+    }
+
+    #[test]
+    fn lookup_keys() {
+        let c = ConnectorConfig::from_json(&base()).unwrap();
+        assert_eq!(c.lark.lookup_ttl, Duration::from_secs(3600));
+        assert_eq!(c.lark.lookup_negative_ttl, Duration::from_secs(300));
+        assert!(!c.lark.email_resolve);
+        let mut j = with("lark.lookup.ttl.ms", "60000");
+        j["config"]["lark.lookup.negative.ttl.ms"] = json!("0");
+        j["config"]["lark.email.resolve"] = json!("true");
+        let c = ConnectorConfig::from_json(&j).unwrap();
+        assert_eq!(c.lark.lookup_ttl, Duration::from_secs(60));
+        assert!(c.lark.lookup_negative_ttl.is_zero());
+        assert!(c.lark.email_resolve);
+        let e = err(with("lark.lookup.negative.ttl.ms", "7200000"));
+        assert!(
+            e.contains("'lark.lookup.negative.ttl.ms'") && e.contains("lark.lookup.ttl.ms"),
+            "{e}"
+        );
+        assert!(err(with("lark.lookup.ttl.ms", "1h")).contains("'lark.lookup.ttl.ms'"));
+        assert!(err(with("lark.email.resolve", "yes")).contains("'lark.email.resolve'"));
     }
 
     #[test]

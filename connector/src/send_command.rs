@@ -8,8 +8,7 @@ use serde_json::{json, Value};
 
 use crate::config::ConnectorConfig;
 use crate::delivery::{deliver, DeliveryFailure, RateLimits, RetryPolicy};
-use crate::lark::contacts::PhoneDirectory;
-use crate::lark::{LarkClient, SendOk};
+use crate::lark::{LarkClient, LookupConfig, SendOk, UserDirectory};
 use crate::validate::{EnvelopeValidator, SchemaError, ValidationError};
 
 #[derive(Debug, thiserror::Error)]
@@ -49,12 +48,13 @@ pub async fn send(cfg: &ConnectorConfig, args: &SendArgs) -> Result<SendOk, Send
     });
     let validator = EnvelopeValidator::with_webhooks(cfg.lark.webhooks.keys().cloned().collect())?;
     let envelope = validator.validate(&envelope, None)?;
-    let client = LarkClient::new(&cfg.lark)?;
+    let client = std::sync::Arc::new(LarkClient::new(&cfg.lark)?);
+    let directory = UserDirectory::new(client.clone(), LookupConfig::from(&cfg.lark));
     let limits = RateLimits::new(cfg.rate);
     let uuid = format!("ls-cli-{:016x}", rand::random::<u64>());
     let done = deliver(
         &client,
-        &PhoneDirectory::default(),
+        &directory,
         &limits,
         &RetryPolicy::from(&cfg.lark),
         &envelope,

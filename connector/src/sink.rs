@@ -26,8 +26,7 @@ use crate::control::Control;
 use crate::decode::{decode_value, split_envelopes};
 use crate::delivery::{buzz, deliver, Handler, Queued, RateLimits, RetryPolicy, Scheduler};
 use crate::dlq::{DeadLetter, DeadLetterWriter, DlqError, Stage};
-use crate::lark::contacts::PhoneDirectory;
-use crate::lark::{ErrorClass, LarkClient};
+use crate::lark::{directory, ErrorClass, LarkClient, LookupConfig, UserDirectory};
 use crate::record::SourceRecord;
 use crate::source::{create_consumer, OffsetTracker, SinkConsumer, Ticket};
 use crate::telemetry;
@@ -99,7 +98,8 @@ struct Outgoing {
     index: usize,
     envelope: Envelope,
     uuid: String,
-    /// The receiver's queue: the address as written (phones resolve inside the queue).
+    /// The receiver's queue: the address (phones and emails in their canonical spelling; they
+    /// resolve to open_ids inside the queue).
     queue: String,
     size: usize,
 }
@@ -116,8 +116,9 @@ impl Queued for Outgoing {
 /// Everything the loop and the receiver queues share.
 struct Shared {
     cfg: ConnectorConfig,
-    client: LarkClient,
-    phones: PhoneDirectory,
+    client: Arc<LarkClient>,
+    /// Phone / email → open_id, shared by every receiver queue (cached, batched).
+    directory: UserDirectory,
     validator: EnvelopeValidator,
     policy: RetryPolicy,
     limits: Arc<RateLimits>,
@@ -155,8 +156,9 @@ pub async fn run(
 ) -> Result<(), SinkError> {
     let validator = EnvelopeValidator::with_webhooks(cfg.lark.webhooks.keys().cloned().collect())
         .map_err(|e| SinkError::Startup(e.to_string()))?;
-    let client =
-        LarkClient::new(&cfg.lark).map_err(|e| SinkError::Startup(format!("HTTP client: {e}")))?;
+    let client = Arc::new(
+        LarkClient::new(&cfg.lark).map_err(|e| SinkError::Startup(format!("HTTP client: {e}")))?,
+    );
     let dlq = match (&cfg.errors.dlq_topic, cfg.errors.tolerance) {
         (Some(topic), Tolerance::All) => {
             let w = DeadLetterWriter::new(
@@ -204,9 +206,9 @@ pub async fn run(
     let (fatal_tx, mut fatal_rx) = mpsc::channel::<SinkError>(8);
     let shared = Arc::new(Shared {
         policy: RetryPolicy::from(&cfg.lark),
+        directory: UserDirectory::new(client.clone(), LookupConfig::from(&cfg.lark)),
         cfg,
         client,
-        phones: PhoneDirectory::default(),
         validator,
         limits: limits.clone(),
         dlq,
@@ -483,9 +485,18 @@ impl Shared {
         for (index, m) in messages.into_iter().enumerate() {
             match m {
                 Ok(envelope) => {
+                    // Every spelling of one phone number or email address shares one queue,
+                    // so their messages keep their order.
                     let queue = match &envelope.receiver {
+                        Receiver::Id {
+                            id_type: "email",
+                            id,
+                        } => format!("email:{}", directory::canonical_email(id)),
                         Receiver::Id { id_type, id } => format!("{id_type}:{id}"),
-                        Receiver::Phone(p) => format!("phone:{p}"),
+                        Receiver::Phone(p) => match directory::canonical_mobile(p) {
+                            Some(m) => format!("phone:{m}"),
+                            None => format!("phone:{p}"),
+                        },
                         Receiver::Webhook(w) => format!("webhook:{w}"),
                     };
                     let size = envelope.content.len() + queue.len() + 256;
@@ -526,7 +537,7 @@ impl Shared {
             _ = m.record.revoked.cancelled() => return,
             r = deliver(
                 &self.client,
-                &self.phones,
+                &self.directory,
                 &self.limits,
                 &self.policy,
                 &m.envelope,

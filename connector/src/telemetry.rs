@@ -27,7 +27,8 @@ pub const METRICS: &[(&str, &str, &str)] = &[
     ("lark_sink_consumer_lag", "gauge", "Records between the committed offset and the end of the partition, by topic and partition (from librdkafka statistics)."),
     ("lark_sink_dead_letters_total", "counter", "Dead letters written, by class (decode, transform, schema, F-rec, F-cfg, R-bo-exhausted, ...)."),
     ("lark_sink_token_refreshes_total", "counter", "Tenant access tokens fetched from Lark."),
-    ("lark_sink_lookup_cache_total", "counter", "Phone → open_id look-ups, by result (hit, miss)."),
+    ("lark_sink_lookup_cache_total", "counter", "Phone / email → open_id resolutions, by kind (mobile, email) and result (hit: cached; miss: started a look-up; shared: joined one in flight)."),
+    ("lark_sink_lookup_calls_total", "counter", "batch_get_id calls made (each resolves up to 50 mobiles and 50 emails)."),
     ("lark_sink_transform_errors_total", "counter", "Records a transform failed on, by transform name."),
     ("lark_sink_delivery_latency_seconds", "histogram", "From the record's Kafka timestamp to Lark's acceptance of its message."),
 ];
@@ -134,9 +135,14 @@ pub fn token_refresh() {
     counter!("lark_sink_token_refreshes_total").increment(1);
 }
 
-pub fn lookup(hit: bool) {
-    counter!("lark_sink_lookup_cache_total", "result" => if hit { "hit" } else { "miss" })
-        .increment(1);
+/// One phone / email resolution: `kind` is `mobile` or `email`, `result` `hit`, `miss` or `shared`.
+pub fn lookup(kind: &'static str, result: &'static str) {
+    counter!("lark_sink_lookup_cache_total", "kind" => kind, "result" => result).increment(1);
+}
+
+/// One `batch_get_id` call.
+pub fn lookup_call() {
+    counter!("lark_sink_lookup_calls_total").increment(1);
 }
 
 pub fn transform_error(transform: &str) {

@@ -31,6 +31,9 @@ fn lark_config(base_url: String, secret: &str, margin: Duration) -> LarkConfig {
         retry_delay_initial: Duration::from_millis(50),
         retry_timeout: Some(Duration::from_secs(5)),
         webhooks: Default::default(),
+        lookup_ttl: Duration::from_secs(3600),
+        lookup_negative_ttl: Duration::from_secs(300),
+        email_resolve: false,
     }
 }
 

@@ -39,6 +39,7 @@
 //! | `GET /_emulator/messages` | → `[AcceptedMessage…]` (fields as in [`AcceptedMessage`]) |
 //! | `GET /_emulator/urgents` | → `[{"message_id","kind","user_ids"}…]` |
 //! | `GET /_emulator/stats` | → [`Stats`] (`errors_by_code` keys are strings in JSON) |
+//! | `GET /_emulator/lookups` | → [`LookupStats`]: `batch_get_id` calls and how often each email / mobile was asked |
 //! | `GET /_emulator/directory` | → [`Directory`] |
 //! | `GET /_emulator/limits` | → [`Limits`] |
 //! | `POST /_emulator/limits` | [`Limits`] (missing fields = real defaults) → `{"ok":true}` |
@@ -79,7 +80,7 @@
 //! - Random faults apply to message sends only (`im/v1/messages` and webhooks); a throttle
 //!   fault on a webhook is 11232 over HTTP 200. `Fault::Status` 502/503/504 have plain-text
 //!   bodies, other statuses a JSON envelope with code 1500.
-//! - [`EmulatorHandle::reset`] clears messages, urgents, stats, uuids, scripted faults, random
+//! - [`EmulatorHandle::reset`] clears messages, urgents, stats, lookup counts, uuids, scripted faults, random
 //!   fault rates (back to off) and limiter windows; it keeps directory, tokens and limits.
 
 use std::net::SocketAddr;
@@ -107,7 +108,7 @@ pub use errors::{ApiError, LarkCode};
 pub use faults::{Fault, FaultConfig, FaultTarget};
 pub use limits::Limits;
 pub use signature::webhook_sign;
-pub use state::{AcceptedMessage, AcceptedUrgent, Stats};
+pub use state::{AcceptedMessage, AcceptedUrgent, LookupStats, Stats};
 
 use state::Shared;
 
@@ -228,6 +229,11 @@ impl EmulatorHandle {
 
     pub fn stats(&self) -> Stats {
         self.shared.lock().stats.clone()
+    }
+
+    /// What `batch_get_id` was asked: calls, and how often each email / mobile.
+    pub fn lookups(&self) -> LookupStats {
+        self.shared.lock().lookups.clone()
     }
 
     /// Queue a one-shot fault for the next request to `target` (FIFO per target).

@@ -69,6 +69,36 @@ pub struct Stats {
     pub errors_by_code: BTreeMap<i64, u64>,
 }
 
+/// What `batch_get_id` was asked (§5), so tests can check a client's caching and batching.
+/// Read with [`crate::EmulatorHandle::lookups`] or `GET /_emulator/lookups`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct LookupStats {
+    /// Requests that reached `batch_get_id`, including faulted and refused ones.
+    pub calls: u64,
+    /// Emails asked for in well-formed requests, lower-cased, with how many times each was asked.
+    pub emails: BTreeMap<String, u64>,
+    /// Mobiles asked for in well-formed requests, normalised (`+86` added to numbers without a
+    /// country code, spaces and dashes removed), with how many times each was asked.
+    pub mobiles: BTreeMap<String, u64>,
+}
+
+impl LookupStats {
+    /// How many times `email` was asked (case-insensitive).
+    pub fn email(&self, email: &str) -> u64 {
+        self.emails.get(&email.to_lowercase()).copied().unwrap_or(0)
+    }
+
+    /// How many times `mobile` was asked (in any spelling [`normalize_mobile`] maps together).
+    ///
+    /// [`normalize_mobile`]: crate::directory::normalize_mobile
+    pub fn mobile(&self, mobile: &str) -> u64 {
+        self.mobiles
+            .get(&crate::directory::normalize_mobile(mobile))
+            .copied()
+            .unwrap_or(0)
+    }
+}
+
 /// A stored message plus what the emulator needs to answer about it later.
 #[derive(Debug)]
 pub(crate) struct StoredMessage {
@@ -110,6 +140,7 @@ pub(crate) struct Inner {
     uuid_sweep_at: usize,
     pub urgents: Vec<AcceptedUrgent>,
     pub stats: Stats,
+    pub lookups: LookupStats,
     pub faults: FaultBook,
     pub limits: Limits,
     /// Keyed `"<app_id>/<api>"`: each API has its own budget (§4).
@@ -144,6 +175,7 @@ impl Shared {
                 uuid_sweep_at: UUID_SWEEP_ABOVE,
                 urgents: Vec::new(),
                 stats: Stats::default(),
+                lookups: LookupStats::default(),
                 faults: FaultBook::new(config.faults),
                 limits: config.limits,
                 app_limiters: LimiterMap::default(),
@@ -167,6 +199,7 @@ impl Shared {
         s.uuids.clear();
         s.urgents.clear();
         s.stats = Stats::default();
+        s.lookups = LookupStats::default();
         s.faults.clear();
         s.app_limiters.clear();
         s.receiver_limiters.clear();

@@ -640,6 +640,24 @@ async fn batch_get_id_found_and_not_found() {
         )
         .await;
     assert_error(&r, 400, 99992402);
+
+    // Every call is counted, and each email / mobile of a well-formed request, in any spelling.
+    let counted = h.emu.lookups();
+    assert_eq!(counted.calls, 3);
+    assert_eq!(counted.email("alice@example.com"), 1);
+    assert_eq!(counted.email("bob@example.com"), 1);
+    assert_eq!(
+        counted.email("u0@example.com"),
+        0,
+        "the refused call asked nothing"
+    );
+    assert_eq!(counted.mobile("+8613800000002"), 1);
+    let over_http = h.get("/_emulator/lookups").await;
+    assert_eq!(over_http["calls"], 3);
+    assert_eq!(over_http["mobiles"]["+8613800000002"], 1);
+    assert_eq!(over_http["emails"]["nobody@example.com"], 1);
+    h.emu.reset();
+    assert_eq!(h.emu.lookups(), lark_emulator::LookupStats::default());
 }
 
 // ---------------------------------------------------------------- urgent (§6)

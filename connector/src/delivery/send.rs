@@ -13,8 +13,7 @@ use backon::{ExponentialBuilder, Retryable};
 
 use super::limits::RateLimits;
 use crate::config::LarkConfig;
-use crate::lark::contacts::PhoneDirectory;
-use crate::lark::{ErrorClass, LarkClient, LarkError, SendOk};
+use crate::lark::{ErrorClass, LarkClient, LarkError, SendOk, UserDirectory};
 use crate::validate::{Envelope, Receiver};
 
 /// How to retry, from the `errors.retry.*` keys.
@@ -56,16 +55,22 @@ const THROTTLE_HOLD: Duration = Duration::from_secs(1);
 /// Resolves, waits for permission, sends and retries one message.
 pub async fn deliver(
     client: &LarkClient,
-    phones: &PhoneDirectory,
+    directory: &UserDirectory,
     limits: &RateLimits,
     policy: &RetryPolicy,
     envelope: &Envelope,
     uuid: &str,
 ) -> Result<Delivered, DeliveryFailure> {
     let send = || async {
+        // Phones, and emails with `lark.email.resolve`, become open_ids first (lark-api.md §5);
+        // a failed look-up is retried or reported like a failed send.
         let (id_type, id) = match &envelope.receiver {
+            Receiver::Id {
+                id_type: "email",
+                id,
+            } if directory.resolves_email() => ("open_id", directory.open_id_by_email(id).await?),
             Receiver::Id { id_type, id } => (*id_type, id.clone()),
-            Receiver::Phone(p) => ("open_id", phones.open_id(client, p).await?),
+            Receiver::Phone(p) => ("open_id", directory.open_id_by_mobile(p).await?),
             Receiver::Webhook(name) => {
                 // Webhooks have their own quota (5/s, 100/min per bot) and no uuid (§8).
                 let permit = limits.acquire_webhook(name).await;
@@ -79,7 +84,8 @@ pub async fn deliver(
                 return result;
             }
         };
-        // The rate-limit key is the receiver as Lark sees it (a phone resolves to its open_id).
+        // The rate-limit key is the receiver as Lark sees it (a resolved phone or email is its
+        // open_id, so it shares the person's 5/s with messages addressed by open_id).
         let permit = limits.acquire(&format!("{id_type}:{id}")).await;
         let result = client
             .send_message(id_type, &id, &envelope.msg_type, &envelope.content, uuid)

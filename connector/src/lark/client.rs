@@ -22,6 +22,15 @@ pub struct SendOk {
     pub log_id: Option<String>,
 }
 
+/// One entry of a `batch_get_id` answer (lark-api.md §5). `user_id` (an open_id here) is `None`
+/// when Lark knows no such user, or the user is not visible to the app.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserIdEntry {
+    pub email: Option<String>,
+    pub mobile: Option<String>,
+    pub user_id: Option<String>,
+}
+
 pub struct LarkClient {
     http: reqwest::Client,
     base_url: String,
@@ -214,17 +223,21 @@ impl LarkClient {
             .unwrap_or_default())
     }
 
-    /// `POST /open-apis/contact/v3/users/batch_get_id` for mobiles (lark-api.md §5). Returns the
-    /// open_id of each mobile Lark knows; a missing `user_id` means not found or not visible.
-    pub async fn open_ids_by_mobile(
+    /// `POST /open-apis/contact/v3/users/batch_get_id?user_id_type=open_id` (lark-api.md §5):
+    /// at most 50 emails and 50 mobiles per call. Returns Lark's `user_list` as it came; the
+    /// caller matches entries to what it asked ([`super::directory`] does it case-insensitively),
+    /// because entries may echo another spelling, lack `user_id` (not found or not visible) or,
+    /// possibly, be missing. A 99991672 (missing scope) names the scope the look-up needs.
+    pub async fn batch_get_id(
         &self,
+        emails: &[String],
         mobiles: &[String],
-    ) -> Result<Vec<(String, Option<String>)>, LarkError> {
+    ) -> Result<Vec<UserIdEntry>, LarkError> {
         if !self.has_app {
             return Err(no_app());
         }
         let url = format!("{}/open-apis/contact/v3/users/batch_get_id", self.base_url);
-        let body = json!({ "mobiles": mobiles });
+        let body = json!({ "emails": emails, "mobiles": mobiles, "include_resigned": false });
         let (resp, _) = self
             .authorized(|token| {
                 self.http
@@ -233,30 +246,34 @@ impl LarkClient {
                     .bearer_auth(token.expose())
                     .json(&body)
             })
-            .await?;
-        let list = resp
+            .await
+            .map_err(|mut e| {
+                if e.code == Some(99991672) {
+                    e.msg.push_str(
+                        " (looking users up by phone or email needs the app scope contact:user.id:readonly)",
+                    );
+                }
+                e
+            })?;
+        let text = |u: &Value, k: &str| {
+            u.get(k)
+                .and_then(Value::as_str)
+                .filter(|s| !s.is_empty())
+                .map(str::to_string)
+        };
+        Ok(resp
             .pointer("/data/user_list")
             .and_then(Value::as_array)
-            .cloned()
-            .unwrap_or_default();
-        Ok(mobiles
-            .iter()
-            .map(|m| {
-                // §5: entries may echo the number in another form; match on digits.
-                let digits = |s: &str| s.chars().filter(char::is_ascii_digit).collect::<String>();
-                let found = list.iter().find_map(|u| {
-                    let mobile = u.get("mobile").and_then(Value::as_str)?;
-                    if digits(mobile) != digits(m) {
-                        return None;
-                    }
-                    u.get("user_id")
-                        .and_then(Value::as_str)
-                        .filter(|id| !id.is_empty())
-                        .map(str::to_string)
-                });
-                (m.clone(), found)
+            .map(|list| {
+                list.iter()
+                    .map(|u| UserIdEntry {
+                        email: text(u, "email"),
+                        mobile: text(u, "mobile"),
+                        user_id: text(u, "user_id"),
+                    })
+                    .collect()
             })
-            .collect())
+            .unwrap_or_default())
     }
 
     /// Runs a request with the cached tenant token. On a token error (R-tok) the token is evicted,

@@ -3,7 +3,8 @@
 //! Every requested email / mobile gets an entry in `user_list`, in request order (emails
 //! first); unknown, unavailable or (without `include_resigned`) resigned users get an entry
 //! *without* `user_id`, as observed in the wild. The request's spelling of the email is echoed
-//! back, so clients matching case-insensitively are exercised.
+//! back, so clients matching case-insensitively are exercised. Every call and every email /
+//! mobile asked is counted in [`crate::LookupStats`], so tests can check a client's cache.
 
 use std::collections::HashMap;
 use std::time::Instant;
@@ -16,7 +17,7 @@ use axum::response::Response;
 use serde_json::{json, Map, Value};
 
 use super::{authenticate, finish, json_object, prologue, AppState};
-use crate::directory::{User, UserIdType};
+use crate::directory::{normalize_mobile, User, UserIdType};
 use crate::errors::ApiError;
 use crate::faults::FaultTarget;
 use crate::reply::{self, Dialect};
@@ -31,6 +32,7 @@ pub(crate) async fn batch_get_id(
     query: Result<Query<HashMap<String, String>>, QueryRejection>,
     body: Bytes,
 ) -> Response {
+    shared.lock().lookups.calls += 1;
     let log_id = match prologue(&shared, FaultTarget::BatchGetId, Dialect::OpenApi).await {
         Ok(id) => id,
         Err(resp) => return resp,
@@ -88,6 +90,15 @@ fn lookup(
         .get("include_resigned")
         .and_then(Value::as_bool)
         .unwrap_or(false);
+    {
+        let mut s = shared.lock();
+        for e in &emails {
+            *s.lookups.emails.entry(e.to_lowercase()).or_default() += 1;
+        }
+        for m in &mobiles {
+            *s.lookups.mobiles.entry(normalize_mobile(m)).or_default() += 1;
+        }
+    }
 
     // Visible = inside the availability range and (not resigned, or resigned users requested).
     let id_of = |user: Option<&User>| {

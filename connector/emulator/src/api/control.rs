@@ -66,6 +66,7 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/_emulator/messages", get(messages))
         .route("/_emulator/urgents", get(urgents))
         .route("/_emulator/stats", get(stats))
+        .route("/_emulator/lookups", get(lookups))
         .route("/_emulator/directory", get(directory))
         .route("/_emulator/faults", post(faults))
         .route("/_emulator/limits", get(get_limits).post(set_limits))
@@ -88,6 +89,10 @@ async fn urgents(State(s): State<AppState>) -> Response {
 
 async fn stats(State(s): State<AppState>) -> Response {
     Json(s.lock().stats.clone()).into_response()
+}
+
+async fn lookups(State(s): State<AppState>) -> Response {
+    Json(s.lock().lookups.clone()).into_response()
 }
 
 async fn directory(State(s): State<AppState>) -> Response {
