@@ -129,6 +129,8 @@ pub struct ConnectorConfig {
     pub rate: RateConfig,
     pub buffer: BufferConfig,
     pub errors: ErrorsConfig,
+    /// `lark.result.topic`: where a JSON result per delivered or dead-lettered message goes.
+    pub result_topic: Option<String>,
     /// How often stored offsets are committed (`offset.flush.interval.ms`, as in Connect).
     pub offset_flush_interval: Duration,
     pub admin: AdminConfig,
@@ -171,6 +173,7 @@ pub const KNOWN_KEYS: &[&str] = &[
     "errors.deadletterqueue.context.headers.enable",
     "errors.deadletterqueue.topic.replication.factor",
     "errors.deadletterqueue.topic.partitions",
+    "lark.result.topic",
     "offset.flush.interval.ms",
     "admin.listener",
     "admin.token",
@@ -496,6 +499,32 @@ impl ConnectorConfig {
             ));
         }
 
+        let result_topic = get("lark.result.topic").map(str::to_string);
+        // A connector that consumes its own output loops forever (every dead letter or result
+        // would be read back as a new record), so output topics must not be source topics.
+        let outputs = [
+            (
+                "errors.deadletterqueue.topic.name",
+                errors.dlq_topic.as_deref(),
+            ),
+            ("lark.result.topic", result_topic.as_deref()),
+        ];
+        for (key, out) in outputs {
+            let Some(out) = out else { continue };
+            if topics_include(&topics, out) {
+                return Err(key_err(
+                    key,
+                    format!("'{out}' is also a source topic; the connector would consume its own output"),
+                ));
+            }
+        }
+        if result_topic.is_some() && result_topic == errors.dlq_topic {
+            return Err(key_err(
+                "lark.result.topic",
+                "must differ from errors.deadletterqueue.topic.name (results are JSON, dead letters the original bytes)",
+            ));
+        }
+
         let transforms = map
             .iter()
             .filter(|(k, _)| k.as_str() == "transforms" || k.starts_with("transforms."))
@@ -581,6 +610,7 @@ impl ConnectorConfig {
             rate,
             buffer,
             errors,
+            result_topic,
             offset_flush_interval,
             admin,
             shutdown_timeout,
@@ -599,6 +629,19 @@ impl ConnectorConfig {
                 key: e.key,
                 message: e.message,
             })
+    }
+}
+
+/// Whether the subscription `topics` would consume `topic`. A `topics.regex` is matched the way
+/// librdkafka subscribes to it (`^` + regex, unanchored at the end); one the `regex` crate cannot
+/// parse is not checked here (librdkafka reports it at subscribe time).
+fn topics_include(topics: &Topics, topic: &str) -> bool {
+    match topics {
+        Topics::List(list) => list.iter().any(|t| t == topic),
+        Topics::Regex(re) => {
+            let re = re.strip_prefix('^').unwrap_or(re);
+            regex::Regex::new(&format!("^(?:{re})")).is_ok_and(|r| r.is_match(topic))
+        }
     }
 }
 
@@ -938,6 +981,34 @@ mod tests {
         );
         assert_eq!(c.kafka["group.id"], "g1");
         assert_eq!(c.errors.dlq_topic.as_deref(), Some("dlq"));
+    }
+
+    #[test]
+    fn output_topics_must_not_be_source_topics() {
+        let c = ConnectorConfig::from_json(&with("lark.result.topic", "results")).unwrap();
+        assert_eq!(c.result_topic.as_deref(), Some("results"));
+        assert!(ConnectorConfig::from_json(&base())
+            .unwrap()
+            .result_topic
+            .is_none());
+        let e = err(with("lark.result.topic", "ops"));
+        assert!(
+            e.contains("'lark.result.topic'") && e.contains("source topic"),
+            "{e}"
+        );
+        let mut j = with("errors.tolerance", "all");
+        j["config"]["errors.deadletterqueue.topic.name"] = json!("alerts");
+        assert!(err(j.clone()).contains("'errors.deadletterqueue.topic.name'"));
+        j["config"]["errors.deadletterqueue.topic.name"] = json!("dlq");
+        j["config"]["lark.result.topic"] = json!("dlq");
+        assert!(err(j).contains("must differ"));
+        let mut j = with("lark.result.topic", "alerts-results");
+        let cfg = j["config"].as_object_mut().unwrap();
+        cfg.remove("topics");
+        cfg.insert("topics.regex".into(), json!("alerts.*"));
+        assert!(err(j.clone()).contains("source topic"));
+        j["config"]["lark.result.topic"] = json!("results-alerts");
+        assert!(ConnectorConfig::from_json(&j).is_ok());
     }
 
     #[test]

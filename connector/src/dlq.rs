@@ -111,6 +111,60 @@ pub fn producer_config(kafka: &BTreeMap<String, String>) -> ClientConfig {
 /// has it, so user values (or their aliases) must not compete with `acks=all`.
 const DLQ_FORCED: &[&str] = &["acks", "request.required.acks"];
 
+/// A producer whose writes count only once every in-sync replica has them (`acks=all`), for the
+/// DLQ and the result topic: the source offset is stored after such a write, never before.
+pub fn acked_producer(
+    kafka: &BTreeMap<String, String>,
+) -> Result<FutureProducer, rdkafka::error::KafkaError> {
+    let mut cfg = producer_config(kafka);
+    for k in DLQ_FORCED {
+        cfg.remove(k);
+    }
+    cfg.set("acks", "all")
+        .set("message.timeout.ms", "30000")
+        .create()
+}
+
+/// Makes sure `topic` exists, creating it like Connect does when it is missing.
+pub async fn ensure_topic(
+    producer: &FutureProducer,
+    kafka: &BTreeMap<String, String>,
+    topic: &str,
+    partitions: i32,
+    replication: i32,
+) -> Result<(), String> {
+    let metadata = producer
+        .client()
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .map_err(|e| format!("metadata request failed: {e}"))?;
+    let exists = metadata
+        .topics()
+        .iter()
+        .any(|t| t.name() == topic && t.error().is_none() && !t.partitions().is_empty());
+    if exists {
+        return Ok(());
+    }
+    let admin: AdminClient<DefaultClientContext> = producer_config(kafka)
+        .create()
+        .map_err(|e| format!("admin client: {e}"))?;
+    let new = NewTopic::new(topic, partitions, TopicReplication::Fixed(replication));
+    let results = admin
+        .create_topics(
+            &[new],
+            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    for r in results {
+        match r {
+            Ok(_) => tracing::info!(topic, "created topic"),
+            Err((_, rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((_, code)) => return Err(code.to_string()),
+        }
+    }
+    Ok(())
+}
+
 impl DeadLetterWriter {
     pub fn new(
         kafka: &BTreeMap<String, String>,
@@ -118,15 +172,7 @@ impl DeadLetterWriter {
         connector: String,
         context_headers: bool,
     ) -> Result<Self, DlqError> {
-        let mut cfg = producer_config(kafka);
-        for k in DLQ_FORCED {
-            cfg.remove(k);
-        }
-        let producer: FutureProducer = cfg
-            .set("acks", "all")
-            .set("message.timeout.ms", "30000")
-            .create()
-            .map_err(DlqError::Create)?;
+        let producer = acked_producer(kafka).map_err(DlqError::Create)?;
         Ok(DeadLetterWriter {
             producer,
             topic,
@@ -146,45 +192,12 @@ impl DeadLetterWriter {
         partitions: i32,
         replication: i32,
     ) -> Result<(), DlqError> {
-        let err = |reason: String| DlqError::Topic {
-            topic: self.topic.clone(),
-            reason,
-        };
-        let metadata = self
-            .producer
-            .client()
-            .fetch_metadata(Some(&self.topic), Duration::from_secs(10))
-            .map_err(|e| err(format!("metadata request failed: {e}")))?;
-        let exists = metadata
-            .topics()
-            .iter()
-            .any(|t| t.name() == self.topic && t.error().is_none() && !t.partitions().is_empty());
-        if exists {
-            return Ok(());
-        }
-        let admin: AdminClient<DefaultClientContext> = producer_config(kafka)
-            .create()
-            .map_err(|e| err(format!("admin client: {e}")))?;
-        let new = NewTopic::new(
-            &self.topic,
-            partitions,
-            TopicReplication::Fixed(replication),
-        );
-        let results = admin
-            .create_topics(
-                &[new],
-                &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
-            )
+        ensure_topic(&self.producer, kafka, &self.topic, partitions, replication)
             .await
-            .map_err(|e| err(e.to_string()))?;
-        for r in results {
-            match r {
-                Ok(_) => tracing::info!(topic = %self.topic, "created the dead-letter topic"),
-                Err((_, rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists)) => {}
-                Err((_, code)) => return Err(err(code.to_string())),
-            }
-        }
-        Ok(())
+            .map_err(|reason| DlqError::Topic {
+                topic: self.topic.clone(),
+                reason,
+            })
     }
 
     /// Writes one dead letter and waits for the broker's acknowledgement.

@@ -10,7 +10,8 @@
 //! 6. [`lark`]: the Lark Open Platform client (token cache, send, response classification).
 //! 7. [`delivery`]: sends one message with retries, deciding deliver / retry / dead-letter.
 //! 8. [`dlq`]: the dead-letter topic writer (`__connect.errors.*` headers).
-//! 9. [`sink`]: the loop that wires 2–8 together and stores offsets only after the outcome is durable.
+//! 9. [`results`]: the optional result topic (one JSON outcome per message).
+//! 10. [`sink`]: the loop that wires 2–9 together and stores offsets only after the outcome is durable.
 //!
 //! [`demo`] runs the whole path on an embedded broker and the Lark emulator.
 
@@ -24,6 +25,7 @@ pub mod demo;
 pub mod dlq;
 pub mod lark;
 pub mod record;
+pub mod results;
 pub mod secret;
 pub mod send_command;
 pub mod sink;

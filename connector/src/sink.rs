@@ -6,7 +6,8 @@
 //! it), and resumes them once the buffer has drained to half. Records finish out of order across
 //! receivers; the [`OffsetTracker`] stores each partition's contiguous finished prefix only, so a
 //! crash replays (uuid-deduplicated) instead of losing. A record is finished when every message of
-//! it was delivered or durably dead-lettered.
+//! it was delivered or durably dead-lettered, and (with `lark.result.topic`) its result records
+//! were acknowledged.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -28,6 +29,7 @@ use crate::delivery::{buzz, deliver, Handler, Queued, RateLimits, RetryPolicy, S
 use crate::dlq::{DeadLetter, DeadLetterWriter, DlqError, Stage};
 use crate::lark::{directory, ErrorClass, LarkClient, LookupConfig, UserDirectory};
 use crate::record::SourceRecord;
+use crate::results::{self, ResultError, ResultWriter, UrgentOutcome};
 use crate::source::{create_consumer, OffsetTracker, SinkConsumer, Ticket};
 use crate::telemetry;
 use crate::validate::{Envelope, EnvelopeValidator, Receiver};
@@ -41,6 +43,8 @@ pub enum SinkError {
     Startup(String),
     #[error(transparent)]
     Dlq(#[from] DlqError),
+    #[error(transparent)]
+    Results(#[from] ResultError),
     /// `errors.tolerance=none` and a record could not be delivered.
     #[error("stopping (errors.tolerance=none): record {coordinates} failed at {stage}: {reason}")]
     Intolerable {
@@ -65,6 +69,8 @@ pub struct SinkStats {
     /// Dead letters written (one per failed message, or one per record that failed before
     /// it was split into messages).
     pub dead_letters: AtomicU64,
+    /// Records written to the result topic (`lark.result.topic`).
+    pub results_written: AtomicU64,
     /// Records a transform turned into zero messages.
     pub records_dropped: AtomicU64,
     /// How many times the partitions were paused because the buffer was full.
@@ -123,6 +129,7 @@ struct Shared {
     policy: RetryPolicy,
     limits: Arc<RateLimits>,
     dlq: Option<DeadLetterWriter>,
+    results: Option<ResultWriter>,
     consumer: Arc<SinkConsumer>,
     tracker: Arc<Mutex<OffsetTracker>>,
     stats: Arc<SinkStats>,
@@ -177,6 +184,14 @@ pub async fn run(
         }
         _ => None,
     };
+    let results = match &cfg.result_topic {
+        Some(topic) => {
+            let w = ResultWriter::new(&cfg.kafka, topic.clone())?;
+            w.ensure_topic(&cfg.kafka).await?;
+            Some(w)
+        }
+        None => None,
+    };
     // Check the credentials before consuming anything: a wrong app secret should stop start-up
     // with Lark's answer, not surface as the first record's failure.
     let token = if client.has_app() {
@@ -201,7 +216,7 @@ pub async fn run(
             .map_err(|e| SinkError::Startup(format!("Kafka consumer: {e}")))?,
     );
     tracing::info!(connector = %cfg.name, topics = ?cfg.topics, group = %cfg.kafka["group.id"],
-        lark = %cfg.lark.base_url, dlq = ?cfg.errors.dlq_topic, rate = ?cfg.rate, buffer = ?cfg.buffer,
+        lark = %cfg.lark.base_url, dlq = ?cfg.errors.dlq_topic, results = ?cfg.result_topic, rate = ?cfg.rate, buffer = ?cfg.buffer,
         "lark-sink started");
     let (fatal_tx, mut fatal_rx) = mpsc::channel::<SinkError>(8);
     let shared = Arc::new(Shared {
@@ -212,6 +227,7 @@ pub async fn run(
         validator,
         limits: limits.clone(),
         dlq,
+        results,
         consumer: consumer.clone(),
         tracker: tracker.clone(),
         stats,
@@ -315,6 +331,28 @@ pub async fn run(
         t.revoke_all();
     }
     result
+}
+
+/// Runs a broker write until it is acknowledged, retrying a hiccup a few times with a growing
+/// pause; the last error is returned (and stops the connector) rather than lose the write.
+async fn durably<F, Fut, E>(mut write: F) -> Result<(), E>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<(), E>>,
+    E: std::fmt::Display,
+{
+    let mut attempt = 0;
+    loop {
+        match write().await {
+            Ok(()) => return Ok(()),
+            Err(e) if attempt < 5 => {
+                attempt += 1;
+                tracing::warn!("{e}; retrying ({attempt}/5)");
+                tokio::time::sleep(Duration::from_millis(500 * attempt)).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 fn source_record(m: &BorrowedMessage<'_>) -> SourceRecord {
@@ -498,6 +536,7 @@ impl Shared {
                             None => format!("phone:{p}"),
                         },
                         Receiver::Webhook(w) => format!("webhook:{w}"),
+                        Receiver::Parent(m) => format!("reply_to:{m}"),
                     };
                     let size = envelope.content.len() + queue.len() + 256;
                     scheduler.submit(Outgoing {
@@ -512,7 +551,7 @@ impl Shared {
                 Err(dl) => {
                     let (me, rec) = (self.clone(), rec.clone());
                     dead_letters.spawn(async move {
-                        match me.dead_letter(&rec.record, *dl).await {
+                        match me.dead_letter_and_report(&rec.record, *dl, None).await {
                             Ok(()) => me.message_done(&rec),
                             Err(e) => {
                                 let _ = me.fatal.send(e).await;
@@ -550,11 +589,28 @@ impl Shared {
                 telemetry::delivered(&m.envelope.msg_type, record.timestamp);
                 tracing::debug!(record = %record.coordinates(), index = m.index,
                     message_id = %done.ok.message_id, attempts = done.attempts, "delivered");
-                if let Some(urgent) = &m.envelope.urgent {
-                    if let Err(e) = self.urgent(&m, &done.ok.message_id, urgent).await {
-                        let _ = self.fatal.send(e).await;
-                        return;
-                    }
+                let urgent = match &m.envelope.urgent {
+                    Some(urgent) => match self.urgent(&m, &done.ok.message_id, urgent).await {
+                        Ok(outcome) => Some(outcome),
+                        Err(e) => {
+                            let _ = self.fatal.send(e).await;
+                            return;
+                        }
+                    },
+                    None => None,
+                };
+                let result = results::delivered(
+                    &self.cfg.name,
+                    record,
+                    m.index,
+                    &m.envelope,
+                    &done.ok,
+                    done.attempts,
+                    urgent.as_ref(),
+                );
+                if let Err(e) = self.report(record, result).await {
+                    let _ = self.fatal.send(e).await;
+                    return; // uncommitted: replayed, and Lark absorbs the resend (same uuid)
                 }
             }
             Err(f) if f.is_fatal() => {
@@ -583,7 +639,10 @@ impl Shared {
                     attempts: f.attempts,
                     lark: Some(f.error),
                 };
-                if let Err(e) = self.dead_letter(record, dl).await {
+                if let Err(e) = self
+                    .dead_letter_and_report(record, dl, Some(&m.envelope))
+                    .await
+                {
                     let _ = self.fatal.send(e).await;
                     return;
                 }
@@ -594,13 +653,13 @@ impl Shared {
 
     /// Buzzes the users of an urgent message after it was delivered. Users Lark skipped are
     /// logged; a refused buzz is dead-lettered (the message itself was delivered, so the reason
-    /// names its message_id) and never retried forever.
+    /// names its message_id) and never retried forever. Returns the outcome for the result.
     async fn urgent(
         &self,
         m: &Outgoing,
         message_id: &str,
         urgent: &crate::validate::Urgent,
-    ) -> Result<(), SinkError> {
+    ) -> Result<UrgentOutcome, SinkError> {
         let record = &m.record.record;
         match buzz(&self.client, &self.policy, message_id, urgent).await {
             Ok(skipped) => {
@@ -608,7 +667,10 @@ impl Shared {
                     tracing::warn!(record = %record.coordinates(), message_id, kind = %urgent.kind,
                         skipped = ?skipped, "urgent: Lark skipped users not in the message's chat");
                 }
-                Ok(())
+                Ok(UrgentOutcome::Sent {
+                    kind: urgent.kind.clone(),
+                    skipped,
+                })
             }
             Err(f) if f.is_fatal() => Err(SinkError::LarkConfig {
                 coordinates: record.coordinates(),
@@ -628,7 +690,12 @@ impl Shared {
                     attempts: f.attempts,
                     lark: Some(f.error),
                 };
-                self.dead_letter(record, dl).await
+                let outcome = UrgentOutcome::Failed {
+                    kind: urgent.kind.clone(),
+                    reason: dl.reason.clone(),
+                    code: dl.lark.as_ref().and_then(|e| e.code),
+                };
+                self.dead_letter(record, dl).await.map(|()| outcome)
             }
         }
     }
@@ -726,22 +793,41 @@ impl Shared {
         tracing::warn!(record = %record.coordinates(), stage = dl.stage.as_str(), class = %dl.class,
             index = ?dl.message_index, receiver = ?dl.receiver, dlq = writer.topic(),
             "dead-lettered: {}", dl.reason);
-        // The DLQ write must succeed before the offset moves; retry a broker hiccup a few times,
-        // then stop rather than lose the record.
-        let mut attempt = 0;
-        loop {
-            match writer.write(record, &dl).await {
-                Ok(()) => break,
-                Err(e) if attempt < 5 => {
-                    attempt += 1;
-                    tracing::warn!("{e}; retrying ({attempt}/5)");
-                    tokio::time::sleep(Duration::from_millis(500 * attempt)).await;
-                }
-                Err(e) => return Err(e.into()),
-            }
-        }
+        // The DLQ write must succeed before the offset moves.
+        durably(|| writer.write(record, &dl)).await?;
         SinkStats::add(&self.stats.dead_letters, 1);
         telemetry::dead_letter(&dl.class);
+        Ok(())
+    }
+
+    /// Dead-letters one failed message (or record) and then writes its `dead_lettered` result,
+    /// both acknowledged before the caller may finish the message.
+    async fn dead_letter_and_report(
+        &self,
+        record: &SourceRecord,
+        dl: DeadLetter,
+        envelope: Option<&Envelope>,
+    ) -> Result<(), SinkError> {
+        let result = self
+            .results
+            .is_some()
+            .then(|| results::dead_lettered(&self.cfg.name, record, &dl, envelope));
+        self.dead_letter(record, dl).await?;
+        match result {
+            Some(r) => self.report(record, r).await,
+            None => Ok(()),
+        }
+    }
+
+    /// Writes one result record when `lark.result.topic` is set. Like a dead letter, it must be
+    /// acknowledged before the source offset may move, so a failure stops the connector (the
+    /// record stays uncommitted and is replayed) rather than lose the result.
+    async fn report(&self, record: &SourceRecord, result: Value) -> Result<(), SinkError> {
+        let Some(writer) = &self.results else {
+            return Ok(());
+        };
+        durably(|| writer.write(record, &result)).await?;
+        SinkStats::add(&self.stats.results_written, 1);
         Ok(())
     }
 

@@ -52,6 +52,10 @@ pub enum Receiver {
     Phone(String),
     /// A configured custom-bot webhook, by name (lark-api.md §8).
     Webhook(String),
+    /// A reply without `receiveId`: the chat of the parent message, named by its message id.
+    /// Only ever paired with [`Envelope::reply`]; the id is the queue and rate-limit key, so
+    /// replies to one message keep their order.
+    Parent(String),
 }
 
 /// The msg_types a custom-bot webhook accepts (lark-api.md §8).
@@ -64,8 +68,18 @@ impl Receiver {
             Receiver::Id { id_type, id } => format!("{id_type}:{id}"),
             Receiver::Phone(p) => format!("phone:{p}"),
             Receiver::Webhook(w) => format!("webhook:{w}"),
+            Receiver::Parent(m) => format!("reply_to:{m}"),
         }
     }
+}
+
+/// Reply to an existing message instead of sending a new one (lark-api.md §2.5).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplyTo {
+    /// The parent's `om_…` id.
+    pub message_id: String,
+    /// Lark's `reply_in_thread`.
+    pub in_thread: bool,
 }
 
 /// An urgent (buzz) request sent after the message (lark-api.md §6).
@@ -85,6 +99,8 @@ pub struct Envelope {
     /// The content object serialised to a string, exactly as Lark's `content` field wants it.
     pub content: String,
     pub urgent: Option<Urgent>,
+    /// Set when the envelope replies to a message (`replyTo`, `replyInThread`).
+    pub reply: Option<ReplyTo>,
 }
 
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
@@ -163,8 +179,23 @@ impl EnvelopeValidator {
         }
         // The schema guarantees the shapes below; fall back to defaults only for absent fields.
         let field = |k: &str| value.get(k).and_then(Value::as_str);
+        let reply = field("replyTo").map(|id| ReplyTo {
+            message_id: id.to_string(),
+            in_thread: value
+                .get("replyInThread")
+                .and_then(Value::as_bool)
+                .unwrap_or(false),
+        });
         let receive_id = field("receiveId").unwrap_or_default().to_string();
         let receiver = match field("receiveType").unwrap_or("user") {
+            // The schema allows a missing receiveId only with replyTo (lark-api.md §2.5: a
+            // reply needs no receive_id); a webhook keeps its variant so the check below names it.
+            rt if field("receiveId").is_none() && rt != "webhook" => Receiver::Parent(
+                reply
+                    .as_ref()
+                    .map(|r| r.message_id.clone())
+                    .unwrap_or_default(),
+            ),
             "user" | "open_id" => Receiver::Id {
                 id_type: "open_id",
                 id: receive_id,
@@ -206,6 +237,21 @@ impl EnvelopeValidator {
                 })
                 .unwrap_or_default(),
         });
+        if let Some(r) = &reply {
+            if matches!(receiver, Receiver::Webhook(_)) {
+                return Err(single(format!(
+                    "{}: custom-bot webhooks cannot reply to a message (replyTo {}); reply through the app instead",
+                    at("/replyTo"),
+                    r.message_id
+                )));
+            }
+            if msg_type == "system" {
+                return Err(single(format!(
+                    "{}: a system message cannot be a reply (lark-api.md §2.5: reply msg_types exclude system)",
+                    at("/contentType")
+                )));
+            }
+        }
         if urgent.is_some() && matches!(receiver, Receiver::Webhook(_)) {
             return Err(single(format!(
                 "{}: custom-bot webhook messages cannot be buzzed (Lark returns no message_id for them)",
@@ -255,10 +301,19 @@ impl EnvelopeValidator {
             let violations: Vec<String> = v
                 .iter_errors(&content_obj)
                 .map(|e| {
+                    // jsonschema's anyOf message ("… is not valid under any of the schemas")
+                    // names no field; a card's only anyOf is "which card form is this".
+                    let what = match e.kind() {
+                        jsonschema::error::ValidationErrorKind::AnyOf { .. }
+                            if msg_type == "interactive" =>
+                        {
+                            "not a card: card JSON needs elements, i18n_elements, body or header; a reference needs type template or card with data".to_string()
+                        }
+                        _ => e.to_string(),
+                    };
                     format!(
-                        "{content_path}{}: {} (contentType {msg_type})",
+                        "{content_path}{}: {what} (contentType {msg_type})",
                         e.instance_path().as_str(),
-                        e
                     )
                 })
                 .collect();
@@ -275,13 +330,50 @@ impl EnvelopeValidator {
                 )));
             }
         }
+        if msg_type == "system" {
+            // §2.4: divider text ≤ 20 characters, a CJK character counting two; the schema's
+            // maxLength only counts characters.
+            let text = content_obj
+                .pointer("/params/divider_text/text")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            let width = text_width(text);
+            if width > SYSTEM_TEXT_WIDTH {
+                return Err(single(format!(
+                    "{content_path}/params/divider_text/text: {width} columns wide (CJK characters count two); Lark allows 20"
+                )));
+            }
+        }
         Ok(Envelope {
             receiver,
             msg_type: msg_type.to_string(),
             content: content_str,
             urgent,
+            reply,
         })
     }
+}
+
+/// System divider text limit (lark-api.md §2.4: "≤ 20 chars / 10 CJK").
+const SYSTEM_TEXT_WIDTH: usize = 20;
+
+/// Width as §2.4 counts it: wide East Asian characters (CJK, Hangul, full-width forms) count two.
+/// The emulator has the same rule (`lark_emulator::content::text_width`); the connector keeps
+/// its own copy so production validation never depends on the test double.
+fn text_width(s: &str) -> usize {
+    s.chars()
+        .map(|c| match c as u32 {
+            0x1100..=0x115F
+            | 0x2E80..=0xA4CF
+            | 0xAC00..=0xD7A3
+            | 0xF900..=0xFAFF
+            | 0xFE30..=0xFE4F
+            | 0xFF00..=0xFF60
+            | 0xFFE0..=0xFFE6
+            | 0x20000..=0x3FFFD => 2,
+            _ => 1,
+        })
+        .sum()
 }
 
 fn single(v: String) -> ValidationError {
@@ -497,6 +589,67 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("cannot be buzzed"), "{err}");
+    }
+
+    #[test]
+    fn replies_need_no_receiver_but_not_webhooks_or_system() {
+        let e = v()
+            .validate(
+                &json!({"replyTo": "om_abc", "content": {"text": "x"}}),
+                None,
+            )
+            .unwrap();
+        assert_eq!(e.receiver, Receiver::Parent("om_abc".into()));
+        assert_eq!(
+            e.reply,
+            Some(ReplyTo {
+                message_id: "om_abc".into(),
+                in_thread: false
+            })
+        );
+        let e = v()
+            .validate(&json!({"receiveType": "chat", "receiveId": "oc_1", "replyTo": "om_abc", "replyInThread": true, "content": {"text": "x"}}), None)
+            .unwrap();
+        assert_eq!(e.receiver.describe(), "chat_id:oc_1");
+        assert!(e.reply.is_some_and(|r| r.in_thread));
+        // Without replyTo the receiver is still required; replyInThread needs replyTo.
+        assert!(
+            err(json!({"content": {"text": "x"}})).contains("\"receiveId\" is a required property")
+        );
+        let e = err(json!({"receiveId": "a", "replyInThread": true, "content": {"text": "x"}}));
+        assert!(e.contains("replyTo"), "{e}");
+        assert!(err(json!({"replyTo": "12345", "content": {"text": "x"}})).contains("/replyTo"));
+        assert!(
+            err(json!({"replyTo": "om_a/../b", "content": {"text": "x"}})).contains("/replyTo")
+        );
+        let hooks = EnvelopeValidator::with_webhooks(vec!["ops".into()]).unwrap();
+        let e = hooks
+            .validate(&json!({"receiveType": "webhook", "receiveId": "ops", "replyTo": "om_abc", "content": {"text": "x"}}), None)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("/replyTo") && e.contains("webhooks cannot reply"),
+            "{e}"
+        );
+        let e = err(
+            json!({"receiveId": "ou_a", "replyTo": "om_abc", "contentType": "system", "content": {"type": "divider", "params": {"divider_text": {"text": "x"}}}}),
+        );
+        assert!(
+            e.contains("/contentType") && e.contains("cannot be a reply"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn system_divider_text_counts_cjk_twice() {
+        let sys = |t: &str| json!({"receiveId": "ou_a", "contentType": "system", "content": {"type": "divider", "params": {"divider_text": {"text": t}}}});
+        v().validate(&sys(&"新".repeat(10)), None).unwrap();
+        let e = err(sys(&"新".repeat(11)));
+        assert!(
+            e.contains("/content/params/divider_text/text") && e.contains("22 columns"),
+            "{e}"
+        );
+        assert!(err(sys(&"x".repeat(21))).contains("divider_text/text"));
     }
 
     #[test]

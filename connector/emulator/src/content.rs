@@ -100,7 +100,7 @@ pub fn check_send(msg_type: &str, content: &str) -> Result<Value, ContentError> 
         "interactive" => check_card(obj),
         "share_chat" => require_str(obj, "chat_id"),
         "share_user" => require_str(obj, "user_id"),
-        "system" => require_str(obj, "type").and_then(|_| require_obj(obj, "params")),
+        "system" => check_system(obj),
         _ => Err("unreachable msg_type".into()),
     }
     .map_err(invalid)?;
@@ -199,6 +199,43 @@ fn require_obj(obj: &Map<String, Value>, key: &str) -> Check {
         Some(Value::Object(_)) => Ok(()),
         _ => Err(format!("`{key}` must be an object")),
     }
+}
+
+/// System divider text limit: 20 columns, a CJK character taking two (§2.4: "≤ 20 chars / 10
+/// CJK").
+pub const SYSTEM_TEXT_WIDTH: usize = 20;
+
+/// Display width as §2.4 counts it: CJK (and other wide East Asian) characters count two.
+pub fn text_width(s: &str) -> usize {
+    s.chars()
+        .map(|c| {
+            let wide = matches!(c as u32,
+                0x1100..=0x115F | 0x2E80..=0xA4CF | 0xAC00..=0xD7A3 | 0xF900..=0xFAFF
+                | 0xFE30..=0xFE4F | 0xFF00..=0xFF60 | 0xFFE0..=0xFFE6 | 0x20000..=0x3FFFD);
+            if wide {
+                2
+            } else {
+                1
+            }
+        })
+        .sum()
+}
+
+/// `{"type":"divider","params":{"divider_text":{"text":…}}}` (§2.4).
+fn check_system(obj: &Map<String, Value>) -> Check {
+    require_str(obj, "type")?;
+    let text = obj
+        .get("params")
+        .and_then(|p| p.get("divider_text"))
+        .and_then(|d| d.get("text"))
+        .and_then(Value::as_str)
+        .ok_or("system messages need params.divider_text.text")?;
+    if text_width(text) > SYSTEM_TEXT_WIDTH {
+        return Err(format!(
+            "divider text is wider than {SYSTEM_TEXT_WIDTH} (CJK counts two)"
+        ));
+    }
+    Ok(())
 }
 
 /// `{"zh_cn":{"title":…,"content":[[node…]…]}, …}` (§2.4). Locale keys must look like `xx_yy`

@@ -44,7 +44,8 @@ pub struct User {
     pub resigned: bool,
 }
 
-/// A group chat. `bot_member: false` → 230002 on send.
+/// A group chat. `bot_member: false` → 230002 on send. `thread_replies: false` models a chat
+/// whose settings do not allow replying in a thread: `reply_in_thread` → 230071 (§2.5).
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
 pub struct Chat {
     pub chat_id: String,
@@ -52,6 +53,8 @@ pub struct Chat {
     pub name: String,
     #[serde(default = "yes")]
     pub bot_member: bool,
+    #[serde(default = "yes")]
+    pub thread_replies: bool,
 }
 
 /// A custom-bot webhook (§8): `POST /open-apis/bot/v2/hook/{token}`.
@@ -111,6 +114,7 @@ impl Directory {
             chat_id: format!("oc_{id}"),
             name: name.to_string(),
             bot_member,
+            thread_replies: true,
         };
         Directory {
             apps: vec![App {
@@ -168,6 +172,7 @@ impl Directory {
             chat_id: format!("oc_gen_{i}"),
             name: format!("Generated chat {i}"),
             bot_member: true,
+            thread_replies: true,
         }));
     }
 

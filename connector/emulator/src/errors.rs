@@ -65,6 +65,26 @@ pub const CONTENT_TOO_LONG: LarkCode = c(
 pub const USER_RESIGNED: LarkCode = c(230029, 400, "User has resigned.");
 pub const MESSAGE_IN_FLIGHT: LarkCode = c(230049, 400, "The message is being sent.");
 
+// --- reply-only codes (§2.5, D-REPLY); all HTTP 400. D-REPLY describes them in words, so the
+// `msg` texts are our English renderings of those descriptions, not verbatim platform text.
+pub const MESSAGE_RECALLED: LarkCode = c(230011, 400, "The message is recalled.");
+pub const MESSAGE_INVISIBLE: LarkCode = c(230050, 400, "The message is invisible to the operator.");
+pub const NO_THREAD_REPLY: LarkCode = c(
+    230071,
+    400,
+    "The chat of the message does not support replying in a thread.",
+);
+pub const AGGREGATED_NO_THREAD: LarkCode = c(
+    230072,
+    400,
+    "An aggregated message cannot be replied to in a thread.",
+);
+pub const SELF_DESTRUCTING: LarkCode = c(
+    230111,
+    400,
+    "A self-destructing message cannot be replied to.",
+);
+
 /// Server-side failure (§3 "1500 / 5000 / 10101 / 2200 internal error"); used for JSON bodies
 /// of injected HTTP 500 faults.
 pub const INTERNAL: LarkCode = c(1500, 500, "internal error");
@@ -109,6 +129,11 @@ pub const ALL: &[LarkCode] = &[
     CONTENT_TOO_LONG,
     USER_RESIGNED,
     MESSAGE_IN_FLIGHT,
+    MESSAGE_RECALLED,
+    MESSAGE_INVISIBLE,
+    NO_THREAD_REPLY,
+    AGGREGATED_NO_THREAD,
+    SELF_DESTRUCTING,
     INTERNAL,
     WH_BAD_REQUEST,
     WH_TOKEN_INVALID,

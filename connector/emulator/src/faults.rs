@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::errors;
 
-/// Random fault rates for message sends (`im/v1/messages` and custom-bot webhooks).
+/// Random fault rates for message sends (`im/v1/messages`, replies and custom-bot webhooks).
 /// Probabilities are in 0..=1 and rolled independently in the order 5xx, throttle, slow.
 #[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
 #[serde(default)]
@@ -96,12 +96,14 @@ impl Fault {
     }
 }
 
-/// The endpoint a scripted fault is aimed at. JSON: `"send"`, `"token"`, `"batch_get_id"`,
-/// `"urgent"`, `"webhook"`.
+/// The endpoint a scripted fault is aimed at. JSON: `"send"`, `"reply"`, `"token"`,
+/// `"batch_get_id"`, `"urgent"`, `"webhook"`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum FaultTarget {
     Send,
+    /// `POST /open-apis/im/v1/messages/{id}/reply` (§2.5).
+    Reply,
     Token,
     BatchGetId,
     Urgent,
@@ -140,7 +142,10 @@ impl FaultBook {
         if let Some(f) = self.queues.get_mut(&target).and_then(VecDeque::pop_front) {
             return Some(f);
         }
-        if !matches!(target, FaultTarget::Send | FaultTarget::Webhook) {
+        if !matches!(
+            target,
+            FaultTarget::Send | FaultTarget::Reply | FaultTarget::Webhook
+        ) {
             return None;
         }
         self.roll(target)

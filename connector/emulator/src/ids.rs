@@ -38,6 +38,14 @@ pub fn p2p_chat_id(app_id: &str, open_id: &str) -> String {
     format!("oc_{hex}")
 }
 
+/// The `omt_` thread id of the thread rooted at message `root_id` (§2.1 shows `omt_…`).
+/// Derived, so every thread reply under one root reports the same thread.
+pub fn thread_id(root_id: &str) -> String {
+    let digest = Sha256::digest(format!("thread\n{root_id}").as_bytes());
+    let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
+    format!("omt_{hex}")
+}
+
 /// Milliseconds since the Unix epoch (0 if the clock is before 1970).
 pub fn now_ms() -> u64 {
     SystemTime::now()

@@ -27,6 +27,7 @@
 //! |---|---|
 //! | `POST /open-apis/auth/v3/tenant_access_token/internal` | §1 |
 //! | `POST /open-apis/im/v1/messages?receive_id_type=open_id\|union_id\|user_id\|email\|chat_id` | §2 |
+//! | `POST /open-apis/im/v1/messages/{id}/reply` | §2.5 |
 //! | `POST /open-apis/contact/v3/users/batch_get_id?user_id_type=…` | §5 |
 //! | `PATCH /open-apis/im/v1/messages/{id}/urgent_app\|urgent_sms\|urgent_phone?user_id_type=…` | §6 |
 //! | `POST /open-apis/bot/v2/hook/{token}` | §8 |
@@ -46,9 +47,10 @@
 //! | `POST /_emulator/faults` | scripted: `{"target":"send","fault":{"kind":"status","status":503},"times":1}` → `{"ok":true}` |
 //! | `POST /_emulator/faults` | random: `{"config":{"error_5xx_rate":0.1,"slow_rate":0.0,"slow_ms":1000,"throttle_rate":0.0}}` |
 //! | `POST /_emulator/revoke-tokens` | → `{"ok":true}` |
+//! | `POST /_emulator/recall` | `{"message_id":"om_…"}` → `{"ok":true}` (404 if unknown): replies to it get 230011 |
 //! | `POST /_emulator/reset` | → `{"ok":true}` |
 //!
-//! `target` ∈ `send`, `token`, `batch_get_id`, `urgent`, `webhook`. `fault` is one of
+//! `target` ∈ `send`, `reply`, `token`, `batch_get_id`, `urgent`, `webhook`. `fault` is one of
 //! `{"kind":"status","status":502}`, `{"kind":"slow","ms":1500}`,
 //! `{"kind":"code","code":230020}` with optional `"http_status"`, `"msg"` (both default to the
 //! code's real values) and `"ratelimit_reset_secs"`. Bad control bodies → HTTP 400
@@ -73,6 +75,17 @@
 //!   (§4); only accepted messages consume receiver / webhook budgets; a limit of 0 = none.
 //! - batch_get_id: more than 50 emails or mobiles → 99992402; entries keep request order and
 //!   spelling; users outside availability come back without `user_id` (§5).
+//! - Reply (§2.5): the parent must be a message this emulator accepted; an unknown id →
+//!   230001 `ext=invalid message_id` (lark-api.md has no "no such message" code; same choice as
+//!   urgent). A parent the app cannot see (a webhook message, another app's p2p message, a
+//!   group the bot is not in) → 230050; a recalled parent ([`EmulatorHandle::recall`]) → 230011;
+//!   `reply_in_thread` in a chat with `thread_replies: false` → 230071 (p2p chats allow
+//!   threads). `msg_type` `system` → 230001 `ext=invalid msg_type`. The reply lands in the
+//!   parent's chat (same per-chat 5 QPS budget and the app's send budget), is recorded with
+//!   `receive_id_type` `message_id`, `receive_id` = the parent, and `parent_id` / `root_id` /
+//!   `thread_id` (`omt_…`, derived from the root; a reply to a threaded message stays in its
+//!   thread). 230072 (aggregated) and 230111 (self-destructing) are not modelled (no such
+//!   messages exist here) but can be scripted as `code` faults.
 //! - Urgent: unknown message → 230001 `ext=invalid message_id`; message sent by another app or
 //!   a webhook → 230012; group-chat membership = every available, non-resigned directory user.
 //! - Webhook body limit 20 KiB (§8, UNCERTAIN vs 30 KB); webhook error bodies also carry
@@ -221,6 +234,11 @@ impl EmulatorHandle {
             .iter()
             .map(|m| m.public.clone())
             .collect()
+    }
+
+    /// Mark a message recalled (replies to it then get 230011, §2.5). Returns whether it exists.
+    pub fn recall(&self, message_id: &str) -> bool {
+        self.shared.lock().recall(message_id)
     }
 
     pub fn urgents(&self) -> Vec<AcceptedUrgent> {

@@ -37,6 +37,15 @@ pub struct AcceptedMessage {
     pub content: Value,
     pub uuid: Option<String>,
     pub received_at_ms: u64,
+    /// For a reply (§2.5): the message replied to. `None` for a plain send.
+    pub parent_id: Option<String>,
+    /// For a reply: the first message of the reply chain (the parent's root, or the parent).
+    pub root_id: Option<String>,
+    /// For a reply in a thread (`reply_in_thread`, or a reply to a message already in one):
+    /// the `omt_…` thread id.
+    pub thread_id: Option<String>,
+    /// Marked recalled through [`crate::EmulatorHandle::recall`]; replies to it get 230011.
+    pub recalled: bool,
 }
 
 /// An accepted urgent (buzz) request (§6).
@@ -109,6 +118,8 @@ pub(crate) struct StoredMessage {
     pub p2p_open_id: Option<String>,
     /// The `data` object of the original success reply, replayed for uuid duplicates (§2.2).
     pub reply_data: Value,
+    /// The `oc_` chat id reported in replies (empty for webhook messages).
+    pub reply_chat_id: String,
 }
 
 /// A validated send, ready to be recorded.
@@ -126,6 +137,17 @@ pub(crate) struct NewApiMessage {
     pub content_raw: String,
     pub content: Value,
     pub uuid: Option<String>,
+    /// Set for a reply (§2.5); its `receive_id_type` is then `message_id` and its
+    /// `receive_id` the parent's id.
+    pub reply: Option<ReplyLink>,
+}
+
+/// Where a reply sits in its conversation (§2.3: `parent_id`, `root_id`, `thread_id`).
+#[derive(Debug, Clone)]
+pub(crate) struct ReplyLink {
+    pub parent_id: String,
+    pub root_id: String,
+    pub thread_id: Option<String>,
 }
 
 #[derive(Debug)]
@@ -274,7 +296,7 @@ impl Inner {
         let message_id = ids::message_id();
         let at_ms = ids::now_ms();
         // §2.3 success data for a bot send.
-        let reply_data = json!({
+        let mut reply_data = json!({
             "message_id": message_id,
             "msg_type": msg.msg_type,
             "create_time": at_ms.to_string(),
@@ -290,6 +312,14 @@ impl Inner {
             },
             "body": { "content": msg.content_raw },
         });
+        // §2.3: root_id / parent_id / thread_id appear for replies and thread messages only.
+        if let (Some(link), Some(obj)) = (&msg.reply, reply_data.as_object_mut()) {
+            obj.insert("parent_id".into(), json!(link.parent_id));
+            obj.insert("root_id".into(), json!(link.root_id));
+            if let Some(t) = &link.thread_id {
+                obj.insert("thread_id".into(), json!(t));
+            }
+        }
         let public = AcceptedMessage {
             message_id: message_id.clone(),
             via: "api".into(),
@@ -300,12 +330,17 @@ impl Inner {
             content: msg.content,
             uuid: msg.uuid.clone(),
             received_at_ms: at_ms,
+            parent_id: msg.reply.as_ref().map(|r| r.parent_id.clone()),
+            root_id: msg.reply.as_ref().map(|r| r.root_id.clone()),
+            thread_id: msg.reply.and_then(|r| r.thread_id),
+            recalled: false,
         };
         let idx = self.store(StoredMessage {
             public,
             app_id: Some(msg.app_id.clone()),
             p2p_open_id: msg.p2p_open_id,
             reply_data: reply_data.clone(),
+            reply_chat_id: msg.reply_chat_id,
         });
         if let Some(uuid) = msg.uuid {
             if self.uuids.len() > self.uuid_sweep_at {
@@ -347,12 +382,17 @@ impl Inner {
             content,
             uuid: None,
             received_at_ms: ids::now_ms(),
+            parent_id: None,
+            root_id: None,
+            thread_id: None,
+            recalled: false,
         };
         self.store(StoredMessage {
             public,
             app_id: None,
             p2p_open_id: None,
             reply_data: Value::Null,
+            reply_chat_id: String::new(),
         });
         Ok(())
     }
@@ -369,6 +409,20 @@ impl Inner {
         self.by_id
             .get(message_id)
             .and_then(|&i| self.messages.get(i))
+    }
+
+    /// Marks a message recalled (a test hook: the emulator has no recall API). Returns whether
+    /// the message exists.
+    pub fn recall(&mut self, message_id: &str) -> bool {
+        match self.by_id.get(message_id).copied() {
+            Some(i) => {
+                if let Some(m) = self.messages.get_mut(i) {
+                    m.public.recalled = true;
+                }
+                true
+            }
+            None => false,
+        }
     }
 }
 

@@ -404,6 +404,113 @@ async fn uuid_duplicate_is_absorbed() {
     assert_eq!(stats.duplicates_absorbed, 1);
 }
 
+// ---------------------------------------------------------------- reply (§2.5)
+
+#[tokio::test]
+async fn reply_lands_in_the_parents_chat_with_its_links() {
+    let mut dir = Directory::demo();
+    dir.chats.push(lark_emulator::Chat {
+        chat_id: "oc_flat".into(),
+        name: "No threads".into(),
+        bot_member: true,
+        thread_replies: false,
+    });
+    let h = start_with(EmulatorConfig {
+        directory: dir,
+        limits: Limits::disabled(),
+        ..EmulatorConfig::default()
+    })
+    .await;
+    let token = h.token().await;
+    let parent = h.send_text(&token, "chat_id", "oc_ops", "root").await;
+    assert_eq!(parent.code(), 0, "{:?}", parent.body);
+    let parent_id = parent.body["data"]["message_id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    let reply = |id: &str, body: Value| {
+        let path = format!("/open-apis/im/v1/messages/{id}/reply");
+        let token = token.clone();
+        let h = &h;
+        async move { h.authed(reqwest::Method::POST, &path, &token, &body).await }
+    };
+    let text = |t: &str| json!({"msg_type": "text", "content": json!({"text": t}).to_string()});
+
+    // A plain reply: same chat, parent and root set, no thread.
+    let mut body = text("first");
+    body["uuid"] = json!("r-1");
+    let r1 = reply(&parent_id, body.clone()).await;
+    assert_eq!(r1.code(), 0, "{:?}", r1.body);
+    let d1 = &r1.body["data"];
+    assert_eq!(d1["parent_id"], json!(parent_id));
+    assert_eq!(d1["root_id"], json!(parent_id));
+    assert!(d1.get("thread_id").is_none(), "{d1}");
+    assert_eq!(d1["chat_id"], json!("oc_ops"));
+    // uuid de-dup is shared with send: the same uuid replays the original data.
+    let again = reply(&parent_id, body).await;
+    assert_eq!(again.body["data"], r1.body["data"]);
+
+    // A thread reply to the reply: root stays the first message, a thread is opened.
+    let r1_id = d1["message_id"].as_str().expect("id").to_string();
+    let mut body = text("in thread");
+    body["reply_in_thread"] = json!(true);
+    let r2 = reply(&r1_id, body).await;
+    assert_eq!(r2.code(), 0, "{:?}", r2.body);
+    let d2 = &r2.body["data"];
+    assert_eq!(d2["parent_id"], json!(r1_id));
+    assert_eq!(d2["root_id"], json!(parent_id));
+    let thread = d2["thread_id"].as_str().expect("thread id").to_string();
+    assert!(thread.starts_with("omt_"), "{thread}");
+    // Replying (without the flag) to a threaded message stays in its thread.
+    let r2_id = d2["message_id"].as_str().expect("id").to_string();
+    let r3 = reply(&r2_id, text("still threaded")).await;
+    assert_eq!(r3.body["data"]["thread_id"], json!(thread));
+
+    let msgs = h.emu.messages();
+    assert_eq!(msgs.len(), 4, "the uuid duplicate is absorbed");
+    assert_eq!(msgs[1].receive_id_type, "message_id");
+    assert_eq!(msgs[1].receive_id, parent_id);
+    assert_eq!(msgs[1].chat_id, "oc_ops");
+    assert_eq!(msgs[2].thread_id.as_deref(), Some(thread.as_str()));
+
+    // Refusals.
+    assert_error(&reply("om_nope", text("x")).await, 400, 230001);
+    let sys = json!({"msg_type": "system", "content": json!({"type": "divider", "params": {"divider_text": {"text": "x"}}}).to_string()});
+    let r = reply(&parent_id, sys).await;
+    assert_error(&r, 400, 230001);
+    assert!(r.msg().ends_with("ext=invalid msg_type"), "{}", r.msg());
+    assert_error(
+        &reply(&parent_id, json!({"msg_type": "image", "content": "{}"})).await,
+        400,
+        230001,
+    );
+    let flat = h.send_text(&token, "chat_id", "oc_flat", "flat").await;
+    let flat_id = flat.body["data"]["message_id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    let mut body = text("thread?");
+    body["reply_in_thread"] = json!(true);
+    assert_error(&reply(&flat_id, body).await, 400, 230071);
+    assert_eq!(reply(&flat_id, text("plain is fine")).await.code(), 0);
+    assert!(h.emu.recall(&flat_id));
+    assert_error(&reply(&flat_id, text("too late")).await, 400, 230011);
+    // Webhook messages are not visible to the app.
+    h.webhook(
+        "hook-plain",
+        &json!({"msg_type": "text", "content": {"text": "hi"}}),
+    )
+    .await;
+    let hook_msg = h
+        .emu
+        .messages()
+        .last()
+        .expect("webhook message")
+        .message_id
+        .clone();
+    assert_error(&reply(&hook_msg, text("x")).await, 400, 230050);
+}
+
 // ---------------------------------------------------------------- limits (§4)
 
 #[tokio::test]

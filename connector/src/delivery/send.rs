@@ -1,5 +1,5 @@
-//! Delivering one message: resolve the receiver, wait for permission, send, retry what is
-//! retryable, report the rest.
+//! Delivering one message: resolve the receiver, wait for permission, send (or reply, when the
+//! envelope has `replyTo`), retry what is retryable, report the rest.
 //!
 //! Retries use `backon` (the maintained successor of `backoff`, which RUSTSEC-2025-0012 flags as
 //! unmaintained): exponential backoff with jitter, bounded by `errors.retry.timeout`, and a
@@ -71,6 +71,9 @@ pub async fn deliver(
             } if directory.resolves_email() => ("open_id", directory.open_id_by_email(id).await?),
             Receiver::Id { id_type, id } => (*id_type, id.clone()),
             Receiver::Phone(p) => ("open_id", directory.open_id_by_mobile(p).await?),
+            // A reply with no receiveId: its parent's id is the per-receiver key (the chat is
+            // only known to Lark), so replies to one message are spaced like one receiver.
+            Receiver::Parent(m) => ("reply_to", m.clone()),
             Receiver::Webhook(name) => {
                 // Webhooks have their own quota (5/s, 100/min per bot) and no uuid (§8).
                 let permit = limits.acquire_webhook(name).await;
@@ -87,9 +90,25 @@ pub async fn deliver(
         // The rate-limit key is the receiver as Lark sees it (a resolved phone or email is its
         // open_id, so it shares the person's 5/s with messages addressed by open_id).
         let permit = limits.acquire(&format!("{id_type}:{id}")).await;
-        let result = client
-            .send_message(id_type, &id, &envelope.msg_type, &envelope.content, uuid)
-            .await;
+        // Replies and sends share the app quota and the retry path (lark-api.md §2.5, §4).
+        let result = match &envelope.reply {
+            Some(r) => {
+                client
+                    .reply_message(
+                        &r.message_id,
+                        &envelope.msg_type,
+                        &envelope.content,
+                        r.in_thread,
+                        uuid,
+                    )
+                    .await
+            }
+            None => {
+                client
+                    .send_message(id_type, &id, &envelope.msg_type, &envelope.content, uuid)
+                    .await
+            }
+        };
         // Throttle answers slow the matching scope down for the time Lark names (lark-api.md §3-4).
         match result.as_ref().err().map(|e| (e.code, e.retry_after)) {
             Some((Some(99991400), reset)) => {

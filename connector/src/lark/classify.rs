@@ -157,6 +157,14 @@ mod tests {
     }
 
     #[test]
+    fn reply_only_codes_are_dead_lettered() {
+        // §2.5: recalled, invisible, no thread replies, aggregated, self-destructing parent.
+        for code in [230011, 230050, 230071, 230072, 230111] {
+            assert_eq!(classify(400, Some(code), ""), Record, "{code}");
+        }
+    }
+
+    #[test]
     fn status_decides_when_the_code_is_unknown_or_absent() {
         assert_eq!(classify(500, None, ""), Backoff);
         assert_eq!(classify(503, Some(123), ""), Backoff);

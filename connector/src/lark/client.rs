@@ -1,4 +1,5 @@
-//! The Lark calls lark-sink makes, over one shared HTTP connection pool.
+//! The Lark calls lark-sink makes (send, reply, webhook push, urgent, batch_get_id), over one
+//! shared HTTP connection pool.
 //!
 //! Every call goes through [`read_response`], which turns any answer into either the JSON body of a
 //! success or a classified [`LarkError`]; the token rule of lark-api.md §1.6 (evict, re-mint,
@@ -49,6 +50,15 @@ struct SendBody<'a> {
     receive_id: &'a str,
     msg_type: &'a str,
     content: &'a str,
+    uuid: &'a str,
+}
+
+/// The reply body (lark-api.md §2.5): no `receive_id`; the parent is in the path.
+#[derive(serde::Serialize)]
+struct ReplyBody<'a> {
+    content: &'a str,
+    msg_type: &'a str,
+    reply_in_thread: bool,
     uuid: &'a str,
 }
 
@@ -171,18 +181,37 @@ impl LarkClient {
                 req.bearer_auth(token.expose()).json(&body)
             })
             .await?;
-        let data = resp.get("data");
-        let field = |k: &str| {
-            data.and_then(|d| d.get(k))
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_string()
+        Ok(send_ok(&resp, log_id))
+    }
+
+    /// `POST /open-apis/im/v1/messages/{parent_id}/reply` (lark-api.md §2.5): the reply goes to the
+    /// parent's chat; same uuid de-duplication as a send (§2.2). `parent_id` passed validation's
+    /// `om_[0-9A-Za-z_-]+` pattern, so it is safe as a path segment.
+    pub async fn reply_message(
+        &self,
+        parent_id: &str,
+        msg_type: &str,
+        content: &str,
+        in_thread: bool,
+        uuid: &str,
+    ) -> Result<SendOk, LarkError> {
+        if !self.has_app {
+            return Err(no_app());
+        }
+        let url = format!(
+            "{}/open-apis/im/v1/messages/{parent_id}/reply",
+            self.base_url
+        );
+        let body = ReplyBody {
+            content,
+            msg_type,
+            reply_in_thread: in_thread,
+            uuid,
         };
-        Ok(SendOk {
-            message_id: field("message_id"),
-            chat_id: field("chat_id"),
-            log_id,
-        })
+        let (resp, log_id) = self
+            .authorized(|token| self.http.post(&url).bearer_auth(token.expose()).json(&body))
+            .await?;
+        Ok(send_ok(&resp, log_id))
     }
 
     /// `PATCH /open-apis/im/v1/messages/{message_id}/urgent_{kind}` (lark-api.md §6): buzzes
@@ -299,6 +328,22 @@ impl LarkClient {
             }
             other => other,
         }
+    }
+}
+
+/// The message fields of a send or reply success body (lark-api.md §2.3).
+fn send_ok(resp: &Value, log_id: Option<String>) -> SendOk {
+    let data = resp.get("data");
+    let field = |k: &str| {
+        data.and_then(|d| d.get(k))
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string()
+    };
+    SendOk {
+        message_id: field("message_id"),
+        chat_id: field("chat_id"),
+        log_id,
     }
 }
 

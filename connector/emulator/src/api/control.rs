@@ -71,6 +71,7 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/_emulator/faults", post(faults))
         .route("/_emulator/limits", get(get_limits).post(set_limits))
         .route("/_emulator/revoke-tokens", post(revoke_tokens))
+        .route("/_emulator/recall", post(recall))
         .route("/_emulator/reset", post(reset))
 }
 
@@ -124,6 +125,26 @@ async fn set_limits(State(s): State<AppState>, body: Bytes) -> Result<Response, 
     let limits: Limits = serde_json::from_slice(&body)?;
     s.lock().limits = limits;
     Ok(ok().into_response())
+}
+
+/// `POST /_emulator/recall` `{"message_id":"om_…"}`: mark a message recalled, so replies to it
+/// get 230011 (§2.5). Unknown ids → 404 `{"ok":false,…}`.
+async fn recall(State(s): State<AppState>, body: Bytes) -> Result<Response, ControlError> {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Recall {
+        message_id: String,
+    }
+    let req: Recall = serde_json::from_slice(&body)?;
+    if s.lock().recall(&req.message_id) {
+        Ok(ok().into_response())
+    } else {
+        Ok((
+            StatusCode::NOT_FOUND,
+            Json(json!({ "ok": false, "error": "no such message" })),
+        )
+            .into_response())
+    }
 }
 
 async fn revoke_tokens(State(s): State<AppState>) -> Response {

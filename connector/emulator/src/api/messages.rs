@@ -1,4 +1,6 @@
-//! `POST /open-apis/im/v1/messages?receive_id_type=…` (lark-api.md §2).
+//! `POST /open-apis/im/v1/messages?receive_id_type=…` (lark-api.md §2) and its sibling
+//! `POST /open-apis/im/v1/messages/{message_id}/reply` (§2.5), which share body parsing, content
+//! checks, the app budget and the uuid window.
 //!
 //! Checks run in the order a gateway-fronted service would: auth, the app's gateway limit,
 //! request shape and content, receiver permissions, then (atomically, under the state lock)
@@ -10,7 +12,7 @@ use std::time::Instant;
 
 use axum::body::Bytes;
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{Query, State};
+use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
 use serde_json::{Map, Value};
@@ -22,7 +24,7 @@ use crate::errors::{self, ApiError};
 use crate::faults::FaultTarget;
 use crate::ids;
 use crate::reply::{self, Dialect};
-use crate::state::{NewApiMessage, Shared};
+use crate::state::{NewApiMessage, ReplyLink, Shared};
 
 /// §2.1: "max 50 chars".
 const UUID_MAX_CHARS: usize = 50;
@@ -71,15 +73,7 @@ fn send(
         }
     }
     let content = content::check_send(&req.msg_type, &req.content).map_err(content_error)?;
-    if req
-        .uuid
-        .as_ref()
-        .is_some_and(|u| u.chars().count() > UUID_MAX_CHARS)
-    {
-        return Err(invalid(
-            "invalid uuid, the length of uuid must be at most 50",
-        ));
-    }
+    check_uuid(req.uuid.as_deref())?;
 
     let bot_enabled = shared.dir.app(&app_id).is_some_and(|a| a.bot_enabled);
     if !bot_enabled {
@@ -104,10 +98,125 @@ fn send(
         content_raw: req.content,
         content,
         uuid: req.uuid,
+        reply: None,
     };
     shared
         .lock()
         .accept_api(msg, Instant::now(), shared.uuid_window)
+}
+
+/// `POST /open-apis/im/v1/messages/{message_id}/reply` (lark-api.md §2.5).
+pub(crate) async fn reply_to(
+    State(shared): State<AppState>,
+    Path(parent_id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let log_id = match prologue(&shared, FaultTarget::Reply, Dialect::OpenApi).await {
+        Ok(id) => id,
+        Err(resp) => return resp,
+    };
+    let result = reply(&shared, &parent_id, &headers, &body).map(reply::success);
+    finish(&shared, &log_id, result, Dialect::OpenApi)
+}
+
+/// A reply goes to the parent's conversation; same headers, limits, content checks and uuid
+/// window as a send (§2.5), no `receive_id`, and no `system` msg_type.
+fn reply(
+    shared: &Shared,
+    parent_id: &str,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Value, ApiError> {
+    let app_id = authenticate(shared, headers)?;
+    // §4: send and reply share one "send / reply message API" budget.
+    shared.lock().app_limit(&app_id, "send", Instant::now())?;
+    let body = json_object(body)?;
+    let req = ReplyBody::parse(&body)?;
+    if req.msg_type == "system" {
+        // §2.5: the reply msg_type list excludes system.
+        return Err(invalid("invalid msg_type"));
+    }
+    let content = content::check_send(&req.msg_type, &req.content).map_err(content_error)?;
+    check_uuid(req.uuid.as_deref())?;
+    let bot_enabled = shared.dir.app(&app_id).is_some_and(|a| a.bot_enabled);
+    if !bot_enabled {
+        return Err(errors::BOT_NOT_ACTIVATED.into());
+    }
+
+    // The parent decides where the reply lands. Checked under one lock with the acceptance
+    // below, so a recall between check and accept cannot slip through.
+    let mut s = shared.lock();
+    let parent = s.message(parent_id).ok_or_else(|| {
+        // lark-api.md lists no "no such message" code; 230001 names the parameter, as for
+        // urgent (§6 choice in the crate docs).
+        invalid("invalid message_id")
+    })?;
+    // Webhook messages live in chats the emulator does not model (and their ids are never
+    // returned, §8); another app's p2p messages are in a conversation this bot is not part of.
+    let visible = match (&parent.app_id, &parent.p2p_open_id) {
+        (None, _) => false,
+        (Some(owner), Some(_)) => *owner == app_id,
+        (Some(_), None) => shared
+            .dir
+            .chat(&parent.public.chat_id)
+            .is_some_and(|c| c.bot_member),
+    };
+    if !visible {
+        return Err(errors::MESSAGE_INVISIBLE.into());
+    }
+    if parent.public.recalled {
+        return Err(errors::MESSAGE_RECALLED.into());
+    }
+    // A reply to a message already in a thread stays in that thread; `reply_in_thread` opens one
+    // (its id derives from the root, so every thread reply to one root shares it).
+    let root_id = parent
+        .public
+        .root_id
+        .clone()
+        .unwrap_or_else(|| parent.public.message_id.clone());
+    let thread_id = match (&parent.public.thread_id, req.reply_in_thread) {
+        (Some(t), _) => Some(t.clone()),
+        (None, true) => {
+            let threads_allowed = parent.p2p_open_id.is_some()
+                || shared
+                    .dir
+                    .chat(&parent.public.chat_id)
+                    .is_some_and(|c| c.thread_replies);
+            if !threads_allowed {
+                return Err(errors::NO_THREAD_REPLY.into());
+            }
+            Some(ids::thread_id(&root_id))
+        }
+        (None, false) => None,
+    };
+    let msg = NewApiMessage {
+        app_id,
+        receive_id_type: "message_id".into(),
+        receive_id: parent_id.to_string(),
+        canonical: parent.public.chat_id.clone(),
+        reply_chat_id: parent.reply_chat_id.clone(),
+        p2p_open_id: parent.p2p_open_id.clone(),
+        msg_type: req.msg_type,
+        content_raw: req.content,
+        content,
+        uuid: req.uuid,
+        reply: Some(ReplyLink {
+            parent_id: parent_id.to_string(),
+            root_id,
+            thread_id,
+        }),
+    };
+    s.accept_api(msg, Instant::now(), shared.uuid_window)
+}
+
+fn check_uuid(uuid: Option<&str>) -> Result<(), ApiError> {
+    if uuid.is_some_and(|u| u.chars().count() > UUID_MAX_CHARS) {
+        return Err(invalid(
+            "invalid uuid, the length of uuid must be at most 50",
+        ));
+    }
+    Ok(())
 }
 
 fn content_error(e: ContentError) -> ApiError {
@@ -130,11 +239,43 @@ struct SendBody {
 
 impl SendBody {
     fn parse(body: &Map<String, Value>) -> Result<Self, ApiError> {
-        let string = |k: &str| body.get(k).and_then(Value::as_str).map(str::to_string);
-        let receive_id = string("receive_id")
+        let receive_id = body
+            .get("receive_id")
+            .and_then(Value::as_str)
             .filter(|s| !s.is_empty())
-            .ok_or_else(|| invalid("invalid receive_id"))?;
-        let msg_type = string("msg_type").ok_or_else(|| invalid("invalid msg_type"))?;
+            .ok_or_else(|| invalid("invalid receive_id"))?
+            .to_string();
+        let ReplyBody {
+            msg_type,
+            content,
+            uuid,
+            ..
+        } = ReplyBody::parse(body)?;
+        Ok(Self {
+            receive_id,
+            msg_type,
+            content,
+            uuid,
+        })
+    }
+}
+
+/// The body of a reply (§2.5): a send body without `receive_id`, plus `reply_in_thread`.
+/// [`SendBody::parse`] reuses it, so both endpoints read the shared fields the same way.
+struct ReplyBody {
+    msg_type: String,
+    content: String,
+    uuid: Option<String>,
+    reply_in_thread: bool,
+}
+
+impl ReplyBody {
+    fn parse(body: &Map<String, Value>) -> Result<Self, ApiError> {
+        let msg_type = body
+            .get("msg_type")
+            .and_then(Value::as_str)
+            .map(str::to_string)
+            .ok_or_else(|| invalid("invalid msg_type"))?;
         let content = match body.get("content") {
             None | Some(Value::Null) => String::new(),
             Some(Value::String(s)) => s.clone(),
@@ -147,11 +288,21 @@ impl SendBody {
             Some(Value::String(s)) => Some(s.clone()),
             Some(_) => return Err(ApiError::field("uuid", "uuid must be a string")),
         };
+        let reply_in_thread = match body.get("reply_in_thread") {
+            None | Some(Value::Null) => false,
+            Some(Value::Bool(b)) => *b,
+            Some(_) => {
+                return Err(ApiError::field(
+                    "reply_in_thread",
+                    "reply_in_thread must be a boolean",
+                ))
+            }
+        };
         Ok(Self {
-            receive_id,
             msg_type,
             content,
             uuid,
+            reply_in_thread,
         })
     }
 }

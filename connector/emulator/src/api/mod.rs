@@ -42,6 +42,10 @@ pub(crate) fn router(shared: AppState) -> Router {
         )
         .route("/open-apis/im/v1/messages", post(messages::create))
         .route(
+            "/open-apis/im/v1/messages/{message_id}/reply",
+            post(messages::reply_to),
+        )
+        .route(
             "/open-apis/im/v1/messages/{message_id}/urgent_app",
             patch(urgent::app),
         )

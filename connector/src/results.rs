@@ -1,0 +1,274 @@
+//! The result topic (`lark.result.topic`): one JSON record per message outcome, for whoever needs
+//! to know what happened to a message (its Lark `message_id`, to edit, recall or reply to it
+//! later; an audit trail; a dashboard).
+//!
+//! Each record names where the message came from (source topic, partition, offset, index within
+//! the record), its uuid, receiver and outcome. It is keyed by the source record's key, so results
+//! of one key land on one partition in order. Like a dead letter, a result counts only once the
+//! broker acknowledged it (`acks=all`), and the source offset is stored only after that: a crash
+//! between delivery and the acknowledgement replays the record, Lark absorbs the resend (same
+//! uuid, lark-api.md §2.2) and answers with the same `message_id`, and a second, identical result
+//! is written. Consumers should therefore de-duplicate on `uuid` (at-least-once, never lost).
+//!
+//! Dead-lettered messages get a result too (`status: "dead_lettered"` with the stage, class,
+//! reason and Lark code), so the result topic alone accounts for every message; the DLQ remains
+//! the place with the original bytes for replay. Nothing secret is ever written: the fields come
+//! from Kafka coordinates, the envelope's addressing and Lark's answers.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use serde_json::{json, Map, Value};
+
+use crate::dlq::{self, DeadLetter};
+use crate::lark::SendOk;
+use crate::record::SourceRecord;
+use crate::validate::Envelope;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ResultError {
+    #[error("cannot create the result-topic producer: {0}")]
+    Create(rdkafka::error::KafkaError),
+    #[error("result topic '{topic}' does not exist and could not be created: {reason}")]
+    Topic { topic: String, reason: String },
+    #[error("writing to result topic '{topic}' failed: {source}")]
+    Write {
+        topic: String,
+        source: rdkafka::error::KafkaError,
+    },
+}
+
+/// What became of an urgent buzz requested with a delivered message (lark-api.md §6).
+#[derive(Debug, Clone)]
+pub enum UrgentOutcome {
+    /// Sent; `skipped` are the ids Lark reported as not in the message's chat.
+    Sent { kind: String, skipped: Vec<String> },
+    /// Refused or retries ran out; the buzz was dead-lettered with this reason.
+    Failed {
+        kind: String,
+        reason: String,
+        code: Option<i64>,
+    },
+}
+
+impl UrgentOutcome {
+    fn to_json(&self) -> Value {
+        match self {
+            UrgentOutcome::Sent { kind, skipped } => {
+                json!({"type": kind, "status": "sent", "skipped": skipped})
+            }
+            UrgentOutcome::Failed { kind, reason, code } => {
+                json!({"type": kind, "status": "failed", "reason": reason, "code": code})
+            }
+        }
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// The fields every result has: where the message came from and what it was.
+fn base(
+    connector: &str,
+    status: &str,
+    record: &SourceRecord,
+    index: Option<usize>,
+    envelope: Option<&Envelope>,
+) -> Map<String, Value> {
+    let mut m = Map::new();
+    m.insert("status".into(), json!(status));
+    m.insert("connector".into(), json!(connector));
+    m.insert(
+        "source".into(),
+        json!({
+            "topic": record.topic,
+            "partition": record.partition,
+            "offset": record.offset,
+            "index": index,
+        }),
+    );
+    m.insert("uuid".into(), json!(index.map(|i| record.message_uuid(i))));
+    if let Some(e) = envelope {
+        m.insert("receiver".into(), json!(e.receiver.describe()));
+        m.insert("msg_type".into(), json!(e.msg_type));
+        if let Some(r) = &e.reply {
+            m.insert("reply_to".into(), json!(r.message_id));
+            m.insert("reply_in_thread".into(), json!(r.in_thread));
+        }
+    }
+    m.insert("time".into(), json!(now_ms()));
+    m
+}
+
+/// The result of a delivered message.
+pub fn delivered(
+    connector: &str,
+    record: &SourceRecord,
+    index: usize,
+    envelope: &Envelope,
+    ok: &SendOk,
+    attempts: u32,
+    urgent: Option<&UrgentOutcome>,
+) -> Value {
+    let mut m = base(connector, "delivered", record, Some(index), Some(envelope));
+    // Webhooks return no message_id (lark-api.md §8): null rather than "".
+    let non_empty = |s: &str| (!s.is_empty()).then(|| s.to_string());
+    m.insert("message_id".into(), json!(non_empty(&ok.message_id)));
+    m.insert("chat_id".into(), json!(non_empty(&ok.chat_id)));
+    m.insert("log_id".into(), json!(ok.log_id));
+    m.insert("attempts".into(), json!(attempts));
+    if let Some(u) = urgent {
+        m.insert("urgent".into(), u.to_json());
+    }
+    Value::Object(m)
+}
+
+/// The result of a dead-lettered message (or of a whole record that failed before it was split
+/// into messages: then `source.index`, `uuid` and `receiver` are null).
+pub fn dead_lettered(
+    connector: &str,
+    record: &SourceRecord,
+    dl: &DeadLetter,
+    envelope: Option<&Envelope>,
+) -> Value {
+    let mut m = base(
+        connector,
+        "dead_lettered",
+        record,
+        dl.message_index,
+        envelope,
+    );
+    if envelope.is_none() {
+        m.insert("receiver".into(), json!(dl.receiver));
+    }
+    m.insert("stage".into(), json!(dl.stage.as_str()));
+    m.insert("class".into(), json!(dl.class));
+    m.insert("reason".into(), json!(dl.reason));
+    m.insert("code".into(), json!(dl.lark.as_ref().and_then(|e| e.code)));
+    m.insert("attempts".into(), json!(dl.attempts));
+    Value::Object(m)
+}
+
+/// Writes result records and waits for the broker's acknowledgement.
+pub struct ResultWriter {
+    producer: FutureProducer,
+    topic: String,
+}
+
+impl ResultWriter {
+    pub fn new(kafka: &BTreeMap<String, String>, topic: String) -> Result<Self, ResultError> {
+        let producer = dlq::acked_producer(kafka).map_err(ResultError::Create)?;
+        Ok(ResultWriter { producer, topic })
+    }
+
+    pub fn topic(&self) -> &str {
+        &self.topic
+    }
+
+    /// Makes sure the topic exists (created with one partition and the broker's default
+    /// replication when missing; create it yourself for more).
+    pub async fn ensure_topic(&self, kafka: &BTreeMap<String, String>) -> Result<(), ResultError> {
+        dlq::ensure_topic(&self.producer, kafka, &self.topic, 1, -1)
+            .await
+            .map_err(|reason| ResultError::Topic {
+                topic: self.topic.clone(),
+                reason,
+            })
+    }
+
+    /// Writes one result, keyed by the source record's key, and waits for `acks=all`.
+    pub async fn write(&self, record: &SourceRecord, result: &Value) -> Result<(), ResultError> {
+        let payload = result.to_string();
+        let mut out: FutureRecord<'_, [u8], str> = FutureRecord::to(&self.topic)
+            .payload(payload.as_str())
+            .timestamp(now_ms());
+        if let Some(k) = &record.key {
+            out = out.key(k.as_slice());
+        }
+        self.producer
+            .send(out, Duration::from_secs(30))
+            .await
+            .map(|_| ())
+            .map_err(|(source, _)| ResultError::Write {
+                topic: self.topic.clone(),
+                source,
+            })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dlq::Stage;
+    use crate::validate::EnvelopeValidator;
+
+    fn record() -> SourceRecord {
+        SourceRecord {
+            topic: "alerts".into(),
+            partition: 2,
+            offset: 41,
+            key: Some(b"k1".to_vec()),
+            value: None,
+            headers: Vec::new(),
+            timestamp: None,
+        }
+    }
+
+    #[test]
+    fn delivered_results_name_source_receiver_and_outcome() {
+        let env = EnvelopeValidator::new()
+            .unwrap()
+            .validate(
+                &json!({"receiveType": "chat", "receiveId": "oc_ops", "replyTo": "om_p", "content": {"text": "x"}}),
+                None,
+            )
+            .unwrap();
+        let ok = SendOk {
+            message_id: "om_1".into(),
+            chat_id: "oc_ops".into(),
+            log_id: Some("L".into()),
+        };
+        let urgent = UrgentOutcome::Sent {
+            kind: "app".into(),
+            skipped: vec!["ou_x".into()],
+        };
+        let v = delivered("c", &record(), 1, &env, &ok, 2, Some(&urgent));
+        assert_eq!(v["status"], "delivered");
+        assert_eq!(
+            v["source"],
+            json!({"topic": "alerts", "partition": 2, "offset": 41, "index": 1})
+        );
+        assert_eq!(v["uuid"], json!(record().message_uuid(1)));
+        assert_eq!(v["receiver"], "chat_id:oc_ops");
+        assert_eq!(v["reply_to"], "om_p");
+        assert_eq!(v["message_id"], "om_1");
+        assert_eq!(v["attempts"], 2);
+        assert_eq!(v["urgent"]["skipped"], json!(["ou_x"]));
+        assert!(v["time"].as_i64().is_some_and(|t| t > 0));
+    }
+
+    #[test]
+    fn record_level_failures_have_no_index() {
+        let dl = DeadLetter {
+            stage: Stage::Decode,
+            class: "decode".into(),
+            reason: "not JSON".into(),
+            message_index: None,
+            receiver: None,
+            uuid: None,
+            lark: None,
+            attempts: 0,
+        };
+        let v = dead_lettered("c", &record(), &dl, None);
+        assert_eq!(v["status"], "dead_lettered");
+        assert_eq!(v["source"]["index"], Value::Null);
+        assert_eq!(v["uuid"], Value::Null);
+        assert_eq!(v["stage"], "VALUE_CONVERTER");
+        assert_eq!(v["reason"], "not JSON");
+    }
+}
