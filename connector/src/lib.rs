@@ -13,10 +13,12 @@
 //! 9. [`results`]: the optional result topic (one JSON outcome per message).
 //! 10. [`sink`]: the loop that wires 2–9 together and stores offsets only after the outcome is durable.
 //!
-//! [`demo`] runs the whole path on an embedded broker and the Lark emulator.
+//! [`demo`] runs the whole path on an embedded broker and the Lark emulator; [`check`] tests a
+//! config against the real broker and Lark before going live.
 
 pub mod admin;
 pub mod bench;
+pub mod check;
 pub mod config;
 pub mod control;
 pub mod decode;

@@ -14,13 +14,32 @@ fn yes() -> bool {
     true
 }
 
-/// A self-built app (§1). `bot_enabled: false` makes every send fail with 230006.
+/// A self-built app (§1). `bot_enabled: false` makes every send fail with 230006 (§3).
+///
+/// `scopes` lists the API scopes the app was granted (the developer console's "Permissions &
+/// Scopes"); `None` (the default, and what a directory file without the field gets) grants every
+/// scope. With a list, an API whose scope is missing answers 99991672 (§3, §5): the send API
+/// wants one of `im:message`, `im:message:send_as_bot`, `im:message:send` (§2.1), batch_get_id
+/// wants `contact:user.id:readonly` (§5). Urgent scopes are not modelled (§6 names them only in
+/// abbreviated form).
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
 pub struct App {
     pub app_id: String,
     pub app_secret: String,
     #[serde(default = "yes")]
     pub bot_enabled: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scopes: Option<Vec<String>>,
+}
+
+impl App {
+    /// Whether the app holds at least one of `any_of` (always, when scopes are not modelled).
+    pub fn has_any_scope(&self, any_of: &[&str]) -> bool {
+        match &self.scopes {
+            None => true,
+            Some(granted) => any_of.iter().any(|s| granted.iter().any(|g| g == s)),
+        }
+    }
 }
 
 /// A tenant user. `available: false` = outside the app's availability range (230013);
@@ -121,6 +140,7 @@ impl Directory {
                 app_id: "cli_demo_app".into(),
                 app_secret: "demo-secret".into(),
                 bot_enabled: true,
+                scopes: None,
             }],
             users: vec![
                 user("alice", "Alice", 1, true),
@@ -373,6 +393,7 @@ mod tests {
         )
         .expect("parse");
         assert!(d.apps[0].bot_enabled);
+        assert!(d.apps[0].scopes.is_none() && d.apps[0].has_any_scope(&["anything"]));
         assert!(d.users[0].available && !d.users[0].resigned);
         assert!(d.chats[0].bot_member);
         assert!(d.webhooks.is_empty());

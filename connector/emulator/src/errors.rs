@@ -35,6 +35,15 @@ pub const INVALID_TOKEN: LarkCode = c(
 );
 pub const BAD_TOKEN_FORMAT: LarkCode = c(99991671, 400, "Invalid token: must start with t-/u-");
 
+/// A missing API scope (§3 table, D-ERR). `msg` is a prefix: [`ApiError::missing_scope`] appends
+/// the scope list. HTTP status UNCERTAIN (400 vs 403 in community fixtures); 400 like the other
+/// gateway refusals here.
+pub const MISSING_SCOPE: LarkCode = c(
+    99991672,
+    400,
+    "Access denied. One of the following scopes is required: ",
+);
+
 // --- gateway (§4): HTTP 429 plus the x-ogw-ratelimit-* headers.
 pub const RATE_LIMITED: LarkCode = c(99991400, 429, "request trigger frequency limit");
 
@@ -118,6 +127,7 @@ pub const ALL: &[LarkCode] = &[
     NEED_TOKEN,
     INVALID_TOKEN,
     BAD_TOKEN_FORMAT,
+    MISSING_SCOPE,
     RATE_LIMITED,
     FIELD_VALIDATION,
     INVALID_PARAM,
@@ -188,6 +198,13 @@ impl ApiError {
             "field_violations",
             serde_json::json!([{ "field": field, "description": description }]),
         ));
+        e
+    }
+
+    /// 99991672 naming the scopes of which the app needs one: `…required: [a, b].`
+    pub fn missing_scope(any_of: &[&str]) -> Self {
+        let mut e = Self::new(MISSING_SCOPE);
+        e.msg.push_str(&format!("[{}].", any_of.join(", ")));
         e
     }
 

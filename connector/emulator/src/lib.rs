@@ -63,6 +63,15 @@
 //!   default 2 h), with `expire` = remaining seconds (§1.2).
 //! - Auth errors are HTTP 400 (§1.5). A non-`Bearer` scheme or a token not starting with `t-`
 //!   → 99991671; a `u-` token → 99991663 (the emulator issues no user tokens).
+//! - Scopes: an app without a `scopes` list has every scope; with one, the send API needs one of
+//!   `im:message`, `im:message:send_as_bot`, `im:message:send` (§2.1) and batch_get_id needs
+//!   `contact:user.id:readonly` (§5), else 99991672 (HTTP 400, UNCERTAIN 400 vs 403) naming them.
+//!   The gateway checks scopes right after the token, before limits and the request itself.
+//! - Check order of a send (undocumented; `lark-sink check` relies on it and treats other answers
+//!   as warnings): token, scope, app limit, request shape and content, bot ability (230006), then
+//!   the receiver (230001 `ext=invalid receive_id`, 230002, 230013, 230029). Webhooks: token
+//!   (19001), size, JSON, signature (19021; a `sign` sent to an unsigned bot is ignored), then
+//!   `msg_type` and content (19002, 9499), keywords (19024), the rate limit.
 //! - Malformed bodies / wrongly typed fields → 99992402 `field validation failed` with
 //!   `error.field_violations`; missing `receive_id` / `msg_type` → 230001 with `ext=`.
 //! - Unknown email recipient → 230001 `ext=invalid receive_id` (§3 note). Resigned → 230029

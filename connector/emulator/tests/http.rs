@@ -359,6 +359,7 @@ async fn disabled_bot_and_resigned_user() {
         app_id: "cli_nobot".into(),
         app_secret: "s".into(),
         bot_enabled: false,
+        scopes: None,
     });
     if let Some(bob) = dir.users.iter_mut().find(|u| u.open_id == "ou_bob") {
         bob.resigned = true;
@@ -382,6 +383,112 @@ async fn disabled_bot_and_resigned_user() {
         400,
         230006,
     );
+}
+
+/// An app with a scope list: a missing scope is refused by the gateway (99991672) before the
+/// API looks at anything else, with the scopes named in `msg` (§3, §5).
+#[tokio::test]
+async fn missing_scopes_are_refused_before_anything_else() {
+    let mut dir = Directory::demo();
+    dir.apps.push(lark_emulator::App {
+        app_id: "cli_narrow".into(),
+        app_secret: "s".into(),
+        bot_enabled: false,
+        scopes: Some(vec!["im:message:send_as_bot".into()]),
+    });
+    dir.apps.push(lark_emulator::App {
+        app_id: "cli_mute".into(),
+        app_secret: "s".into(),
+        bot_enabled: true,
+        scopes: Some(vec!["contact:user.id:readonly".into()]),
+    });
+    let h = start_with(EmulatorConfig {
+        directory: dir,
+        limits: Limits::disabled(),
+        ..EmulatorConfig::default()
+    })
+    .await;
+    let token = |r: Reply| {
+        r.body["tenant_access_token"]
+            .as_str()
+            .expect("token")
+            .to_string()
+    };
+    let narrow = token(h.token_reply("cli_narrow", "s").await);
+    let mute = token(h.token_reply("cli_mute", "s").await);
+    let lookup = |t: String| {
+        let h = &h;
+        async move {
+            h.authed(
+                reqwest::Method::POST,
+                "/open-apis/contact/v3/users/batch_get_id",
+                &t,
+                &json!({"mobiles": ["+8613800000001"]}),
+            )
+            .await
+        }
+    };
+    let r = lookup(narrow.clone()).await;
+    assert_error(&r, 400, 99991672);
+    assert!(
+        r.body["msg"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("[contact:user.id:readonly]"),
+        "{:?}",
+        r.body
+    );
+    assert_eq!(lookup(mute.clone()).await.code(), 0);
+    // The narrow app may send, so its request reaches the bot-ability check (230006).
+    assert_error(
+        &h.send_text(&narrow, "open_id", "ou_alice", "x").await,
+        400,
+        230006,
+    );
+    // The mute app cannot send at all: the scope check comes first, even for a receiver that
+    // does not exist.
+    let r = h.send_text(&mute, "open_id", "ou_nobody", "x").await;
+    assert_error(&r, 400, 99991672);
+    assert!(r.body["msg"]
+        .as_str()
+        .unwrap_or_default()
+        .contains("im:message:send_as_bot"));
+    assert!(h.emu.messages().is_empty());
+}
+
+/// A disabled bot is reported before the receiver is looked at, so a send to a receiver that
+/// cannot exist tells whether the bot ability is on without delivering anything
+/// (`lark-sink check` relies on this order).
+#[tokio::test]
+async fn bot_ability_is_checked_before_the_receiver() {
+    let mut dir = Directory::demo();
+    dir.apps.push(lark_emulator::App {
+        app_id: "cli_nobot".into(),
+        app_secret: "s".into(),
+        bot_enabled: false,
+        scopes: None,
+    });
+    let h = start_with(EmulatorConfig {
+        directory: dir,
+        limits: Limits::disabled(),
+        ..EmulatorConfig::default()
+    })
+    .await;
+    let good = h.token().await;
+    let r = h.token_reply("cli_nobot", "s").await;
+    let nobot = r.body["tenant_access_token"].as_str().expect("token");
+    assert_error(
+        &h.send_text(nobot, "open_id", "ou_nobody", "x").await,
+        400,
+        230006,
+    );
+    let r = h.send_text(&good, "open_id", "ou_nobody", "x").await;
+    assert_error(&r, 400, 230001);
+    assert!(r.body["msg"]
+        .as_str()
+        .unwrap_or_default()
+        .ends_with("ext=invalid receive_id"));
+    assert!(h.emu.messages().is_empty());
 }
 
 #[tokio::test]
@@ -928,6 +1035,30 @@ async fn webhook_plain_and_signed() {
         )
         .await;
     assert_eq!(card.code(), 0);
+
+    // The order of the checks (token, size, JSON, signature, then msg_type): a body without
+    // msg_type is refused for its signature first, and for its msg_type only once the
+    // signature is right. `lark-sink check` probes webhooks this way without posting.
+    let probe = |sign: String| json!({"timestamp": now.to_string(), "sign": sign});
+    let r = h
+        .webhook(
+            "hook-signed",
+            &probe(lark_emulator::webhook_sign("demo", now)),
+        )
+        .await;
+    assert_eq!(r.code(), 19002);
+    let r = h.webhook("hook-signed", &probe("bogus".into())).await;
+    assert_eq!(r.code(), 19021);
+    assert_eq!(h.webhook("hook-signed", &json!({})).await.code(), 19021);
+    assert_eq!(
+        h.webhook("hook-plain", &probe("bogus".into())).await.code(),
+        19002,
+        "an unsigned bot ignores sign"
+    );
+    assert_eq!(
+        h.webhook("hook-nope", &probe("bogus".into())).await.code(),
+        19001
+    );
 
     let msgs = h.emu.messages();
     assert_eq!(msgs.len(), 3);

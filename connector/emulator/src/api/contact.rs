@@ -16,7 +16,7 @@ use axum::http::HeaderMap;
 use axum::response::Response;
 use serde_json::{json, Map, Value};
 
-use super::{authenticate, finish, json_object, prologue, AppState};
+use super::{authenticate, finish, json_object, prologue, require_scope, AppState};
 use crate::directory::{normalize_mobile, User, UserIdType};
 use crate::errors::ApiError;
 use crate::faults::FaultTarget;
@@ -79,6 +79,8 @@ fn lookup(
     body: &[u8],
 ) -> Result<Value, ApiError> {
     let app_id = authenticate(shared, headers)?;
+    // §5: the scope of this API.
+    require_scope(shared, &app_id, &["contact:user.id:readonly"])?;
     shared
         .lock()
         .app_limit(&app_id, "batch_get_id", Instant::now())?;

@@ -2,8 +2,9 @@
 //! `POST /open-apis/im/v1/messages/{message_id}/reply` (§2.5), which share body parsing, content
 //! checks, the app budget and the uuid window.
 //!
-//! Checks run in the order a gateway-fronted service would: auth, the app's gateway limit,
-//! request shape and content, receiver permissions, then (atomically, under the state lock)
+//! Checks run in the order a gateway-fronted service would: auth, the app's scopes (99991672),
+//! the app's gateway limit, request shape and content, the app's bot ability (230006), receiver
+//! permissions, then (atomically, under the state lock)
 //! uuid de-duplication, the per-receiver limit and recording. Duplicates are answered from the
 //! original reply (§2.2 emulator recommendation) and never consume receiver quota.
 
@@ -17,7 +18,7 @@ use axum::http::HeaderMap;
 use axum::response::Response;
 use serde_json::{Map, Value};
 
-use super::{authenticate, finish, json_object, prologue, AppState};
+use super::{authenticate, finish, json_object, prologue, require_scope, AppState};
 use crate::content::{self, ContentError};
 use crate::directory::{DirectoryIndex, UserIdType};
 use crate::errors::{self, ApiError};
@@ -25,6 +26,9 @@ use crate::faults::FaultTarget;
 use crate::ids;
 use crate::reply::{self, Dialect};
 use crate::state::{NewApiMessage, ReplyLink, Shared};
+
+/// §2.1: the send API wants any one of these scopes.
+const SEND_SCOPES: &[&str] = &["im:message", "im:message:send_as_bot", "im:message:send"];
 
 /// §2.1: "max 50 chars".
 const UUID_MAX_CHARS: usize = 50;
@@ -56,6 +60,7 @@ fn send(
     body: &[u8],
 ) -> Result<Value, ApiError> {
     let app_id = authenticate(shared, headers)?;
+    require_scope(shared, &app_id, SEND_SCOPES)?;
     shared.lock().app_limit(&app_id, "send", Instant::now())?;
 
     let receive_id_type = query

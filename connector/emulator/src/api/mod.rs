@@ -167,6 +167,19 @@ fn check_token(shared: &Shared, headers: &HeaderMap) -> Result<String, ApiError>
         .ok_or_else(|| errors::INVALID_TOKEN.into())
 }
 
+/// The gateway's scope check (§3: 99991672), right after authentication: the request never
+/// reaches the API, so nothing else about it is looked at.
+pub(crate) fn require_scope(
+    shared: &Shared,
+    app_id: &str,
+    any_of: &[&str],
+) -> Result<(), ApiError> {
+    match shared.dir.app(app_id) {
+        Some(app) if !app.has_any_scope(any_of) => Err(ApiError::missing_scope(any_of)),
+        _ => Ok(()),
+    }
+}
+
 /// Parse a JSON object body; anything else is a 99992402 field-validation error.
 pub(crate) fn json_object(body: &[u8]) -> Result<Map<String, Value>, ApiError> {
     match serde_json::from_slice::<Value>(body) {

@@ -1,0 +1,390 @@
+//! `lark-sink check` against the real broker and the Lark emulator over HTTP: a good config
+//! passes with every line OK and delivers nothing; each broken setting, alone, fails exactly
+//! one check with its own specific line and fix.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use lark_sink::emulator::{App, Directory};
+use lark_sink_e2e::*;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::ClientConfig;
+use serde_json::{json, Value};
+
+const APP_SECRET: &str = "check-app-secret-7f3a";
+const HOOK_SECRET: &str = "check-hook-secret-91c2";
+
+/// The tenant: the demo app (every scope), an app without the bot ability, one without the
+/// contact scope, one without a sending scope; a signed and a plain webhook.
+fn directory() -> Directory {
+    let mut d = Directory::demo();
+    d.apps[0].app_secret = APP_SECRET.into();
+    let app = |id: &str, bot: bool, scopes: Option<Vec<&str>>| App {
+        app_id: id.into(),
+        app_secret: APP_SECRET.into(),
+        bot_enabled: bot,
+        scopes: scopes.map(|s| s.into_iter().map(String::from).collect()),
+    };
+    d.apps.push(app("cli_nobot", false, None));
+    d.apps.push(app(
+        "cli_nocontact",
+        true,
+        Some(vec!["im:message:send_as_bot"]),
+    ));
+    d.apps.push(app(
+        "cli_mute",
+        true,
+        Some(vec!["contact:user.id:readonly"]),
+    ));
+    for w in &mut d.webhooks {
+        if w.token == "hook-signed" {
+            w.secret = Some(HOOK_SECRET.into());
+        }
+    }
+    d
+}
+
+struct Run {
+    code: Option<i32>,
+    out: String,
+    err: String,
+}
+
+impl Run {
+    /// The lines of one status: (check id, the whole line including its fix line).
+    fn lines(&self, status: &str) -> Vec<(String, String)> {
+        let lines: Vec<&str> = self.out.lines().collect();
+        let mut found = Vec::new();
+        for (i, l) in lines.iter().enumerate() {
+            let mut parts = l.split_whitespace();
+            if parts.next() == Some(status) {
+                let id = parts.next().unwrap_or_default().to_string();
+                let mut text = l.to_string();
+                if let Some(next) = lines
+                    .get(i + 1)
+                    .filter(|n| n.trim_start().starts_with("fix:"))
+                {
+                    text.push('\n');
+                    text.push_str(next.trim());
+                }
+                found.push((id, text));
+            }
+        }
+        found
+    }
+
+    /// The run failed exactly one check, `id`; returns its line and fix.
+    fn only_failure(&self, id: &str) -> String {
+        assert_eq!(self.code, Some(1), "{}\n{}", self.out, self.err);
+        let fails = self.lines("FAIL");
+        assert_eq!(fails.len(), 1, "exactly one failed check:\n{}", self.out);
+        assert_eq!(fails[0].0, id, "{}", self.out);
+        assert!(
+            fails[0].1.contains("fix: "),
+            "a failure says how to fix it: {}",
+            fails[0].1
+        );
+        fails[0].1.clone()
+    }
+}
+
+struct Fixture {
+    dir: PathBuf,
+    base: Value,
+    n: std::cell::Cell<u32>,
+}
+
+impl Fixture {
+    fn check(&self, edit: impl FnOnce(&mut Value), args: &[&str]) -> Run {
+        let mut cfg = self.base.clone();
+        edit(&mut cfg["config"]);
+        self.n.set(self.n.get() + 1);
+        let path = self.dir.join(format!("c{}.json", self.n.get()));
+        std::fs::write(&path, cfg.to_string()).unwrap();
+        let out = Command::new(sink_bin())
+            .arg("check")
+            .arg("--config")
+            .arg(&path)
+            .args(["--timeout-ms", "8000"])
+            .args(args)
+            .output()
+            .unwrap();
+        let run = Run {
+            code: out.status.code(),
+            out: String::from_utf8_lossy(&out.stdout).into_owned(),
+            err: String::from_utf8_lossy(&out.stderr).into_owned(),
+        };
+        for secret in [APP_SECRET, HOOK_SECRET] {
+            assert!(
+                !run.out.contains(secret) && !run.err.contains(secret),
+                "a secret was printed:\n{}{}",
+                run.out,
+                run.err
+            );
+        }
+        run
+    }
+}
+
+fn topic_exists(topic: &str) -> bool {
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", broker())
+        .set("allow.auto.create.topics", "false")
+        .create()
+        .unwrap();
+    let md = c
+        .fetch_metadata(None, Duration::from_secs(10))
+        .expect("metadata");
+    md.topics().iter().any(|t| t.name() == topic)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_reports_each_broken_setting_distinctly() {
+    let lark = start_emulator_with(EmulatorConfig {
+        directory: directory(),
+        ..EmulatorConfig::default()
+    })
+    .await;
+    let topic = unique("check-src");
+    let dlq = unique("check-dlq");
+    create_topic(&topic, 3).await;
+    create_topic(&dlq, 1).await;
+    let dir = std::env::temp_dir().join(unique("check"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut base = connector_config("check-test", &topic, &lark, Some(&dlq));
+    base["config"]["lark.app.secret"] = json!(APP_SECRET);
+    base["config"]["lark.webhooks.signed.token"] = json!("hook-signed");
+    base["config"]["lark.webhooks.signed.secret"] = json!(HOOK_SECRET);
+    base["config"]["lark.webhooks.plain.token"] = json!("hook-plain");
+    let fx = Fixture {
+        dir: dir.clone(),
+        base,
+        n: Default::default(),
+    };
+
+    // A good config: exit 0, every line OK, one per check, and nothing delivered.
+    let good = fx.check(|_| {}, &[]);
+    assert_eq!(good.code, Some(0), "{}\n{}", good.out, good.err);
+    let ok: Vec<String> = good.lines("OK").into_iter().map(|(id, _)| id).collect();
+    assert_eq!(
+        ok,
+        [
+            "broker",
+            "topic",
+            "dlq",
+            "dlq-write",
+            "credentials",
+            "send-scope",
+            "bot",
+            "contact-scope",
+            "webhook",
+            "webhook"
+        ],
+        "{}",
+        good.out
+    );
+    for status in ["FAIL", "WARN", "SKIP"] {
+        assert!(good.lines(status).is_empty(), "{}", good.out);
+    }
+    assert!(
+        good.out.contains(&format!("{topic}: 3 partition(s)")),
+        "{}",
+        good.out
+    );
+    assert!(
+        good.out.contains("signed: token and signature verified"),
+        "{}",
+        good.out
+    );
+    assert!(
+        good.out
+            .contains("plain: token valid, no signature required"),
+        "{}",
+        good.out
+    );
+    assert!(good.out.contains("0 failed"), "{}", good.out);
+    assert!(lark.messages().is_empty(), "check delivered a message");
+    // The DLQ probe is there, marked as such.
+    let probes = read_topic(&dlq, 1, Duration::from_secs(20));
+    assert_eq!(probes.len(), 1);
+    assert_eq!(probes[0].header("lark-sink.check"), "probe");
+    assert_eq!(probes[0].key.as_deref(), Some("lark-sink-check".as_bytes()));
+
+    // --no-write: the write is skipped (and said so), nothing else changes.
+    let r = fx.check(|_| {}, &["--no-write"]);
+    assert_eq!(r.code, Some(0), "{}", r.out);
+    let skips = r.lines("SKIP");
+    assert_eq!(skips.len(), 1, "{}", r.out);
+    assert_eq!(skips[0].0, "dlq-write");
+    assert!(skips[0].1.contains("--no-write"));
+
+    // Unreachable broker: librdkafka's reason; the topic checks cannot run; Lark still checked.
+    let r = fx.check(|c| c["kafka.bootstrap.servers"] = json!("127.0.0.1:1"), &[]);
+    let line = r.only_failure("broker");
+    assert!(
+        line.contains("127.0.0.1:1") && line.contains("Connection refused"),
+        "{line}"
+    );
+    assert!(line.contains("kafka.bootstrap.servers"), "{line}");
+    let skipped: Vec<String> = r.lines("SKIP").into_iter().map(|(id, _)| id).collect();
+    assert_eq!(skipped, ["topic", "dlq", "dlq-write"], "{}", r.out);
+    assert_eq!(r.lines("OK").len(), 6, "{}", r.out);
+
+    // A missing source topic, next to an existing one.
+    let r = fx.check(
+        |c| c["topics"] = json!(format!("{topic},{topic}-nope")),
+        &[],
+    );
+    let line = r.only_failure("topic");
+    assert!(
+        line.contains(&format!("{topic}-nope: no such topic")),
+        "{line}"
+    );
+    assert!(line.contains("correct 'topics'"), "{line}");
+    // topics.regex: matching and not.
+    let r = fx.check(
+        |c| {
+            c.as_object_mut().unwrap().remove("topics");
+            c["topics.regex"] = json!(format!("{}.*", &topic[..topic.len() - 3]));
+        },
+        &[],
+    );
+    assert_eq!(r.code, Some(0), "{}", r.out);
+    assert!(
+        r.out.contains("matches 1 topic(s), 3 partition(s)"),
+        "{}",
+        r.out
+    );
+    let r = fx.check(
+        |c| {
+            c.as_object_mut().unwrap().remove("topics");
+            c["topics.regex"] = json!("no-such-prefix-.*");
+        },
+        &[],
+    );
+    assert!(r.only_failure("topic").contains("matches no topic"));
+
+    // A missing DLQ: reported, the write not attempted, and the topic not created by asking.
+    let missing_dlq = unique("check-no-dlq");
+    let r = fx.check(
+        |c| c["errors.deadletterqueue.topic.name"] = json!(missing_dlq),
+        &[],
+    );
+    let line = r.only_failure("dlq");
+    assert!(
+        line.contains(&format!("{missing_dlq}: no such topic")),
+        "{line}"
+    );
+    assert!(line.contains("kafka-topics.sh --create"), "{line}");
+    assert_eq!(r.lines("SKIP")[0].0, "dlq-write");
+    assert!(!topic_exists(&missing_dlq), "check must not create topics");
+
+    // Wrong app secret, unknown app id: which key to fix, with Lark's code.
+    let r = fx.check(|c| c["lark.app.secret"] = json!("not-the-secret"), &[]);
+    let line = r.only_failure("credentials");
+    assert!(
+        line.contains("10014") && line.contains("fix: lark.app.secret is not the secret"),
+        "{line}"
+    );
+    let r = fx.check(|c| c["lark.app.id"] = json!("cli_nobody"), &[]);
+    let line = r.only_failure("credentials");
+    assert!(
+        line.contains("10003") && line.contains("fix: lark.app.id 'cli_nobody'"),
+        "{line}"
+    );
+    let skipped: Vec<String> = r.lines("SKIP").into_iter().map(|(id, _)| id).collect();
+    assert_eq!(skipped, ["send-scope", "bot", "contact-scope"], "{}", r.out);
+
+    // Bot ability off.
+    let r = fx.check(|c| c["lark.app.id"] = json!("cli_nobot"), &[]);
+    let line = r.only_failure("bot");
+    assert!(
+        line.contains("230006") && line.contains("enable the Bot feature"),
+        "{line}"
+    );
+    // No contact scope.
+    let r = fx.check(|c| c["lark.app.id"] = json!("cli_nocontact"), &[]);
+    let line = r.only_failure("contact-scope");
+    assert!(
+        line.contains("99991672") && line.contains("add contact:user.id:readonly"),
+        "{line}"
+    );
+    // ... which --skip accepts for a connector that never addresses phones.
+    let r = fx.check(
+        |c| c["lark.app.id"] = json!("cli_nocontact"),
+        &["--skip", "contact-scope"],
+    );
+    assert_eq!(r.code, Some(0), "{}", r.out);
+    // No sending scope: the bot ability cannot be seen behind it.
+    let r = fx.check(|c| c["lark.app.id"] = json!("cli_mute"), &[]);
+    let line = r.only_failure("send-scope");
+    assert!(
+        line.contains("99991672") && line.contains("im:message:send_as_bot"),
+        "{line}"
+    );
+
+    // Webhooks: wrong secret, missing secret, unknown token.
+    let r = fx.check(
+        |c| c["lark.webhooks.signed.secret"] = json!("not-the-hook-secret"),
+        &[],
+    );
+    let line = r.only_failure("webhook");
+    assert!(line.contains("signed: signature refused (19021)"), "{line}");
+    assert!(line.contains("lark.webhooks.signed.secret"), "{line}");
+    let r = fx.check(
+        |c| {
+            c.as_object_mut()
+                .unwrap()
+                .remove("lark.webhooks.signed.secret");
+        },
+        &[],
+    );
+    let line = r.only_failure("webhook");
+    assert!(
+        line.contains("requires a signature") && line.contains("set lark.webhooks.signed.secret"),
+        "{line}"
+    );
+    let r = fx.check(|c| c["lark.webhooks.plain.token"] = json!("hook-gone"), &[]);
+    let line = r.only_failure("webhook");
+    assert!(
+        line.contains("plain: Lark does not know this webhook (19001"),
+        "{line}"
+    );
+    assert!(
+        !line.contains("hook-gone"),
+        "the token is not printed: {line}"
+    );
+
+    // Lark unreachable: every app check says so (connection refused on a closed port).
+    let r = fx.check(
+        |c| {
+            c["lark.domain"] = json!("http://127.0.0.1:1");
+            for k in [
+                "lark.webhooks.signed.token",
+                "lark.webhooks.signed.secret",
+                "lark.webhooks.plain.token",
+            ] {
+                c.as_object_mut().unwrap().remove(k);
+            }
+        },
+        &[],
+    );
+    let line = r.only_failure("credentials");
+    assert!(
+        line.contains("cannot reach Lark at http://127.0.0.1:1"),
+        "{line}"
+    );
+
+    // A config error is not a failed check: exit 2, the same message as `run`.
+    let r = fx.check(|c| c["errors.tolerence"] = json!("all"), &[]);
+    assert_eq!(r.code, Some(2), "{}\n{}", r.out, r.err);
+    assert!(
+        r.err.contains("'errors.tolerence'") && r.err.contains("did you mean"),
+        "{}",
+        r.err
+    );
+
+    assert!(lark.messages().is_empty(), "no check delivered anything");
+    let _ = std::fs::remove_dir_all(&dir);
+}
