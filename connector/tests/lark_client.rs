@@ -31,6 +31,7 @@ fn lark_config(base_url: String, secret: &str, margin: Duration) -> LarkConfig {
         retry_delay_initial: Duration::from_millis(50),
         retry_timeout: Some(Duration::from_secs(5)),
         webhooks: Default::default(),
+        tls_ca: Vec::new(),
     }
 }
 
