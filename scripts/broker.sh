@@ -12,8 +12,9 @@
 # passing both is rejected ("the argument '--cert <CERT>' cannot be used with '--key <KEY>'"), and
 # even a built TLS config is never used (tansu-broker 0.6.0 src/broker.rs builds `_acceptor` and
 # serves the raw TCP stream; checked with `openssl s_client`, which hangs while tansu reads the
-# ClientHello as a Kafka frame). Its SASL works: SCRAM-SHA-256/512 against users stored in the
-# broker's own storage, PLAIN with any password (tansu-auth 0.6.0 checks only that one was sent).
+# ClientHello as a Kafka frame). Its SASL works for SCRAM-SHA-256/512 against users stored in the
+# broker's own storage; PLAIN is not offered (the handshake fails with NoSharedMechanism in its log,
+# "SASL PLAIN mechanism handshake failed" in librdkafka's).
 # So TLS is terminated by socat in front of tansu, the way a TLS proxy or a sidecar would do it,
 # and everything behind it (the Kafka protocol, SASL) is the real broker:
 #
