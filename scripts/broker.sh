@@ -6,6 +6,27 @@
 #   scripts/broker.sh resume    start it again on the data a stopped broker left (broker-restart test)
 #   scripts/broker.sh stop      stop it
 #   scripts/broker.sh status    say whether it runs
+#   scripts/broker.sh start-secure  also start the secured brokers (TLS, SASL/SCRAM over TLS) on
+#                                   $LARK_SINK_BROKER_PORT+1 .. +4; `stop` stops them too
+#
+# Secured brokers. tansu 0.6 cannot serve TLS itself: `--cert` and `--key` sit in one clap group, so
+# passing both is rejected ("the argument '--cert <CERT>' cannot be used with '--key <KEY>'"), and
+# even a built TLS config is never used (tansu-broker 0.6.0 src/broker.rs builds `_acceptor` and
+# serves the raw TCP stream; checked with `openssl s_client`, which hangs while tansu reads the
+# ClientHello as a Kafka frame). Its SASL works for SCRAM-SHA-256/512 against users stored in the
+# broker's own storage; PLAIN is not offered (the handshake fails with NoSharedMechanism in its log,
+# "SASL PLAIN mechanism handshake failed" in librdkafka's).
+# So TLS is terminated by socat in front of tansu, the way a TLS proxy or a sidecar would do it,
+# and everything behind it (the Kafka protocol, SASL) is the real broker:
+#
+#   PORT+1  SSL       socat TLS ──► tansu (no auth)           on PORT+3, advertised as PORT+1
+#   PORT+2  SASL_SSL  socat TLS ──► tansu --authentication    on PORT+4, advertised as PORT+2
+#
+# The CA, the server certificate (CN localhost, SAN localhost + 127.0.0.1), a second unrelated CA
+# (for the wrong-CA test) and a file of variables for the tests are written to
+# $LARK_SINK_BROKER_DIR-secure. SCRAM users are created before authentication is switched on
+# (tansu refuses AlterUserScramCredentials from an unauthenticated client): tansu starts without
+# --authentication, `tansu user create` adds them, and tansu restarts on the same SQLite file with it.
 #
 # Why sqlite: tansu's memory:// engine answers "earliest" offset queries with the end offset, so a
 # fresh consumer group would miss every record; with sqlite, groups, commits, rebalances and
@@ -16,13 +37,82 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 STATE=${LARK_SINK_BROKER_DIR:-$ROOT/.broker}
 PORT=${LARK_SINK_BROKER_PORT:-19092}
 TANSU=${TANSU_BIN:-$(command -v tansu || echo "$HOME/.cargo/bin/tansu")}
+SECURE=${STATE}-secure
+# The SASL user the tests log in as; the password is also in tests/src/lib.rs (KAFKA_PASSWORD).
+SASL_USER=${LARK_SINK_TEST_KAFKA_USER:-lark-sink-e2e}
+SASL_PASSWORD=${LARK_SINK_TEST_KAFKA_PASSWORD:-e2e-kafka-password-9b2e}
 
 have_tansu() {
   [ -x "$TANSU" ] && "$TANSU" --version 2>/dev/null | grep -q ' 0\.6\.'
 }
 
 port_open() {
-  (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null
+  (exec 3<>"/dev/tcp/127.0.0.1/${1:-$PORT}") 2>/dev/null
+}
+
+# wait_port PORT PIDFILE LOG: until PORT accepts connections, or fail with the log.
+wait_port() {
+  for _ in $(seq 1 100); do
+    if port_open "$1"; then return 0; fi
+    if ! kill -0 "$(cat "$2")" 2>/dev/null; then break; fi
+    sleep 0.2
+  done
+  echo "broker: nothing listens on 127.0.0.1:$1; log $3:" >&2; cat "$3" >&2; return 1
+}
+
+stop_pid() {
+  [ -f "$1" ] || return 0
+  local pid; pid=$(cat "$1")
+  kill "$pid" 2>/dev/null || true
+  for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  kill -9 "$pid" 2>/dev/null || true
+  rm -f "$1"
+}
+
+# tansu_start NAME LISTEN_PORT ADVERTISED_PORT [extra args]: a tansu on its own SQLite file in $SECURE.
+tansu_start() {
+  local name=$1 port=$2 advertised=$3; shift 3
+  (
+    cd "$SECURE"
+    nohup "$TANSU" broker \
+      --kafka-cluster-id "lark-sink-test-$name" \
+      --kafka-listener-url "tcp://127.0.0.1:$port" \
+      --kafka-advertised-listener-url "tcp://127.0.0.1:$advertised" \
+      --storage-engine "sqlite://$name.db" \
+      "$@" >>"$name.log" 2>&1 &
+    echo $! >"$name.pid"
+  )
+  wait_port "$port" "$SECURE/$name.pid" "$SECURE/$name.log"
+}
+
+# tls_front NAME PORT BACKEND_PORT: socat terminating TLS on PORT, forwarding to BACKEND_PORT.
+tls_front() {
+  local name=$1 port=$2 backend=$3
+  (
+    cd "$SECURE"
+    nohup socat \
+      "OPENSSL-LISTEN:$port,bind=127.0.0.1,reuseaddr,fork,cert=server.pem,key=server.key,verify=0" \
+      "TCP:127.0.0.1:$backend" >"$name-tls.log" 2>&1 &
+    echo $! >"$name-tls.pid"
+  )
+  wait_port "$port" "$SECURE/$name-tls.pid" "$SECURE/$name-tls.log"
+}
+
+# make_certs: a throwaway CA, a server certificate it signs, and an unrelated second CA.
+make_certs() {
+  (
+    cd "$SECURE"
+    openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=lark-sink e2e CA" \
+      -keyout ca.key -out ca.pem 2>/dev/null
+    openssl req -newkey rsa:2048 -nodes -subj "/CN=localhost" \
+      -keyout server.key -out server.csr 2>/dev/null
+    printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n' >server.ext
+    openssl x509 -req -days 2 -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial \
+      -extfile server.ext -out server.pem 2>/dev/null
+    openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=some other CA" \
+      -keyout other-ca.key -out other-ca.pem 2>/dev/null
+    openssl verify -CAfile ca.pem server.pem >/dev/null
+  )
 }
 
 case "${1:-}" in
@@ -58,20 +148,54 @@ case "${1:-}" in
     done
     echo "broker: tansu did not start; its log:" >&2; cat "$STATE/broker.log" >&2; exit 1
     ;;
+  start-secure)
+    have_tansu || { echo "broker: tansu not installed; run scripts/broker.sh install" >&2; exit 1; }
+    for tool in openssl socat; do
+      command -v "$tool" >/dev/null || { echo "broker: '$tool' is missing (Debian package '$tool'; scripts/test.sh installs it)" >&2; exit 1; }
+    done
+    SSL_PORT=$((PORT + 1)); SASL_PORT=$((PORT + 2)); SSL_BACK=$((PORT + 3)); SASL_BACK=$((PORT + 4))
+    for p in $SSL_PORT $SASL_PORT $SSL_BACK $SASL_BACK; do
+      if port_open "$p"; then echo "broker: something already listens on 127.0.0.1:$p" >&2; exit 1; fi
+    done
+    rm -rf "$SECURE"; mkdir -p "$SECURE"
+    make_certs
+    # SSL: no authentication behind the TLS front.
+    tansu_start ssl "$SSL_BACK" "$SSL_PORT"
+    tls_front ssl "$SSL_PORT" "$SSL_BACK"
+    # SASL_SSL: users first, then the same storage with authentication required.
+    tansu_start sasl "$SASL_BACK" "$SASL_PORT"
+    for mech in scram256 scram512; do
+      "$TANSU" user create --broker "tcp://127.0.0.1:$SASL_BACK" --mechanism "$mech" \
+        "$SASL_USER" "$SASL_PASSWORD" >>"$SECURE/sasl.log" 2>&1
+    done
+    stop_pid "$SECURE/sasl.pid"
+    for _ in $(seq 1 50); do port_open "$SASL_BACK" || break; sleep 0.1; done
+    tansu_start sasl "$SASL_BACK" "$SASL_PORT" --authentication
+    tls_front sasl "$SASL_PORT" "$SASL_BACK"
+    cat >"$SECURE/env" <<ENV
+export LARK_SINK_TEST_BROKER_SSL=127.0.0.1:$SSL_PORT
+export LARK_SINK_TEST_BROKER_SASL_SSL=127.0.0.1:$SASL_PORT
+export LARK_SINK_TEST_BROKER_CA=$SECURE/ca.pem
+export LARK_SINK_TEST_BROKER_OTHER_CA=$SECURE/other-ca.pem
+export LARK_SINK_TEST_KAFKA_USER=$SASL_USER
+ENV
+    echo "broker: secured brokers up: SSL on 127.0.0.1:$SSL_PORT, SASL_SSL (SCRAM-SHA-256/512, user $SASL_USER) on 127.0.0.1:$SASL_PORT"
+    echo "broker: for the tests: source $SECURE/env"
+    ;;
   stop)
     if [ -f "$STATE/broker.pid" ]; then
-      pid=$(cat "$STATE/broker.pid")
-      kill "$pid" 2>/dev/null || true
-      for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-      kill -9 "$pid" 2>/dev/null || true
-      rm -f "$STATE/broker.pid"
+      stop_pid "$STATE/broker.pid"
       echo "broker: stopped"
+    fi
+    if [ -d "$SECURE" ]; then
+      for f in "$SECURE"/*.pid; do [ -e "$f" ] && stop_pid "$f"; done
+      echo "broker: secured brokers stopped"
     fi
     ;;
   status)
     if port_open; then echo "broker: running on 127.0.0.1:$PORT"; else echo "broker: not running"; exit 1; fi
     ;;
   *)
-    echo "usage: $0 install|start|resume|stop|status" >&2; exit 2
+    echo "usage: $0 install|start|start-secure|resume|stop|status" >&2; exit 2
     ;;
 esac

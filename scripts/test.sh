@@ -6,10 +6,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # 1. System packages (skipped when present): promtool for the metrics test (Debian's
-#    'prometheus'), OpenSSL headers for librdkafka's TLS. Then the broker (slow once, then skipped).
+#    'prometheus'), OpenSSL headers for librdkafka's TLS, the openssl command for the test
+#    certificates and socat as the secured brokers' TLS terminator (scripts/broker.sh says why).
+#    Then the broker (slow once, then skipped).
 need=()
 command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 pkg-config --exists openssl 2>/dev/null || need+=(libssl-dev pkg-config)
+command -v openssl >/dev/null 2>&1 || need+=(openssl)
+command -v socat >/dev/null 2>&1 || need+=(socat)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing Debian packages: ${need[*]}"
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
@@ -21,11 +25,15 @@ scripts/broker.sh install
 # 2. One build of the whole workspace, shared by every test below.
 cargo build --workspace --all-targets --locked
 
-# 3. A fresh broker for this run, stopped however the run ends.
+# 3. Fresh brokers for this run (the plain one, and the secured ones on the next four ports),
+#    stopped however the run ends.
 export LARK_SINK_BROKER_PORT=${LARK_SINK_BROKER_PORT:-19092}
-scripts/broker.sh start
 trap 'scripts/broker.sh stop' EXIT
+scripts/broker.sh start
+scripts/broker.sh start-secure
 export LARK_SINK_TEST_BROKER="127.0.0.1:$LARK_SINK_BROKER_PORT"
+# shellcheck disable=SC1091
+source "${LARK_SINK_BROKER_DIR:-.broker}-secure/env"
 
 # 4. Everything.
 cargo test --workspace --locked "$@"

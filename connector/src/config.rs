@@ -92,6 +92,9 @@ pub struct LarkConfig {
     pub lookup_negative_ttl: Duration,
     /// Resolve `email` receivers to open_ids before sending (`lark.email.resolve`).
     pub email_resolve: bool,
+    /// Extra trusted roots from `lark.tls.ca.file` (a TLS-intercepting proxy, a private
+    /// deployment), added to the system's; empty = the system roots only.
+    pub tls_ca: Vec<reqwest::Certificate>,
 }
 
 #[derive(Debug, Clone)]
@@ -153,6 +156,7 @@ pub const KNOWN_KEYS: &[&str] = &[
     "lark.app.secret",
     "lark.domain",
     "lark.request.timeout.ms",
+    "lark.tls.ca.file",
     "lark.token.refresh.margin.ms",
     "lark.rate.app.per.second",
     "lark.rate.app.per.minute",
@@ -429,6 +433,10 @@ impl ConnectorConfig {
                         format!("'{v}' is not true or false"),
                     ))
                 }
+            },
+            tls_ca: match get("lark.tls.ca.file") {
+                Some(path) => load_ca_bundle("lark.tls.ca.file", Path::new(path))?,
+                None => Vec::new(),
             },
         };
         if lark.lookup_negative_ttl > lark.lookup_ttl {
@@ -724,6 +732,58 @@ fn parse_webhooks(
     Ok(out)
 }
 
+/// Reads a PEM CA bundle and checks that an HTTPS client accepts it as extra roots, so an
+/// unreadable file, a file without a certificate or a malformed certificate stops start-up here
+/// instead of failing every request later.
+fn load_ca_bundle(key: &str, path: &Path) -> Result<Vec<reqwest::Certificate>, ConfigError> {
+    let pem = std::fs::read(path)
+        .map_err(|e| key_err(key, format!("cannot read '{}': {e}", path.display())))?;
+    let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
+        key_err(
+            key,
+            format!("'{}' is not a PEM certificate bundle: {e}", path.display()),
+        )
+    })?;
+    if certs.is_empty() {
+        return Err(key_err(
+            key,
+            format!(
+                "'{}' holds no PEM certificate (expected -----BEGIN CERTIFICATE----- blocks)",
+                path.display()
+            ),
+        ));
+    }
+    reqwest::Client::builder()
+        .tls_certs_merge(certs.clone())
+        .build()
+        .map_err(|e| {
+            key_err(
+                key,
+                format!(
+                    "'{}' holds a certificate that cannot be used as a root: {}",
+                    path.display(),
+                    error_chain(&e)
+                ),
+            )
+        })?;
+    Ok(certs)
+}
+
+/// An error and its sources, `a: b: c` (reqwest's own message omits the cause).
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        let c = cause.to_string();
+        if !s.contains(&c) {
+            s.push_str(": ");
+            s.push_str(&c);
+        }
+        source = cause.source();
+    }
+    s
+}
+
 /// Keys whose values are credentials.
 fn is_secret_key(key: &str) -> bool {
     [
@@ -1009,6 +1069,35 @@ mod tests {
         assert!(err(j.clone()).contains("source topic"));
         j["config"]["lark.result.topic"] = json!("results-alerts");
         assert!(ConnectorConfig::from_json(&j).is_ok());
+    }
+
+    #[test]
+    fn lark_tls_ca_file_must_be_a_readable_pem_bundle() {
+        let dir = std::env::temp_dir().join(format!("lark-sink-ca-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let e = err(with("lark.tls.ca.file", "/nonexistent/ca.pem"));
+        assert!(
+            e.contains("'lark.tls.ca.file'") && e.contains("cannot read"),
+            "{e}"
+        );
+        let junk = dir.join("junk.pem");
+        std::fs::write(&junk, "not a certificate\n").unwrap();
+        let e = err(with("lark.tls.ca.file", &junk.display().to_string()));
+        assert!(
+            e.contains("'lark.tls.ca.file'") && e.contains("no PEM certificate"),
+            "{e}"
+        );
+        let broken = dir.join("broken.pem");
+        std::fs::write(
+            &broken,
+            "-----BEGIN CERTIFICATE-----\n!!not base64!!\n-----END CERTIFICATE-----\n",
+        )
+        .unwrap();
+        let e = err(with("lark.tls.ca.file", &broken.display().to_string()));
+        assert!(e.contains("'lark.tls.ca.file'"), "{e}");
+        let c = ConnectorConfig::from_json(&base()).unwrap();
+        assert!(c.lark.tls_ca.is_empty(), "system roots only by default");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

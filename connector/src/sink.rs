@@ -58,6 +58,9 @@ pub enum SinkError {
         "stopping: Lark rejected the app configuration while delivering {coordinates}: {reason}"
     )]
     LarkConfig { coordinates: String, reason: String },
+    /// Kafka refused the credentials, or its certificate was not trusted (checked at start-up).
+    #[error("cannot start: {0}")]
+    KafkaAccess(crate::source::probe::KafkaAccessError),
 }
 
 /// Live counters, readable while the sink runs (the demo, tests and benchmarks watch them).
@@ -166,6 +169,11 @@ pub async fn run(
     let client = Arc::new(
         LarkClient::new(&cfg.lark).map_err(|e| SinkError::Startup(format!("HTTP client: {e}")))?,
     );
+    // Wrong Kafka credentials or an untrusted broker certificate stop start-up here, with
+    // librdkafka's reason, instead of being retried quietly forever.
+    crate::source::probe::check(&cfg.kafka, crate::source::probe::CHECK_TIME)
+        .await
+        .map_err(SinkError::KafkaAccess)?;
     let dlq = match (&cfg.errors.dlq_topic, cfg.errors.tolerance) {
         (Some(topic), Tolerance::All) => {
             let w = DeadLetterWriter::new(

@@ -39,6 +39,7 @@ fn client(lark: &EmulatorHandle) -> Arc<LarkClient> {
         lookup_ttl: Duration::from_secs(3600),
         lookup_negative_ttl: Duration::from_secs(300),
         email_resolve: false,
+        tls_ca: Vec::new(),
     };
     Arc::new(LarkClient::new(&cfg).unwrap())
 }

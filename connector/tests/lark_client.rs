@@ -34,6 +34,7 @@ fn lark_config(base_url: String, secret: &str, margin: Duration) -> LarkConfig {
         lookup_ttl: Duration::from_secs(3600),
         lookup_negative_ttl: Duration::from_secs(300),
         email_resolve: false,
+        tls_ca: Vec::new(),
     }
 }
 

@@ -4,7 +4,14 @@
 //! Every test gets its own topics, consumer group and emulator, so tests run in parallel against
 //! one shared broker. The broker address comes from `LARK_SINK_TEST_BROKER`, which
 //! `scripts/test.sh` exports after starting the broker; without it the tests fail with a message
-//! saying how to start one, never silently pass.
+//! saying how to start one, never silently pass. The secured brokers (TLS, SASL over TLS) of
+//! `scripts/broker.sh start-secure` are reached through [`KafkaAccess`].
+//!
+//! The secret scan: everything the suite reads back from lark-sink (every connector's log, every
+//! admin API answer including `/metrics`, every record read from a topic, every `lark-sink`
+//! command's output) passes through [`assert_no_secrets`], which panics naming where a secret,
+//! tenant token or webhook secret showed up. Tests read only through these helpers:
+//! `tests/security.rs` fails if a test file talks to Kafka or HTTP directly.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -46,11 +53,113 @@ pub fn unique(prefix: &str) -> String {
     format!("{prefix}-{}-{nanos}", std::process::id())
 }
 
+/// How a test client (and a connector) reaches Kafka: the plain broker, or a secured one.
+#[derive(Clone, Debug)]
+pub struct KafkaAccess {
+    /// librdkafka properties, `bootstrap.servers` included.
+    pub props: Vec<(String, String)>,
+}
+
+/// The SASL password of the secured broker's test user (`scripts/broker.sh` creates the user).
+pub const KAFKA_PASSWORD: &str = "e2e-kafka-password-9b2e";
+
+fn secure_env(var: &str) -> String {
+    std::env::var(var).unwrap_or_else(|_| {
+        panic!(
+            "{var} is not set. The security tests need the secured brokers: run `scripts/test.sh`, \
+             or `scripts/broker.sh start-secure` and `source $LARK_SINK_BROKER_DIR-secure/env` \
+             (it prints the path) before `cargo test`"
+        )
+    })
+}
+
+impl KafkaAccess {
+    /// The plain broker (`LARK_SINK_TEST_BROKER`), as every other test uses it.
+    pub fn plain() -> Self {
+        KafkaAccess {
+            props: vec![("bootstrap.servers".into(), broker())],
+        }
+    }
+
+    /// TLS (`security.protocol=SSL`) verified against the test CA.
+    pub fn ssl() -> Self {
+        KafkaAccess {
+            props: vec![
+                (
+                    "bootstrap.servers".into(),
+                    secure_env("LARK_SINK_TEST_BROKER_SSL"),
+                ),
+                ("security.protocol".into(), "SSL".into()),
+                (
+                    "ssl.ca.location".into(),
+                    secure_env("LARK_SINK_TEST_BROKER_CA"),
+                ),
+            ],
+        }
+    }
+
+    /// SASL over TLS with `mechanism` (`SCRAM-SHA-256` or `SCRAM-SHA-512`) as the test user.
+    pub fn sasl_ssl(mechanism: &str) -> Self {
+        KafkaAccess {
+            props: vec![
+                (
+                    "bootstrap.servers".into(),
+                    secure_env("LARK_SINK_TEST_BROKER_SASL_SSL"),
+                ),
+                ("security.protocol".into(), "SASL_SSL".into()),
+                (
+                    "ssl.ca.location".into(),
+                    secure_env("LARK_SINK_TEST_BROKER_CA"),
+                ),
+                ("sasl.mechanism".into(), mechanism.into()),
+                (
+                    "sasl.username".into(),
+                    secure_env("LARK_SINK_TEST_KAFKA_USER"),
+                ),
+                ("sasl.password".into(), KAFKA_PASSWORD.into()),
+            ],
+        }
+    }
+
+    /// The same access with one property replaced (a wrong password, another CA).
+    pub fn with(mut self, key: &str, value: &str) -> Self {
+        self.props.retain(|(k, _)| k != key);
+        self.props.push((key.into(), value.into()));
+        self
+    }
+
+    pub fn bootstrap(&self) -> &str {
+        self.props
+            .iter()
+            .find(|(k, _)| k == "bootstrap.servers")
+            .map(|(_, v)| v.as_str())
+            .unwrap_or("")
+    }
+
+    /// A librdkafka config with these properties.
+    pub fn client_config(&self) -> ClientConfig {
+        let mut c = ClientConfig::new();
+        for (k, v) in &self.props {
+            c.set(k, v);
+        }
+        c
+    }
+
+    /// Writes these properties into a connector config as `kafka.*` keys.
+    pub fn apply_to(&self, config: &mut Value) {
+        for (k, v) in &self.props {
+            config["config"][format!("kafka.{k}")] = json!(v);
+        }
+    }
+}
+
 pub async fn create_topic(topic: &str, partitions: i32) {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", broker())
-        .create()
-        .expect("admin client");
+    create_topic_on(&KafkaAccess::plain(), topic, partitions).await
+}
+
+pub async fn create_topic_on(kafka: &KafkaAccess, topic: &str, partitions: i32) {
+    let admin: AdminClient<DefaultClientContext> =
+        kafka.client_config().create().expect("admin client");
     let res = admin
         .create_topics(
             &[NewTopic::new(topic, partitions, TopicReplication::Fixed(1))],
@@ -71,8 +180,12 @@ pub struct Producer {
 
 impl Producer {
     pub fn new() -> Self {
-        let inner = ClientConfig::new()
-            .set("bootstrap.servers", broker())
+        Self::on(&KafkaAccess::plain())
+    }
+
+    pub fn on(kafka: &KafkaAccess) -> Self {
+        let inner = kafka
+            .client_config()
             .set("message.timeout.ms", "20000")
             .create()
             .expect("producer");
@@ -147,9 +260,45 @@ impl ReadRecord {
 /// Waits for the topic to exist first (the connector creates its DLQ at start-up), then assigns
 /// every partition directly: a group subscription to a missing topic would only notice the topic
 /// at librdkafka's next metadata refresh, minutes later.
+///
+/// Every record read is scanned for secrets ([`assert_no_secrets`]): key, value and headers.
 pub fn read_topic(topic: &str, expected: usize, timeout: Duration) -> Vec<ReadRecord> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", broker())
+    read_topic_on(&KafkaAccess::plain(), topic, expected, timeout)
+}
+
+pub fn read_topic_on(
+    kafka: &KafkaAccess,
+    topic: &str,
+    expected: usize,
+    timeout: Duration,
+) -> Vec<ReadRecord> {
+    let records = read_topic_unscanned(kafka, topic, expected, timeout);
+    for (i, r) in records.iter().enumerate() {
+        let place = format!("record {i} of topic {topic}");
+        if let Some(k) = &r.key {
+            assert_no_secrets(&format!("the key of {place}"), &String::from_utf8_lossy(k));
+        }
+        if let Some(v) = &r.value {
+            assert_no_secrets(
+                &format!("the value of {place}"),
+                &String::from_utf8_lossy(v),
+            );
+        }
+        for (k, v) in &r.headers {
+            assert_no_secrets(&format!("header {k} of {place}"), &format!("{k}: {v}"));
+        }
+    }
+    records
+}
+
+fn read_topic_unscanned(
+    kafka: &KafkaAccess,
+    topic: &str,
+    expected: usize,
+    timeout: Duration,
+) -> Vec<ReadRecord> {
+    let consumer: BaseConsumer = kafka
+        .client_config()
         .set("group.id", unique("reader"))
         .set("enable.auto.commit", "false")
         .create()
@@ -251,8 +400,12 @@ pub fn read_to_end(topic: &str, timeout: Duration) -> Vec<ReadRecord> {
 
 /// The committed offset of each partition `0..partitions` of `topic` for `group` (-1 = none).
 pub fn committed(group: &str, topic: &str, partitions: i32) -> Vec<i64> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", broker())
+    committed_on(&KafkaAccess::plain(), group, topic, partitions)
+}
+
+pub fn committed_on(kafka: &KafkaAccess, group: &str, topic: &str, partitions: i32) -> Vec<i64> {
+    let consumer: BaseConsumer = kafka
+        .client_config()
         .set("group.id", group)
         .create()
         .expect("consumer");
@@ -287,9 +440,120 @@ pub async fn start_emulator() -> EmulatorHandle {
 }
 
 pub async fn start_emulator_with(cfg: EmulatorConfig) -> EmulatorHandle {
-    Emulator::start(cfg, SocketAddr::from(([127, 0, 0, 1], 0)))
+    let emulator = Emulator::start(cfg, SocketAddr::from(([127, 0, 0, 1], 0)))
         .await
-        .expect("start emulator")
+        .expect("start emulator");
+    remember(&emulator);
+    emulator
+}
+
+/// An emulator served over HTTPS with `tls` (see [`TlsFiles`]).
+pub async fn start_emulator_tls(cfg: EmulatorConfig, tls: &TlsFiles) -> EmulatorHandle {
+    let cert = std::fs::read(&tls.cert).expect("read the server certificate");
+    let key = std::fs::read(&tls.key).expect("read the server key");
+    let emulator = Emulator::start_tls(cfg, SocketAddr::from(([127, 0, 0, 1], 0)), &cert, &key)
+        .await
+        .expect("start the HTTPS emulator");
+    remember(&emulator);
+    emulator
+}
+
+/// Every emulator this test process started: the secret scan asks them for the app secrets,
+/// webhook secrets and tenant tokens they know.
+static EMULATORS: std::sync::Mutex<Vec<EmulatorHandle>> = std::sync::Mutex::new(Vec::new());
+
+fn remember(emulator: &EmulatorHandle) {
+    EMULATORS
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push(emulator.clone());
+}
+
+/// A throwaway CA and a server certificate it signed (CN localhost, SAN localhost and
+/// 127.0.0.1), made with the `openssl` command in a fresh directory.
+#[derive(Clone, Debug)]
+pub struct TlsFiles {
+    pub dir: PathBuf,
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+impl TlsFiles {
+    pub fn generate() -> TlsFiles {
+        let dir = std::env::temp_dir().join(unique("tls"));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let run = |args: &[&str]| {
+            let out = Command::new("openssl")
+                .args(args)
+                .current_dir(&dir)
+                .output()
+                .expect(
+                    "the openssl command (Debian package 'openssl'; scripts/test.sh installs it)",
+                );
+            assert!(
+                out.status.success(),
+                "openssl {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        run(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=lark-sink e2e CA",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+        ]);
+        run(&[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            "/CN=localhost",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+        ]);
+        std::fs::write(
+            dir.join("server.ext"),
+            "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n\
+             keyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n",
+        )
+        .expect("write server.ext");
+        run(&[
+            "x509",
+            "-req",
+            "-days",
+            "2",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-extfile",
+            "server.ext",
+            "-out",
+            "server.pem",
+        ]);
+        TlsFiles {
+            ca: dir.join("ca.pem"),
+            cert: dir.join("server.pem"),
+            key: dir.join("server.key"),
+            dir,
+        }
+    }
 }
 
 /// A connector config for `topic`, talking to `emulator` with the demo app's credentials.
@@ -299,9 +563,19 @@ pub fn connector_config(
     emulator: &EmulatorHandle,
     dlq: Option<&str>,
 ) -> Value {
+    connector_config_on(&KafkaAccess::plain(), name, topic, emulator, dlq)
+}
+
+/// [`connector_config`] for a connector reaching Kafka through `kafka`.
+pub fn connector_config_on(
+    kafka: &KafkaAccess,
+    name: &str,
+    topic: &str,
+    emulator: &EmulatorHandle,
+    dlq: Option<&str>,
+) -> Value {
     let mut cfg = json!({
         "topics": topic,
-        "kafka.bootstrap.servers": broker(),
         "kafka.group.id": name,
         "lark.app.id": "cli_demo_app",
         "lark.app.secret": "demo-secret",
@@ -318,7 +592,9 @@ pub fn connector_config(
         cfg["errors.tolerance"] = json!("all");
         cfg["errors.deadletterqueue.topic.name"] = json!(d);
     }
-    json!({"name": name, "config": cfg})
+    let mut cfg = json!({"name": name, "config": cfg});
+    kafka.apply_to(&mut cfg);
+    cfg
 }
 
 /// The `lark-sink` binary built from this workspace.
@@ -448,33 +724,156 @@ impl Connector {
     }
 }
 
-/// Secret values the tests give connectors; none may ever appear in a connector's log.
+/// Secret values the tests give connectors; none may ever appear in anything lark-sink writes.
 pub const SECRETS: &[&str] = &[
     "demo-secret",
     "not-the-secret-42",
     ADMIN_TOKEN,
     WEBHOOK_SECRET,
     "not-the-bot-secret",
+    KAFKA_PASSWORD,
+    WRONG_KAFKA_PASSWORD,
 ];
 /// The signing secret the webhook tests give the emulator's `hook-signed` bot.
 pub const WEBHOOK_SECRET: &str = "e2e-hook-secret-7c1d";
 /// The admin token the operations tests set.
 pub const ADMIN_TOKEN: &str = "e2e-admin-token-5f3a";
+/// The wrong SASL password the security tests try.
+pub const WRONG_KAFKA_PASSWORD: &str = "e2e-wrong-kafka-password-31c4";
 
-/// Every connector a test ran is checked when it is dropped: its log must not contain a secret
-/// or a tenant token (the emulator issues `t-` + 40 hex digits), whatever code path ran.
-fn assert_no_secrets(log: &str) {
-    for secret in SECRETS {
+/// Every secret the suite knows of: [`SECRETS`], plus, from every emulator this process started,
+/// its apps' secrets, its webhooks' signing secrets and every tenant token it issued.
+pub fn known_secrets() -> Vec<String> {
+    let mut all: Vec<String> = SECRETS.iter().map(|s| s.to_string()).collect();
+    for emulator in EMULATORS.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+        let dir = emulator.directory();
+        all.extend(dir.apps.iter().map(|a| a.app_secret.clone()));
+        all.extend(dir.webhooks.iter().filter_map(|w| w.secret.clone()));
+        all.extend(emulator.issued_tokens());
+    }
+    all.retain(|s| s.len() >= 8); // a short "secret" would match ordinary text
+    all.sort();
+    all.dedup();
+    all
+}
+
+/// Panics, naming `place`, if `text` contains a known secret ([`known_secrets`]) or anything
+/// shaped like a tenant token (the emulator issues `t-` + 40 hex digits). Every read of what
+/// lark-sink wrote goes through this.
+pub fn assert_no_secrets(place: &str, text: &str) {
+    for secret in known_secrets() {
         assert!(
-            !log.contains(secret),
-            "a secret ({secret}) leaked into the connector log:\n{log}"
+            !text.contains(&secret),
+            "a secret ({secret}) leaked into {place}:\n{text}"
         );
     }
     let token = regex::Regex::new(r"t-[0-9a-f]{20,}").expect("regex");
-    assert!(
-        !token.is_match(log),
-        "a tenant token leaked into the connector log:\n{log}"
-    );
+    if let Some(m) = token.find(text) {
+        panic!(
+            "a tenant token ({}) leaked into {place}:\n{text}",
+            m.as_str()
+        );
+    }
+}
+
+/// What a `lark-sink` command printed, already scanned for secrets.
+#[derive(Debug)]
+pub struct SinkOutput {
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Runs `lark-sink ARGS` to completion (e.g. `send`, `--help`) and scans what it printed.
+pub fn run_sink<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> SinkOutput {
+    let out = Command::new(sink_bin())
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run lark-sink");
+    let o = SinkOutput {
+        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    };
+    let what = args
+        .iter()
+        .map(|a| a.as_ref().to_string_lossy().into_owned())
+        .collect::<Vec<_>>()
+        .join(" ");
+    assert_no_secrets(&format!("the output of `lark-sink {what}`"), &o.stdout);
+    assert_no_secrets(&format!("the errors of `lark-sink {what}`"), &o.stderr);
+    o
+}
+
+/// A client of a connector's admin API. Every answer (probes, `/metrics`, the REST API, error
+/// bodies) is scanned for secrets before the test sees it.
+pub struct Admin {
+    pub base: String,
+    http: reqwest::Client,
+}
+
+/// The HTTP methods the admin API uses.
+pub use reqwest::Method;
+
+impl Admin {
+    pub async fn of(c: &Connector) -> Admin {
+        Admin {
+            base: c.admin_url().await,
+            http: reqwest::Client::new(),
+        }
+    }
+
+    /// `method path` with the bearer token `token` (none when `None`); (status, body).
+    pub async fn call_with(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> (u16, String) {
+        let mut req = self
+            .http
+            .request(method.clone(), format!("{}{path}", self.base));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.expect("admin API reachable");
+        let status = resp.status().as_u16();
+        let mut text = String::new();
+        for (k, v) in resp.headers() {
+            text.push_str(&format!("{k}: {}\n", String::from_utf8_lossy(v.as_bytes())));
+        }
+        let body = resp.text().await.unwrap_or_default();
+        text.push_str(&body);
+        assert_no_secrets(&format!("the admin API's answer to {method} {path}"), &text);
+        (status, body)
+    }
+
+    /// `method path`, with [`ADMIN_TOKEN`] when `token` is true.
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        token: bool,
+        body: Option<Value>,
+    ) -> (u16, String) {
+        self.call_with(method, path, token.then_some(ADMIN_TOKEN), body)
+            .await
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        let (s, body) = self.call(Method::GET, path, true, None).await;
+        (s, serde_json::from_str(&body).unwrap_or(Value::Null))
+    }
+
+    /// A `/metrics` scrape (with [`ADMIN_TOKEN`]).
+    pub async fn metrics(&self) -> String {
+        self.call(Method::GET, "/metrics", true, None).await.1
+    }
 }
 
 impl Drop for Connector {
@@ -489,7 +888,7 @@ impl Drop for Connector {
         } else {
             let log = self.logs();
             let _ = std::fs::remove_dir_all(&self.dir);
-            assert_no_secrets(&log);
+            assert_no_secrets("the connector log", &log);
         }
     }
 }
@@ -511,6 +910,8 @@ pub struct Scenario {
     pub dlq: String,
     pub lark: EmulatorHandle,
     pub partitions: i32,
+    /// How this scenario's clients and connectors reach Kafka.
+    pub kafka: KafkaAccess,
     producer: Producer,
 }
 
@@ -520,14 +921,31 @@ impl Scenario {
     }
 
     pub async fn with_emulator(prefix: &str, partitions: i32, cfg: EmulatorConfig) -> Scenario {
+        Self::on(
+            KafkaAccess::plain(),
+            prefix,
+            partitions,
+            start_emulator_with(cfg).await,
+        )
+        .await
+    }
+
+    /// A scenario on the broker `kafka` reaches, delivering to `lark`.
+    pub async fn on(
+        kafka: KafkaAccess,
+        prefix: &str,
+        partitions: i32,
+        lark: EmulatorHandle,
+    ) -> Scenario {
         let topic = unique(prefix);
-        create_topic(&topic, partitions).await;
+        create_topic_on(&kafka, &topic, partitions).await;
         Scenario {
             name: unique(&format!("{prefix}-sink")),
             dlq: unique(&format!("{prefix}-dlq")),
-            lark: start_emulator_with(cfg).await,
+            lark,
             partitions,
-            producer: Producer::new(),
+            producer: Producer::on(&kafka),
+            kafka,
             topic,
         }
     }
@@ -576,20 +994,27 @@ impl Scenario {
 
     /// A connector config with `errors.tolerance=all` and this scenario's DLQ.
     pub fn config(&self) -> Value {
-        connector_config(&self.name, &self.topic, &self.lark, Some(&self.dlq))
+        connector_config_on(
+            &self.kafka,
+            &self.name,
+            &self.topic,
+            &self.lark,
+            Some(&self.dlq),
+        )
     }
 
     /// A connector config with Connect's default `errors.tolerance=none` and no DLQ.
     pub fn strict_config(&self) -> Value {
-        connector_config(&self.name, &self.topic, &self.lark, None)
+        connector_config_on(&self.kafka, &self.name, &self.topic, &self.lark, None)
     }
 
     pub fn committed(&self) -> Vec<i64> {
-        committed(&self.name, &self.topic, self.partitions)
+        committed_on(&self.kafka, &self.name, &self.topic, self.partitions)
     }
 
+    /// The dead letters (read through [`read_topic_on`], so scanned for secrets).
     pub fn dead_letters(&self, expected: usize, timeout: Duration) -> Vec<ReadRecord> {
-        read_topic(&self.dlq, expected, timeout)
+        read_topic_on(&self.kafka, &self.dlq, expected, timeout)
     }
 
     /// The `text` field of every message the emulator accepted, in acceptance order.

@@ -4,7 +4,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::process::{Command, Stdio};
 
-use lark_sink_e2e::sink_bin;
+use lark_sink_e2e::{run_sink, sink_bin};
 
 #[test]
 fn emulator_subcommand_serves_the_lark_api() {
@@ -13,6 +13,7 @@ fn emulator_subcommand_serves_the_lark_api() {
         .local_addr()
         .unwrap()
         .port();
+    // secret-scan: exempt (the emulator's own output: it hands out tokens by design)
     let mut child = Command::new(sink_bin())
         .args(["emulator", "--port", &port.to_string()])
         .stdout(Stdio::piped())
@@ -46,8 +47,8 @@ fn emulator_subcommand_serves_the_lark_api() {
 
 #[test]
 fn help_lists_the_subcommands() {
-    let out = Command::new(sink_bin()).arg("--help").output().unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
+    let out = run_sink(&["--help"]);
+    let text = out.stdout;
     for cmd in ["run", "demo", "emulator"] {
         assert!(text.contains(cmd), "{text}");
     }
@@ -73,18 +74,11 @@ async fn send_prints_the_message_id_or_the_classified_error() {
     let card = dir.join("card.json");
     std::fs::write(&card, r#"{"elements": [{"tag": "hr"}]}"#).unwrap();
     let send = |args: &[&str]| {
-        let out = Command::new(sink_bin())
-            .arg("send")
-            .arg("--config")
-            .arg(&cfg)
-            .args(args)
-            .output()
-            .unwrap();
-        (
-            out.status.code(),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
+        let cfg = cfg.display().to_string();
+        let mut all = vec!["send", "--config", cfg.as_str()];
+        all.extend_from_slice(args);
+        let out = run_sink(&all);
+        (out.code, out.stdout, out.stderr)
     };
 
     let (code, out, err) = send(&[

@@ -11,50 +11,6 @@ use serde_json::{json, Value};
 
 const WAIT: Duration = Duration::from_secs(60);
 
-struct Admin {
-    base: String,
-    http: reqwest::Client,
-}
-
-impl Admin {
-    async fn of(c: &Connector) -> Admin {
-        Admin {
-            base: c.admin_url().await,
-            http: reqwest::Client::new(),
-        }
-    }
-
-    async fn call(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        token: bool,
-        body: Option<Value>,
-    ) -> (u16, String) {
-        let mut req = self.http.request(method, format!("{}{path}", self.base));
-        if token {
-            req = req.bearer_auth(ADMIN_TOKEN);
-        }
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        let resp = req.send().await.expect("admin API reachable");
-        let status = resp.status().as_u16();
-        (status, resp.text().await.unwrap_or_default())
-    }
-
-    async fn get(&self, path: &str) -> (u16, Value) {
-        let (s, body) = self.call(reqwest::Method::GET, path, true, None).await;
-        (s, serde_json::from_str(&body).unwrap_or(Value::Null))
-    }
-
-    async fn metrics(&self) -> String {
-        self.call(reqwest::Method::GET, "/metrics", true, None)
-            .await
-            .1
-    }
-}
-
 /// The value of a metric line `name{labels} value` (labels given as a substring), or 0.
 fn metric(text: &str, name: &str, labels: &str) -> f64 {
     text.lines()
@@ -90,20 +46,12 @@ async fn rest_api_pauses_resumes_restarts_and_reports_truthfully() {
     let mut c = Connector::start(&cfg);
     let api = Admin::of(&c).await;
 
-    // Probes are open; everything else needs the token.
-    assert_eq!(
-        api.call(reqwest::Method::GET, "/healthz", false, None)
-            .await
-            .0,
-        200
-    );
+    // Probes are open; everything else needs the token (tests/security.rs checks every endpoint).
+    assert_eq!(api.call(Method::GET, "/healthz", false, None).await.0, 200);
     wait_until("ready", WAIT, || true).await;
     let mut ready = 0;
     for _ in 0..100 {
-        ready = api
-            .call(reqwest::Method::GET, "/readyz", false, None)
-            .await
-            .0;
+        ready = api.call(Method::GET, "/readyz", false, None).await.0;
         if ready == 200 {
             break;
         }
@@ -111,9 +59,7 @@ async fn rest_api_pauses_resumes_restarts_and_reports_truthfully() {
     }
     assert_eq!(ready, 200, "broker reachable and token valid");
     assert_eq!(
-        api.call(reqwest::Method::GET, "/connectors", false, None)
-            .await
-            .0,
+        api.call(Method::GET, "/connectors", false, None).await.0,
         401
     );
     assert_eq!(api.get("/connectors").await, (200, json!([s.name])));
@@ -136,10 +82,7 @@ async fn rest_api_pauses_resumes_restarts_and_reports_truthfully() {
 
     // Pause: nothing is delivered while paused, and the status says so.
     let path = format!("/connectors/{}/pause", s.name);
-    assert_eq!(
-        api.call(reqwest::Method::PUT, &path, true, None).await.0,
-        202
-    );
+    assert_eq!(api.call(Method::PUT, &path, true, None).await.0, 202);
     let (_, st) = api.get(&format!("/connectors/{}/status", s.name)).await;
     assert_eq!(st["connector"]["state"], "PAUSED");
     for i in 0..3 {
@@ -153,10 +96,7 @@ async fn rest_api_pauses_resumes_restarts_and_reports_truthfully() {
 
     // Resume: everything arrives, in order.
     let path = format!("/connectors/{}/resume", s.name);
-    assert_eq!(
-        api.call(reqwest::Method::PUT, &path, true, None).await.0,
-        202
-    );
+    assert_eq!(api.call(Method::PUT, &path, true, None).await.0, 202);
     wait_until("the paused messages delivered", WAIT, || {
         s.lark.messages().len() == 4
     })
@@ -187,10 +127,7 @@ async fn rest_api_pauses_resumes_restarts_and_reports_truthfully() {
 
     // Restart: the connector comes back and keeps delivering, without duplicates.
     let path = format!("/connectors/{}/restart", s.name);
-    assert_eq!(
-        api.call(reqwest::Method::POST, &path, true, None).await.0,
-        204
-    );
+    assert_eq!(api.call(Method::POST, &path, true, None).await.0, 204);
     wait_until("restarted", WAIT, || {
         c.logs().contains("restarting the connector")
     })
@@ -209,7 +146,7 @@ async fn rest_api_pauses_resumes_restarts_and_reports_truthfully() {
     bad["errors.tolerence"] = json!("all");
     let (code, body) = api
         .call(
-            reqwest::Method::PUT,
+            Method::PUT,
             "/connector-plugins/LarkSinkConnector/config/validate",
             true,
             Some(bad),
@@ -230,7 +167,7 @@ async fn rest_api_pauses_resumes_restarts_and_reports_truthfully() {
     let good = cfg["config"].clone();
     let (_, body) = api
         .call(
-            reqwest::Method::PUT,
+            Method::PUT,
             "/connector-plugins/LarkSinkConnector/config/validate",
             true,
             Some(good),

@@ -123,6 +123,7 @@ pub mod limits;
 mod reply;
 pub mod signature;
 mod state;
+pub mod tls;
 mod tokens;
 
 pub use directory::{App, Chat, Directory, DirectoryError, User, Webhook};
@@ -171,6 +172,35 @@ impl Emulator {
     ) -> std::io::Result<EmulatorHandle> {
         let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
+        Ok(Self::serve(config, listener, addr, "http"))
+    }
+
+    /// Like [`Emulator::start`], over HTTPS with the PEM certificate chain `cert_pem` (server
+    /// certificate first) and its PEM private key: for testing clients against a certificate only
+    /// a private CA vouches for. [`EmulatorHandle::base_url`] then starts with `https://`.
+    pub async fn start_tls(
+        config: EmulatorConfig,
+        addr: SocketAddr,
+        cert_pem: &[u8],
+        key_pem: &[u8],
+    ) -> std::io::Result<EmulatorHandle> {
+        let tls = tls::server_config(cert_pem, key_pem)
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+        let tcp = TcpListener::bind(addr).await?;
+        let addr = tcp.local_addr()?;
+        let listener = tls::TlsListener::new(tcp, tls)?;
+        Ok(Self::serve(config, listener, addr, "https"))
+    }
+
+    fn serve<L>(
+        config: EmulatorConfig,
+        listener: L,
+        addr: SocketAddr,
+        scheme: &'static str,
+    ) -> EmulatorHandle
+    where
+        L: axum::serve::Listener<Addr = SocketAddr>,
+    {
         let shared = Arc::new(Shared::new(config));
         let router = api::router(shared.clone());
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
@@ -185,15 +215,16 @@ impl Emulator {
                 tracing::warn!(error = %e, "lark emulator server stopped with an error");
             }
         });
-        tracing::info!(%addr, "lark emulator listening");
-        Ok(EmulatorHandle {
+        tracing::info!(%addr, scheme, "lark emulator listening");
+        EmulatorHandle {
             addr,
+            scheme,
             shared,
             server: Arc::new(Mutex::new(Some(Server {
                 stop: stop_tx,
                 task,
             }))),
-        })
+        }
     }
 }
 
@@ -210,6 +241,8 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 #[derive(Clone, Debug)]
 pub struct EmulatorHandle {
     addr: SocketAddr,
+    /// `http`, or `https` for [`Emulator::start_tls`].
+    scheme: &'static str,
     shared: Arc<Shared>,
     server: Arc<Mutex<Option<Server>>>,
 }
@@ -219,8 +252,8 @@ impl EmulatorHandle {
         self.addr
     }
 
-    /// `http://127.0.0.1:PORT` (a wildcard bind address is reported as loopback, since that
-    /// is what a local client should dial).
+    /// `http://127.0.0.1:PORT` (`https://` when served over TLS; a wildcard bind address is
+    /// reported as loopback, since that is what a local client should dial).
     pub fn base_url(&self) -> String {
         let ip = self.addr.ip();
         let ip = match ip {
@@ -232,7 +265,11 @@ impl EmulatorHandle {
             }
             other => other,
         };
-        format!("http://{}", SocketAddr::new(ip, self.addr.port()))
+        format!(
+            "{}://{}",
+            self.scheme,
+            SocketAddr::new(ip, self.addr.port())
+        )
     }
 
     /// Every accepted message (API and webhook) in acceptance order; uuid duplicates appear once.
@@ -270,6 +307,12 @@ impl EmulatorHandle {
 
     pub fn set_fault_config(&self, faults: FaultConfig) {
         self.shared.lock().faults.config = faults;
+    }
+
+    /// Every tenant token this emulator minted (the most recent 4096), including revoked and
+    /// expired ones: what a test scans logs and dead letters for.
+    pub fn issued_tokens(&self) -> Vec<String> {
+        self.shared.lock().tokens.minted()
     }
 
     /// Invalidate every issued tenant token (later calls with them → 99991663).

@@ -32,7 +32,13 @@ pub(crate) struct TokenStore {
     tokens: HashMap<String, Entry>,
     /// The most recently minted token per app: the one the re-issue rule looks at.
     latest: HashMap<String, String>,
+    /// Every token minted, newest last (capped at [`MINTED_KEPT`]), kept through revocation and
+    /// expiry so tests can check that none of them leaked anywhere.
+    minted: std::collections::VecDeque<String>,
 }
+
+/// How many minted tokens [`TokenStore::minted`] remembers.
+const MINTED_KEPT: usize = 4096;
 
 /// Expired tokens are swept once the map grows past this; they are invalid either way.
 const SWEEP_ABOVE: usize = 1024;
@@ -66,6 +72,10 @@ impl TokenStore {
             },
         );
         self.latest.insert(app_id.to_string(), token.clone());
+        if self.minted.len() == MINTED_KEPT {
+            self.minted.pop_front();
+        }
+        self.minted.push_back(token.clone());
         Issued {
             token,
             expire_secs: ttl.as_secs(),
@@ -79,6 +89,11 @@ impl TokenStore {
             .get(token)
             .filter(|e| e.expires_at > now)
             .map(|e| e.app_id.as_str())
+    }
+
+    /// Every token minted so far (the last 4096), valid or not.
+    pub fn minted(&self) -> Vec<String> {
+        self.minted.iter().cloned().collect()
     }
 
     /// Invalidate every token (the next token request mints a fresh one).

@@ -64,7 +64,11 @@ struct ReplyBody<'a> {
 
 impl LarkClient {
     pub fn new(cfg: &LarkConfig) -> Result<Self, reqwest::Error> {
+        // TLS: reqwest's default stack (rustls, aws-lc-rs) verifies every certificate against the
+        // system's roots (rustls-platform-verifier); `lark.tls.ca.file` adds roots, never
+        // replaces or disables verification.
         let http = reqwest::Client::builder()
+            .tls_certs_merge(cfg.tls_ca.iter().cloned())
             .timeout(cfg.request_timeout)
             .connect_timeout(cfg.request_timeout.min(Duration::from_secs(5)))
             .user_agent(concat!("lark-sink/", env!("CARGO_PKG_VERSION")))
@@ -365,6 +369,22 @@ pub(crate) async fn read_response(
     req: reqwest::RequestBuilder,
 ) -> Result<(Value, Option<String>), LarkError> {
     let resp = req.send().await.map_err(|e| {
+        crate::telemetry::lark_response("transport");
+        // A rejected certificate will be rejected again: a configuration error, not retried.
+        if let Some(why) = tls_rejection(&e) {
+            let host = e.url().and_then(|u| u.host_str()).unwrap_or("the server");
+            return LarkError {
+                class: ErrorClass::Fatal,
+                http_status: None,
+                code: None,
+                msg: format!(
+                    "TLS certificate of {host} rejected ({why}); if it is signed by a private CA \
+                     or a TLS-intercepting proxy, set lark.tls.ca.file to that CA's PEM certificate"
+                ),
+                log_id: None,
+                retry_after: None,
+            };
+        }
         // No status: connection refused, reset, timeout. All transient (R-bo).
         let what = if e.is_timeout() {
             "request timed out"
@@ -373,7 +393,6 @@ pub(crate) async fn read_response(
         } else {
             "request failed"
         };
-        crate::telemetry::lark_response("transport");
         LarkError::transport(format!("{what}: {}", without_url(&e)))
     })?;
     let status = resp.status().as_u16();
@@ -432,6 +451,40 @@ pub(crate) async fn read_response(
 }
 
 /// reqwest errors print the URL; ours carry no secret, but keep messages short and stable.
+/// The reason when a request failed because the server's certificate was rejected (unknown
+/// issuer, wrong name, expired, ...). rustls reports a `rustls::Error` a few sources down
+/// reqwest's error, inside the `std::io::Error` of the TLS stream and possibly boxed again on the
+/// way up, so each link is tried as the rustls error, as an `io::Error` wrapping it, and by the
+/// message rustls gives that error ("invalid peer certificate: ...").
+fn tls_rejection(e: &reqwest::Error) -> Option<String> {
+    fn rejected(t: &rustls::Error) -> bool {
+        matches!(
+            t,
+            rustls::Error::InvalidCertificate(_) | rustls::Error::NoCertificatesPresented
+        )
+    }
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        if let Some(t) = err.downcast_ref::<rustls::Error>().filter(|t| rejected(t)) {
+            return Some(t.to_string());
+        }
+        if let Some(t) = err
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+            .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+            .filter(|t| rejected(t))
+        {
+            return Some(t.to_string());
+        }
+        let text = err.to_string();
+        if let Some(at) = text.find("invalid peer certificate") {
+            return Some(text[at..].to_string());
+        }
+        cur = err.source();
+    }
+    None
+}
+
 fn without_url(e: &reqwest::Error) -> String {
     let mut s = e.to_string();
     if let Some(url) = e.url() {

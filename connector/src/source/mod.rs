@@ -1,7 +1,9 @@
-//! The Kafka side: the consumer ([`consumer`]) and which offsets may be committed ([`offsets`]).
+//! The Kafka side: the consumer ([`consumer`]), which offsets may be committed ([`offsets`]), and
+//! the start-up check of the connection's credentials and TLS ([`probe`]).
 
 pub mod consumer;
 pub mod offsets;
+pub mod probe;
 
 pub use consumer::{create_consumer, SinkConsumer, SinkContext};
 pub use offsets::{OffsetTracker, Ticket};
