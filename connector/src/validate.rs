@@ -156,7 +156,7 @@ impl EnvelopeValidator {
         let violations: Vec<String> = self
             .envelope
             .iter_errors(value)
-            .map(|e| format!("{}: {}", at(e.instance_path().as_str()), e))
+            .map(|e| violation(format!("{}: {}", at(e.instance_path().as_str()), e)))
             .collect();
         if !violations.is_empty() {
             return Err(ValidationError { violations });
@@ -255,11 +255,11 @@ impl EnvelopeValidator {
             let violations: Vec<String> = v
                 .iter_errors(&content_obj)
                 .map(|e| {
-                    format!(
+                    violation(format!(
                         "{content_path}{}: {} (contentType {msg_type})",
                         e.instance_path().as_str(),
                         e
-                    )
+                    ))
                 })
                 .collect();
             if !violations.is_empty() {
@@ -282,6 +282,14 @@ impl EnvelopeValidator {
             urgent,
         })
     }
+}
+
+/// The longest single violation, in bytes. Schema errors quote the failing value (a 900 KB
+/// `receiveId`, 20 000 unknown keys); clipped, every failing path still fits in the reason.
+const MAX_VIOLATION_BYTES: usize = 512;
+
+fn violation(v: String) -> String {
+    crate::dlq::clip(&v, MAX_VIOLATION_BYTES)
 }
 
 fn single(v: String) -> ValidationError {
@@ -497,6 +505,17 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("cannot be buzzed"), "{err}");
+    }
+
+    #[test]
+    fn violations_quoting_huge_values_are_clipped() {
+        let e = err(json!({"receiveId": "x".repeat(100_000), "content": 5}));
+        assert!(e.len() < 2 * MAX_VIOLATION_BYTES, "{} bytes", e.len());
+        assert!(
+            e.contains("/receiveId: \"xxx") && e.contains("more bytes)"),
+            "{e}"
+        );
+        assert!(e.contains("/content: 5 is not of types"), "{e}");
     }
 
     #[test]

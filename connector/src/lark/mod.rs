@@ -7,10 +7,15 @@
 //! - [`webhook`]: custom-bot webhook bodies and their signature.
 
 pub mod classify;
+#[cfg(feature = "runtime")]
 pub mod client;
+#[cfg(feature = "runtime")]
 pub mod contacts;
+#[cfg(feature = "runtime")]
 pub mod token;
+#[cfg(feature = "runtime")]
 pub mod webhook;
 
 pub use classify::{ErrorClass, LarkError};
+#[cfg(feature = "runtime")]
 pub use client::{LarkClient, SendOk};
