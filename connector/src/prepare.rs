@@ -68,8 +68,8 @@ pub fn dead_letter(stage: Stage, class: &str, reason: String) -> DeadLetter {
 }
 
 /// Step 1: the raw record value → JSON, or the record's dead letter (`VALUE_CONVERTER`).
-pub fn decode(bytes: Option<&[u8]>) -> Result<Value, DeadLetter> {
-    decode_value(bytes).map_err(|e| decode_failure(&e))
+pub fn decode(bytes: Option<&[u8]>) -> Result<Value, Box<DeadLetter>> {
+    decode_value(bytes).map_err(|e| Box::new(decode_failure(&e)))
 }
 
 fn decode_failure(e: &DecodeError) -> DeadLetter {
@@ -80,7 +80,7 @@ fn decode_failure(e: &DecodeError) -> DeadLetter {
 pub fn untransformed(validator: &EnvelopeValidator, bytes: Option<&[u8]>) -> Prepared {
     match decode(bytes) {
         Ok(value) => messages(validator, vec![value], false),
-        Err(dl) => Prepared::Failed(dl),
+        Err(dl) => Prepared::Failed(*dl),
     }
 }
 

@@ -374,9 +374,11 @@ async fn run_chain(
 async fn prepare(shared: &Shared, chain: &mut Option<Chain>, record: &SourceRecord) -> Prepared {
     let value = match prepare::decode(record.value.as_deref()) {
         Ok(v) => v,
-        Err(dl) => return Prepared::Failed(dl),
+        Err(dl) => return Prepared::Failed(*dl),
     };
-    if !chain.as_ref().is_some_and(|c| !c.is_empty()) {
+    // No transforms configured. (`None` is a chain lost to an engine crash: `run_chain` rebuilds
+    // it; skipping it instead would send records untransformed from then on.)
+    if chain.as_ref().is_some_and(|c| c.is_empty()) {
         return prepare::messages(&shared.validator, vec![value], false);
     }
     let outputs = run_chain(chain, &shared.cfg, value, record).await;

@@ -105,7 +105,7 @@ fn prepare_case(case: &Case, validator: &EnvelopeValidator, chain: &mut Chain) -
     }
     match prepare::decode(value.as_deref()) {
         Ok(v) => prepare::transformed(validator, chain.apply(v, &RecordMeta::default())),
-        Err(dl) => Prepared::Failed(dl),
+        Err(dl) => Prepared::Failed(*dl),
     }
 }
 
