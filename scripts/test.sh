@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs everything the tests need (skipping what is already there) and runs every test:
-# unit tests, the emulator's tests, and the end-to-end tests against a real broker.
+# unit tests, the emulator's tests, the end-to-end tests against a real broker, and a short fuzz run.
 # This is the command the README gives and the one .ci/run calls.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -37,3 +37,10 @@ source "${LARK_SINK_BROKER_DIR:-.broker}-secure/env"
 
 # 4. Everything.
 cargo test --workspace --locked "$@"
+
+# 5. A short fuzz run of each target (fuzz/; nightly and cargo-fuzz installed when missing), 25 s
+#    each unless LARK_SINK_FUZZ_SECONDS says otherwise (0 skips). Long runs: docs/testing.md#fuzzing.
+fuzz_seconds=${LARK_SINK_FUZZ_SECONDS:-25}
+if [ "$fuzz_seconds" -gt 0 ]; then
+  scripts/fuzz.sh "$fuzz_seconds"
+fi

@@ -7,17 +7,13 @@
 //! after that, never before. Nothing secret is ever put in a header: reasons come from validation
 //! and Lark answers, neither of which contains credentials or tokens.
 
-use std::collections::BTreeMap;
-use std::time::Duration;
-
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
-use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
-use rdkafka::ClientConfig;
-
 use crate::lark::LarkError;
-use crate::record::SourceRecord;
+
+// The writer needs Kafka; the types below are shared with the pure checks (crate::prepare).
+#[cfg(feature = "runtime")]
+mod writer;
+#[cfg(feature = "runtime")]
+pub use writer::{acked_producer, ensure_topic, producer_config, DeadLetterWriter, DlqError};
 
 /// Where in the pipeline the record failed (`__connect.errors.stage`; Connect's own values are
 /// KEY_CONVERTER, VALUE_CONVERTER, TRANSFORMATION, TASK_PUT).
@@ -55,221 +51,34 @@ pub struct DeadLetter {
     pub attempts: u32,
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum DlqError {
-    #[error("cannot create the dead-letter producer: {0}")]
-    Create(rdkafka::error::KafkaError),
-    #[error("dead-letter topic '{topic}' does not exist and could not be created: {reason}")]
-    Topic { topic: String, reason: String },
-    #[error("writing to dead-letter topic '{topic}' failed: {source}")]
-    Write {
-        topic: String,
-        source: rdkafka::error::KafkaError,
-    },
+/// The longest reason a dead letter carries, in bytes (its `__connect.errors.exception.message`
+/// header and its log line). Schema errors quote the offending value, which can be most of a 1 MB
+/// record: quoted whole, it doubled the dead-letter record past the producer's 1 MB
+/// `message.max.bytes`, and wrote a megabyte-long log line.
+pub const MAX_REASON_BYTES: usize = 4096;
+
+/// `reason` cut to at most `max` bytes (on a character boundary), saying how much was cut.
+pub fn clip(reason: &str, max: usize) -> String {
+    if reason.len() <= max {
+        return reason.to_string();
+    }
+    let mut end = max.saturating_sub(40);
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}… ({} more bytes)", &reason[..end], reason.len() - end)
 }
 
-pub struct DeadLetterWriter {
-    producer: FutureProducer,
-    topic: String,
-    connector: String,
-    context_headers: bool,
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-/// librdkafka consumer-only settings; passing them to a producer only produces warnings.
-const CONSUMER_ONLY: &[&str] = &[
-    "group.id",
-    "group.instance.id",
-    "auto.offset.reset",
-    "auto.commit.interval.ms",
-    "session.timeout.ms",
-    "heartbeat.interval.ms",
-    "max.poll.interval.ms",
-    "partition.assignment.strategy",
-    "isolation.level",
-    "enable.partition.eof",
-    "fetch.min.bytes",
-    "fetch.max.bytes",
-    "fetch.wait.max.ms",
-    "max.partition.fetch.bytes",
-    "queued.min.messages",
-    "queued.max.messages.kbytes",
-    "check.crcs",
-];
-
-/// A librdkafka client config from the `kafka.*` passthrough, minus consumer-only keys.
-pub fn producer_config(kafka: &BTreeMap<String, String>) -> ClientConfig {
-    let mut cfg = ClientConfig::new();
-    for (k, v) in kafka {
-        if !CONSUMER_ONLY.contains(&k.as_str()) {
-            cfg.set(k, v);
-        }
-    }
-    cfg
-}
-
-/// Producer settings the DLQ forces itself: a dead letter counts only once every in-sync replica
-/// has it, so user values (or their aliases) must not compete with `acks=all`.
-const DLQ_FORCED: &[&str] = &["acks", "request.required.acks"];
-
-/// A producer whose writes count only once every in-sync replica has them (`acks=all`), for the
-/// DLQ and the result topic: the source offset is stored after such a write, never before.
-pub fn acked_producer(
-    kafka: &BTreeMap<String, String>,
-) -> Result<FutureProducer, rdkafka::error::KafkaError> {
-    let mut cfg = producer_config(kafka);
-    for k in DLQ_FORCED {
-        cfg.remove(k);
-    }
-    cfg.set("acks", "all")
-        .set("message.timeout.ms", "30000")
-        .create()
-}
-
-/// Makes sure `topic` exists, creating it like Connect does when it is missing.
-pub async fn ensure_topic(
-    producer: &FutureProducer,
-    kafka: &BTreeMap<String, String>,
-    topic: &str,
-    partitions: i32,
-    replication: i32,
-) -> Result<(), String> {
-    let metadata = producer
-        .client()
-        .fetch_metadata(Some(topic), Duration::from_secs(10))
-        .map_err(|e| format!("metadata request failed: {e}"))?;
-    let exists = metadata
-        .topics()
-        .iter()
-        .any(|t| t.name() == topic && t.error().is_none() && !t.partitions().is_empty());
-    if exists {
-        return Ok(());
-    }
-    let admin: AdminClient<DefaultClientContext> = producer_config(kafka)
-        .create()
-        .map_err(|e| format!("admin client: {e}"))?;
-    let new = NewTopic::new(topic, partitions, TopicReplication::Fixed(replication));
-    let results = admin
-        .create_topics(
-            &[new],
-            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
-        )
-        .await
-        .map_err(|e| e.to_string())?;
-    for r in results {
-        match r {
-            Ok(_) => tracing::info!(topic, "created topic"),
-            Err((_, rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists)) => {}
-            Err((_, code)) => return Err(code.to_string()),
-        }
-    }
-    Ok(())
-}
-
-impl DeadLetterWriter {
-    pub fn new(
-        kafka: &BTreeMap<String, String>,
-        topic: String,
-        connector: String,
-        context_headers: bool,
-    ) -> Result<Self, DlqError> {
-        let producer = acked_producer(kafka).map_err(DlqError::Create)?;
-        Ok(DeadLetterWriter {
-            producer,
-            topic,
-            connector,
-            context_headers,
-        })
-    }
-
-    pub fn topic(&self) -> &str {
-        &self.topic
-    }
-
-    /// Makes sure the DLQ topic exists, creating it like Connect does when it is missing.
-    pub async fn ensure_topic(
-        &self,
-        kafka: &BTreeMap<String, String>,
-        partitions: i32,
-        replication: i32,
-    ) -> Result<(), DlqError> {
-        ensure_topic(&self.producer, kafka, &self.topic, partitions, replication)
-            .await
-            .map_err(|reason| DlqError::Topic {
-                topic: self.topic.clone(),
-                reason,
-            })
-    }
-
-    /// Writes one dead letter and waits for the broker's acknowledgement.
-    pub async fn write(&self, record: &SourceRecord, dl: &DeadLetter) -> Result<(), DlqError> {
-        let headers = self.headers(record, dl);
-        let mut out: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&self.topic).headers(headers);
-        if let Some(k) = &record.key {
-            out = out.key(k.as_slice());
-        }
-        if let Some(v) = &record.value {
-            out = out.payload(v.as_slice());
-        }
-        self.producer
-            .send(out, Duration::from_secs(30))
-            .await
-            .map(|_| ())
-            .map_err(|(source, _)| DlqError::Write {
-                topic: self.topic.clone(),
-                source,
-            })
-    }
-
-    fn headers(&self, record: &SourceRecord, dl: &DeadLetter) -> OwnedHeaders {
-        let mut h = OwnedHeaders::new_with_capacity(record.headers.len() + 16);
-        for (k, v) in &record.headers {
-            h = h.insert(Header {
-                key: k,
-                value: v.as_deref(),
-            });
-        }
-        if !self.context_headers {
-            return h;
-        }
-        let mut add = |k: &str, v: String| {
-            h = std::mem::replace(&mut h, OwnedHeaders::new()).insert(Header {
-                key: k,
-                value: Some(v.as_bytes()),
-            });
-        };
-        add("__connect.errors.topic", record.topic.clone());
-        add("__connect.errors.partition", record.partition.to_string());
-        add("__connect.errors.offset", record.offset.to_string());
-        add("__connect.errors.connector.name", self.connector.clone());
-        add("__connect.errors.task.id", "0".into());
-        add("__connect.errors.stage", dl.stage.as_str().into());
-        add("__connect.errors.class.name", dl.class.clone());
-        add("__connect.errors.exception.message", dl.reason.clone());
-        if let Some(i) = dl.message_index {
-            add("__connect.errors.lark.message.index", i.to_string());
-        }
-        if let Some(r) = &dl.receiver {
-            add("__connect.errors.lark.receiver", r.clone());
-        }
-        if let Some(u) = &dl.uuid {
-            add("__connect.errors.lark.uuid", u.clone());
-        }
-        if dl.stage == Stage::Deliver {
-            add("__connect.errors.lark.attempts", dl.attempts.to_string());
-        }
-        if let Some(e) = &dl.lark {
-            add("__connect.errors.lark.class", e.class.label().into());
-            if let Some(c) = e.code {
-                add("__connect.errors.lark.code", c.to_string());
-            }
-            add("__connect.errors.lark.msg", e.msg.clone());
-            if let Some(l) = &e.log_id {
-                add("__connect.errors.lark.log_id", l.clone());
-            }
-            if let Some(s) = e.http_status {
-                add("__connect.errors.lark.http.status", s.to_string());
-            }
-        }
-        h
+    #[test]
+    fn clip_keeps_short_reasons_and_cuts_long_ones_on_a_char_boundary() {
+        assert_eq!(clip("short", 10), "short");
+        let long = "é".repeat(100); // 200 bytes
+        let c = clip(&long, 101);
+        assert!(c.len() <= 101 && c.ends_with("… (140 more bytes)"), "{c}");
+        assert!(clip(&"x".repeat(1 << 20), MAX_REASON_BYTES).len() <= MAX_REASON_BYTES);
     }
 }

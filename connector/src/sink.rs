@@ -24,10 +24,10 @@ use tokio::task::JoinSet;
 
 use crate::config::{ConnectorConfig, Tolerance};
 use crate::control::Control;
-use crate::decode::{decode_value, split_envelopes};
 use crate::delivery::{buzz, deliver, Handler, Queued, RateLimits, RetryPolicy, Scheduler};
 use crate::dlq::{DeadLetter, DeadLetterWriter, DlqError, Stage};
 use crate::lark::{directory, ErrorClass, LarkClient, LookupConfig, UserDirectory};
+use crate::prepare::{self, Prepared};
 use crate::record::SourceRecord;
 use crate::results::{self, ResultError, ResultWriter, UrgentOutcome};
 use crate::source::{create_consumer, OffsetTracker, SinkConsumer, Ticket};
@@ -383,36 +383,6 @@ fn source_record(m: &BorrowedMessage<'_>) -> SourceRecord {
     }
 }
 
-/// A record after decode, transform and validation.
-enum Prepared {
-    /// The record failed as a whole (decode or transform).
-    Failed(DeadLetter),
-    /// Its messages, each valid or with the reason it is not. Empty = dropped by a transform.
-    Messages(Vec<Result<Envelope, Box<DeadLetter>>>),
-}
-
-impl Prepared {
-    fn first_failure(&self) -> Option<&DeadLetter> {
-        match self {
-            Prepared::Failed(dl) => Some(dl),
-            Prepared::Messages(m) => m.iter().find_map(|r| r.as_ref().err().map(|b| &**b)),
-        }
-    }
-}
-
-fn simple(stage: Stage, class: &str, reason: String) -> DeadLetter {
-    DeadLetter {
-        stage,
-        class: class.into(),
-        reason,
-        message_index: None,
-        receiver: None,
-        uuid: None,
-        lark: None,
-        attempts: 0,
-    }
-}
-
 async fn run_chain(
     chain: &mut Option<Chain>,
     cfg: &ConnectorConfig,
@@ -450,59 +420,20 @@ async fn run_chain(
 }
 
 async fn prepare(shared: &Shared, chain: &mut Option<Chain>, record: &SourceRecord) -> Prepared {
-    let value = match decode_value(record.value.as_deref()) {
+    let value = match prepare::decode(record.value.as_deref()) {
         Ok(v) => v,
-        Err(e) => return Prepared::Failed(simple(Stage::Decode, "decode", e.to_string())),
+        Err(dl) => return Prepared::Failed(*dl),
     };
-    let transformed = chain.as_ref().is_some_and(|c| !c.is_empty());
-    let outputs = if transformed {
-        match run_chain(chain, &shared.cfg, value, record).await {
-            Ok(v) => v,
-            Err(e) => {
-                telemetry::transform_error(&e.transform);
-                return Prepared::Failed(simple(Stage::Transform, "transform", e.to_string()));
-            }
-        }
-    } else {
-        vec![value]
-    };
-    // Flatten every output into messages; `indexed` says whether paths need an element index.
-    let mut messages: Vec<Value> = Vec::new();
-    let mut indexed = outputs.len() > 1;
-    for out in outputs {
-        match split_envelopes(out) {
-            Ok((envs, is_array)) => {
-                indexed |= is_array;
-                messages.extend(envs);
-            }
-            // Raw input of the wrong shape is a decode failure; a transform that returned
-            // something other than envelopes is the transform's fault.
-            Err(e) if transformed => {
-                return Prepared::Failed(simple(
-                    Stage::Transform,
-                    "transform",
-                    format!("transform output: {e}"),
-                ))
-            }
-            Err(e) => return Prepared::Failed(simple(Stage::Decode, "decode", e.to_string())),
-        }
+    // No transforms configured. (`None` is a chain lost to an engine crash: `run_chain` rebuilds
+    // it; skipping it instead would send records untransformed from then on.)
+    if chain.as_ref().is_some_and(|c| c.is_empty()) {
+        return prepare::messages(&shared.validator, vec![value], false);
     }
-    Prepared::Messages(
-        messages
-            .iter()
-            .enumerate()
-            .map(|(index, m)| {
-                shared
-                    .validator
-                    .validate(m, indexed.then_some(index))
-                    .map_err(|e| {
-                        let mut dl = simple(Stage::Validate, "schema", e.to_string());
-                        dl.message_index = Some(index);
-                        Box::new(dl)
-                    })
-            })
-            .collect(),
-    )
+    let outputs = run_chain(chain, &shared.cfg, value, record).await;
+    if let Err(e) = &outputs {
+        telemetry::transform_error(&e.transform);
+    }
+    prepare::transformed(&shared.validator, outputs)
 }
 
 impl Shared {

@@ -172,7 +172,7 @@ impl EnvelopeValidator {
         let violations: Vec<String> = self
             .envelope
             .iter_errors(value)
-            .map(|e| format!("{}: {}", at(e.instance_path().as_str()), e))
+            .map(|e| violation(format!("{}: {}", at(e.instance_path().as_str()), e)))
             .collect();
         if !violations.is_empty() {
             return Err(ValidationError { violations });
@@ -311,10 +311,10 @@ impl EnvelopeValidator {
                         }
                         _ => e.to_string(),
                     };
-                    format!(
+                    violation(format!(
                         "{content_path}{}: {what} (contentType {msg_type})",
                         e.instance_path().as_str(),
-                    )
+                    ))
                 })
                 .collect();
             if !violations.is_empty() {
@@ -374,6 +374,14 @@ fn text_width(s: &str) -> usize {
             _ => 1,
         })
         .sum()
+}
+
+/// The longest single violation, in bytes. Schema errors quote the failing value (a 900 KB
+/// `receiveId`, 20 000 unknown keys); clipped, every failing path still fits in the reason.
+const MAX_VIOLATION_BYTES: usize = 512;
+
+fn violation(v: String) -> String {
+    crate::dlq::clip(&v, MAX_VIOLATION_BYTES)
 }
 
 fn single(v: String) -> ValidationError {
@@ -650,6 +658,17 @@ mod tests {
             "{e}"
         );
         assert!(err(sys(&"x".repeat(21))).contains("divider_text/text"));
+    }
+
+    #[test]
+    fn violations_quoting_huge_values_are_clipped() {
+        let e = err(json!({"receiveId": "x".repeat(100_000), "content": 5}));
+        assert!(e.len() < 2 * MAX_VIOLATION_BYTES, "{} bytes", e.len());
+        assert!(
+            e.contains("/receiveId: \"xxx") && e.contains("more bytes)"),
+            "{e}"
+        );
+        assert!(e.contains("/content: 5 is not of types"), "{e}");
     }
 
     #[test]

@@ -201,6 +201,19 @@ impl Producer {
         value: &[u8],
         headers: &[(&str, &str)],
     ) -> (i32, i64) {
+        self.send_value(topic, partition, key, Some(value), headers)
+            .await
+    }
+
+    /// Produces one record whose value may be absent (a tombstone) and returns (partition, offset).
+    pub async fn send_value(
+        &self,
+        topic: &str,
+        partition: Option<i32>,
+        key: Option<&str>,
+        value: Option<&[u8]>,
+        headers: &[(&str, &str)],
+    ) -> (i32, i64) {
         let mut h = OwnedHeaders::new();
         for (k, v) in headers {
             h = h.insert(Header {
@@ -208,8 +221,10 @@ impl Producer {
                 value: Some(v.as_bytes()),
             });
         }
-        let mut rec: FutureRecord<'_, str, [u8]> =
-            FutureRecord::to(topic).payload(value).headers(h);
+        let mut rec: FutureRecord<'_, str, [u8]> = FutureRecord::to(topic).headers(h);
+        if let Some(v) = value {
+            rec = rec.payload(v);
+        }
         if let Some(k) = key {
             rec = rec.key(k);
         }
@@ -989,6 +1004,13 @@ impl Scenario {
     ) -> (i32, i64) {
         self.producer
             .send(&self.topic, None, key, value, headers)
+            .await
+    }
+
+    /// Produces a keyed record whose value may be absent (a tombstone).
+    pub async fn send_value(&self, key: &str, value: Option<&[u8]>) -> (i32, i64) {
+        self.producer
+            .send_value(&self.topic, None, Some(key), value, &[])
             .await
     }
 

@@ -3,8 +3,13 @@
 //! Lark answers most failures with HTTP 400 and a business `code`, rate limits with 429 or 400, and
 //! webhooks with 200 + code. A generic "retry 5xx, drop 4xx" policy is wrong for Lark in both
 //! directions (peers.md §4.1), so every code lark-api.md §3 names is mapped here explicitly.
+//!
+//! [`read_answer`] turns a whole answer (status, body text, the two headers that matter) into a
+//! result; it is pure, so the fuzz target `fuzz/fuzz_targets/lark_answer.rs` runs it on any bytes.
 
 use std::time::Duration;
+
+use serde_json::Value;
 
 /// The retry classes of lark-api.md §3, plus `Fatal` for app-wide configuration problems.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -79,6 +84,67 @@ impl LarkError {
         }
         s
     }
+}
+
+/// The longest `x-ogw-ratelimit-reset` honoured. Lark's quota windows are a second and a minute
+/// (lark-api.md §4), so a larger value is not a real reset; taken as is it would hold the whole
+/// app back for as long as it says (or overflow `Instant` and panic, for values near `u64::MAX`).
+pub const MAX_RATELIMIT_RESET: Duration = Duration::from_secs(60);
+
+/// The parts of an HTTP answer that decide what it means.
+#[derive(Debug, Clone, Copy)]
+pub struct Answer<'a> {
+    pub status: u16,
+    pub body: &'a str,
+    /// `x-tt-logid` (or, failing that, `x-request-id`).
+    pub log_id: Option<&'a str>,
+    /// `x-ogw-ratelimit-reset`: seconds until the quota window recovers (lark-api.md §4).
+    pub ratelimit_reset: Option<&'a str>,
+}
+
+/// Reads a Lark answer: `Ok` (the JSON body and the log id) only for a 2xx with `code` 0,
+/// otherwise the classified error with the body's `msg` (or the start of a non-JSON body).
+pub fn read_answer(a: Answer<'_>) -> Result<(Value, Option<String>), LarkError> {
+    let retry_after = a
+        .ratelimit_reset
+        .and_then(|s| s.trim().parse::<u64>().ok())
+        .map(|s| Duration::from_secs(s).min(MAX_RATELIMIT_RESET));
+    let body: Option<Value> = serde_json::from_str(a.body).ok();
+    let code = body
+        .as_ref()
+        .and_then(|b| b.get("code"))
+        .and_then(Value::as_i64);
+    let header_log_id = a.log_id.map(str::to_string);
+    let success = (200..300).contains(&a.status);
+    if success && code == Some(0) {
+        return Ok((body.unwrap_or(Value::Null), header_log_id));
+    }
+    let msg = body
+        .as_ref()
+        .and_then(|b| b.get("msg"))
+        .and_then(Value::as_str)
+        .map(str::to_string)
+        .unwrap_or_else(|| a.body.chars().take(200).collect());
+    let log_id = body
+        .as_ref()
+        .and_then(|b| b.pointer("/error/log_id"))
+        .and_then(Value::as_str)
+        .map(str::to_string)
+        .or(header_log_id);
+    let class = if success && code.is_none() {
+        // A 2xx that is not Lark JSON: a proxy or a wrong base URL.
+        ErrorClass::Fatal
+    } else {
+        classify(a.status, code, &msg)
+    };
+    Err(LarkError {
+        class,
+        http_status: Some(a.status),
+        code,
+        msg,
+        log_id,
+        retry_after,
+    })
 }
 
 /// Classifies a non-success answer. `code` is the body's `code` when the body was JSON.
@@ -174,6 +240,63 @@ mod tests {
         assert_eq!(classify(400, Some(424242), ""), Record);
         assert!(RateLimited.is_retryable() && Backoff.is_retryable());
         assert!(!Token.is_retryable() && !Record.is_retryable() && !Fatal.is_retryable());
+    }
+
+    fn answer(status: u16, body: &str, reset: Option<&str>) -> Result<Value, LarkError> {
+        read_answer(Answer {
+            status,
+            body,
+            log_id: Some("hdr-log"),
+            ratelimit_reset: reset,
+        })
+        .map(|(v, _)| v)
+    }
+
+    #[test]
+    fn answers_are_read_whole() {
+        assert_eq!(
+            answer(200, r#"{"code":0,"data":{"message_id":"om_1"}}"#, None).unwrap()["data"]
+                ["message_id"],
+            "om_1"
+        );
+        let e = answer(429, r#"{"code":99991400,"msg":"slow down"}"#, Some(" 52 ")).unwrap_err();
+        assert_eq!(
+            (e.class, e.code, e.msg.as_str(), e.retry_after),
+            (
+                RateLimited,
+                Some(99991400),
+                "slow down",
+                Some(Duration::from_secs(52))
+            )
+        );
+        assert_eq!(e.log_id.as_deref(), Some("hdr-log"));
+        let e = answer(
+            400,
+            r#"{"code":230001,"msg":"bad","error":{"log_id":"body-log"}}"#,
+            None,
+        )
+        .unwrap_err();
+        assert_eq!((e.class, e.log_id.as_deref()), (Record, Some("body-log")));
+        // Not Lark JSON: a 2xx from a proxy is fatal, and the message is the start of the body.
+        let e = answer(200, &"<html>".repeat(100), None).unwrap_err();
+        assert_eq!((e.class, e.msg.len()), (Fatal, 200));
+        assert_eq!(
+            answer(200, r#"{"code":"0"}"#, None).unwrap_err().class,
+            Fatal
+        );
+    }
+
+    #[test]
+    fn a_ratelimit_reset_is_bounded() {
+        // A u64::MAX reset once reached `Instant::now() + reset` (limits::hold_app) and panicked.
+        for reset in ["18446744073709551615", "86400"] {
+            let e = answer(429, r#"{"code":99991400}"#, Some(reset)).unwrap_err();
+            assert_eq!(e.retry_after, Some(MAX_RATELIMIT_RESET), "{reset}");
+        }
+        for reset in ["-1", "1.5", "soon", ""] {
+            let e = answer(429, r#"{"code":99991400}"#, Some(reset)).unwrap_err();
+            assert_eq!(e.retry_after, None, "{reset}");
+        }
     }
 
     #[test]

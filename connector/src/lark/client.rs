@@ -1,15 +1,15 @@
 //! The Lark calls lark-sink makes (send, reply, webhook push, urgent, batch_get_id), over one
 //! shared HTTP connection pool.
 //!
-//! Every call goes through [`read_response`], which turns any answer into either the JSON body of a
-//! success or a classified [`LarkError`]; the token rule of lark-api.md §1.6 (evict, re-mint,
+//! Every call goes through [`read_response`], which sends the request and hands the answer to
+//! [`read_answer`]: the JSON body of a success or a classified [`LarkError`]; the token rule of lark-api.md §1.6 (evict, re-mint,
 //! retry once, then give up as a configuration error) lives in [`LarkClient::authorized`].
 
 use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use super::classify::{classify, ErrorClass, LarkError};
+use super::classify::{read_answer, Answer, ErrorClass, LarkError};
 use super::token::TokenCache;
 use crate::config::{LarkConfig, WebhookConfig};
 use crate::secret::Secret;
@@ -402,52 +402,23 @@ pub(crate) async fn read_response(
             .and_then(|v| v.to_str().ok())
             .map(str::to_string)
     };
-    let header_log_id = header("x-tt-logid").or_else(|| header("x-request-id"));
-    // §4: seconds until the window recovers.
-    let retry_after = header("x-ogw-ratelimit-reset")
-        .and_then(|s| s.trim().parse::<u64>().ok())
-        .map(Duration::from_secs);
+    let log_id = header("x-tt-logid").or_else(|| header("x-request-id"));
+    let ratelimit_reset = header("x-ogw-ratelimit-reset");
     let text = resp.text().await.map_err(|e| {
         LarkError::transport(format!("reading the response failed: {}", without_url(&e)))
     })?;
-    let body: Option<Value> = serde_json::from_str(&text).ok();
-    let code = body
-        .as_ref()
-        .and_then(|b| b.get("code"))
-        .and_then(Value::as_i64);
-    match code {
-        Some(c) => crate::telemetry::lark_response(&c.to_string()),
-        None => crate::telemetry::lark_response(&format!("http_{status}")),
+    let result = read_answer(Answer {
+        status,
+        body: &text,
+        log_id: log_id.as_deref(),
+        ratelimit_reset: ratelimit_reset.as_deref(),
+    });
+    match &result {
+        Ok(_) => crate::telemetry::lark_response("0"),
+        Err(LarkError { code: Some(c), .. }) => crate::telemetry::lark_response(&c.to_string()),
+        Err(_) => crate::telemetry::lark_response(&format!("http_{status}")),
     }
-    if (200..300).contains(&status) && code == Some(0) {
-        return Ok((body.unwrap_or(Value::Null), header_log_id));
-    }
-    let msg = body
-        .as_ref()
-        .and_then(|b| b.get("msg"))
-        .and_then(Value::as_str)
-        .map(str::to_string)
-        .unwrap_or_else(|| text.chars().take(200).collect());
-    let log_id = body
-        .as_ref()
-        .and_then(|b| b.pointer("/error/log_id"))
-        .and_then(Value::as_str)
-        .map(str::to_string)
-        .or(header_log_id);
-    let class = if (200..300).contains(&status) && code.is_none() {
-        // A 2xx that is not Lark JSON: a proxy or a wrong base URL.
-        ErrorClass::Fatal
-    } else {
-        classify(status, code, &msg)
-    };
-    Err(LarkError {
-        class,
-        http_status: Some(status),
-        code,
-        msg,
-        log_id,
-        retry_after,
-    })
+    result
 }
 
 /// reqwest errors print the URL; ours carry no secret, but keep messages short and stable.

@@ -7,11 +7,17 @@
 //! - [`webhook`]: custom-bot webhook bodies and their signature.
 
 pub mod classify;
+#[cfg(feature = "runtime")]
 pub mod client;
+#[cfg(feature = "runtime")]
 pub mod directory;
+#[cfg(feature = "runtime")]
 pub mod token;
+#[cfg(feature = "runtime")]
 pub mod webhook;
 
 pub use classify::{ErrorClass, LarkError};
+#[cfg(feature = "runtime")]
 pub use client::{LarkClient, SendOk, UserIdEntry};
+#[cfg(feature = "runtime")]
 pub use directory::{LookupConfig, UserDirectory};
