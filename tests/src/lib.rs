@@ -413,6 +413,19 @@ pub fn read_to_end(topic: &str, timeout: Duration) -> Vec<ReadRecord> {
     got
 }
 
+/// Whether `topic` exists on the broker (a metadata request that never creates it).
+pub fn topic_exists(topic: &str) -> bool {
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", broker())
+        .set("allow.auto.create.topics", "false")
+        .create()
+        .expect("consumer");
+    let md = c
+        .fetch_metadata(None, Duration::from_secs(10))
+        .expect("metadata");
+    md.topics().iter().any(|t| t.name() == topic)
+}
+
 /// The committed offset of each partition `0..partitions` of `topic` for `group` (-1 = none).
 pub fn committed(group: &str, topic: &str, partitions: i32) -> Vec<i64> {
     committed_on(&KafkaAccess::plain(), group, topic, partitions)

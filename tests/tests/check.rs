@@ -3,13 +3,10 @@
 //! one check with its own specific line and fix.
 
 use std::path::PathBuf;
-use std::process::Command;
 use std::time::Duration;
 
 use lark_sink::emulator::{App, Directory};
 use lark_sink_e2e::*;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::ClientConfig;
 use serde_json::{json, Value};
 
 const APP_SECRET: &str = "check-app-secret-7f3a";
@@ -102,18 +99,20 @@ impl Fixture {
         self.n.set(self.n.get() + 1);
         let path = self.dir.join(format!("c{}.json", self.n.get()));
         std::fs::write(&path, cfg.to_string()).unwrap();
-        let out = Command::new(sink_bin())
-            .arg("check")
-            .arg("--config")
-            .arg(&path)
-            .args(["--timeout-ms", "8000"])
-            .args(args)
-            .output()
-            .unwrap();
+        let mut argv: Vec<String> = vec![
+            "check".into(),
+            "--config".into(),
+            path.display().to_string(),
+            "--timeout-ms".into(),
+            "8000".into(),
+        ];
+        argv.extend(args.iter().map(|a| a.to_string()));
+        // run_sink scans the output for every secret the harness knows.
+        let out = run_sink(&argv);
         let run = Run {
-            code: out.status.code(),
-            out: String::from_utf8_lossy(&out.stdout).into_owned(),
-            err: String::from_utf8_lossy(&out.stderr).into_owned(),
+            code: out.code,
+            out: out.stdout,
+            err: out.stderr,
         };
         for secret in [APP_SECRET, HOOK_SECRET] {
             assert!(
@@ -125,18 +124,6 @@ impl Fixture {
         }
         run
     }
-}
-
-fn topic_exists(topic: &str) -> bool {
-    let c: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", broker())
-        .set("allow.auto.create.topics", "false")
-        .create()
-        .unwrap();
-    let md = c
-        .fetch_metadata(None, Duration::from_secs(10))
-        .expect("metadata");
-    md.topics().iter().any(|t| t.name() == topic)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

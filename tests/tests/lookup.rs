@@ -40,12 +40,7 @@ fn delivered(s: &Scenario) -> BTreeMap<(String, String), Vec<String>> {
 /// The connector's `lark_sink_lookup_cache_total` (hit, miss) and `lark_sink_lookup_calls_total`
 /// values, after checking the whole `/metrics` text with promtool.
 async fn lookup_metrics(c: &Connector) -> (f64, f64, f64) {
-    let text = reqwest::get(format!("{}/metrics", c.admin_url().await))
-        .await
-        .expect("admin API")
-        .text()
-        .await
-        .unwrap_or_default();
+    let text = Admin::of(c).await.metrics().await;
     // The new labels and counter are valid Prometheus text.
     let out = std::process::Command::new("promtool")
         .args(["check", "metrics"])
