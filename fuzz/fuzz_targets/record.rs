@@ -39,6 +39,10 @@ fuzz_target!(|data: &[u8]| {
                         match &e.receiver {
                             Receiver::Id { id, .. } | Receiver::Phone(id) => assert!(!id.is_empty()),
                             Receiver::Webhook(name) => assert_eq!(name, "ops"),
+                            // A reply without receiveId is queued under its parent message.
+                            Receiver::Parent(id) => {
+                                assert!(id.starts_with("om_") && e.reply.is_some())
+                            }
                         }
                     }
                     Err(dl) => {
