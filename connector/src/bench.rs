@@ -162,6 +162,14 @@ async fn emulator(limits: Limits, receivers: usize) -> Result<EmulatorHandle, Be
     Ok(Emulator::start(cfg, SocketAddr::from(([127, 0, 0, 1], 0))).await?)
 }
 
+/// How long a sink may take to deliver its first message: a minute, or ten under a profiler.
+fn startup_timeout() -> Duration {
+    match std::env::var("LARK_SINK_BENCH_WRAPPER") {
+        Ok(w) if !w.trim().is_empty() => Duration::from_secs(600),
+        _ => Duration::from_secs(60),
+    }
+}
+
 /// The `lark-sink run` child process under measurement.
 struct Sink {
     child: Child,
@@ -319,7 +327,7 @@ async fn ceiling(o: &BenchOptions) -> Result<(), BenchError> {
     .await?;
     let lark = emulator(Limits::default(), receivers).await?;
     let sink = Sink::start(&o.broker, &topic, &lark, json!({}))?;
-    wait_for("first delivery", Duration::from_secs(60), || {
+    wait_for("first delivery", startup_timeout(), || {
         lark.stats().accepted > 0
     })
     .await?;
@@ -425,7 +433,7 @@ async fn engine(o: &BenchOptions) -> Result<(), BenchError> {
         "lark.rate.receiver.per.second": "0", "buffer.max.messages": "20000",
     });
     let sink = Sink::start(&o.broker, &topic, &lark, extra)?;
-    wait_for("first delivery", Duration::from_secs(60), || {
+    wait_for("first delivery", startup_timeout(), || {
         lark.stats().accepted > 0
     })
     .await?;
@@ -612,7 +620,7 @@ async fn memory(o: &BenchOptions) -> Result<(), BenchError> {
 ///
 /// Lark's real ceiling is 1000 messages a minute, so a million records would take 17 hours. The
 /// soak therefore gives the app (in the emulator and in the connector alike) a ceiling of
-/// 2000/s and 120 000/min, keeping the real 5/s per receiver over 500 receivers: the limiter
+/// 2000/s and 120 000/min, keeping the real 5/s per receiver over 2000 receivers: the limiter
 /// still runs at its ceiling and the emulator still enforces it.
 async fn soak(o: &BenchOptions) -> Result<(), BenchError> {
     use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -622,7 +630,7 @@ async fn soak(o: &BenchOptions) -> Result<(), BenchError> {
     let n = o
         .records
         .unwrap_or(if o.quick { 100_000 } else { 1_000_000 });
-    let (receivers, partitions, per_sec, per_min) = (500, 8, 2_000, 120_000);
+    let (receivers, partitions, per_sec, per_min) = (2_000, 8, 2_000, 120_000);
     const INVALID_EVERY: usize = 997;
     const KILL_EVERY: Duration = Duration::from_secs(90);
     println!(
@@ -676,6 +684,9 @@ async fn soak(o: &BenchOptions) -> Result<(), BenchError> {
         "errors.retry.timeout": "600000",
         "errors.tolerance": "all",
         "errors.deadletterqueue.topic.name": dlq,
+        // A SIGKILLed member holds its partitions until its session times out (librdkafka's
+        // default is 45 s); a short session keeps each kill's stall to seconds.
+        "kafka.session.timeout.ms": "6000",
     });
 
     let started = Instant::now();
