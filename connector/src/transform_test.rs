@@ -12,7 +12,9 @@ use lark_sink_transforms::{Chain, RecordMeta};
 use serde_json::Value;
 
 use crate::config::{ConfigError, ConnectorConfig, Topics};
-use crate::decode::{decode_value, split_envelopes};
+use crate::decode::decode_value;
+use crate::dlq::Stage;
+use crate::prepare::{self, Prepared};
 use crate::validate::{EnvelopeValidator, SchemaError};
 
 /// Why a `transform test` run could not run at all (per-record failures are part of the report).
@@ -155,31 +157,20 @@ fn one_record(
         writeln!(out, "dropped (the transforms returned nothing)")?;
         return Ok(());
     }
-    let mut messages = Vec::new();
-    let mut indexed = outputs.len() > 1;
-    for o in outputs {
-        match split_envelopes(o) {
-            Ok((envs, is_array)) => {
-                indexed |= is_array;
-                messages.extend(envs);
-            }
-            Err(e) => {
-                summary.failed += 1;
-                let stage = if chain.is_empty() {
-                    "decode"
-                } else {
-                    "transform"
-                };
-                writeln!(out, "✗ [{stage}] transform output: {e}")?;
-                return Ok(());
-            }
+    // The rest is the sink's own code (`prepare`): split, the per-record bound, validation.
+    let messages = match prepare::messages(validator, outputs, !chain.is_empty()) {
+        Prepared::Failed(dl) => {
+            summary.failed += 1;
+            writeln!(out, "✗ [{}] {}", stage_label(dl.stage), dl.reason)?;
+            return Ok(());
         }
-    }
+        Prepared::Messages(m) => m,
+    };
     writeln!(out, "{} message(s)", messages.len())?;
     let mut bad = 0;
     for (index, message) in messages.iter().enumerate() {
         summary.messages += 1;
-        match validator.validate(message, indexed.then_some(index)) {
+        match message {
             Ok(env) => writeln!(
                 out,
                 "  [{index}] ✓ {} {} {}",
@@ -187,10 +178,14 @@ fn one_record(
                 env.msg_type,
                 env.content
             )?,
-            Err(e) => {
+            Err(dl) => {
                 bad += 1;
-                writeln!(out, "  [{index}] ✗ [schema] {e}")?;
-                writeln!(out, "      {message}")?;
+                writeln!(
+                    out,
+                    "  [{index}] ✗ [{}] {}",
+                    stage_label(dl.stage),
+                    dl.reason
+                )?;
             }
         }
     }
@@ -201,6 +196,16 @@ fn one_record(
         summary.failed += 1;
     }
     Ok(())
+}
+
+/// The short stage names the report uses.
+fn stage_label(stage: Stage) -> &'static str {
+    match stage {
+        Stage::Decode => "decode",
+        Stage::Transform => "transform",
+        Stage::Validate => "schema",
+        Stage::Deliver => "deliver",
+    }
 }
 
 /// Reads a `--with-meta` line: the value (re-serialised for the decoder) and its metadata.
