@@ -1,4 +1,6 @@
-//! The broker stopped and restarted mid-stream. This test runs its own tansu (same durable
+//! The broker stopped and restarted mid-stream, then frozen (SIGSTOP) for longer than the
+//! consumer's session timeout, so the connector loses its assignment and must rejoin. This test
+//! runs its own tansu (same durable
 //! SQLite storage as the shared one, on a free port and in a temp directory), so restarting it
 //! cannot disturb other tests; it is the only test in this binary. Ends with the common audit
 //! (`lark_sink_e2e::audit`).
@@ -34,6 +36,19 @@ impl OwnBroker {
     }
 }
 
+impl OwnBroker {
+    /// Sends `signal` (e.g. "STOP", "CONT") to the broker process.
+    fn signal(&self, signal: &str) {
+        let pid = std::fs::read_to_string(self.dir.join("broker.pid")).expect("broker.pid");
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(pid.trim())
+            .status()
+            .expect("kill");
+        assert!(status.success(), "kill -{signal} {pid}");
+    }
+}
+
 impl Drop for OwnBroker {
     fn drop(&mut self) {
         self.script("stop");
@@ -42,7 +57,7 @@ impl Drop for OwnBroker {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn broker_stopped_and_restarted_mid_stream_loses_nothing() {
+async fn broker_stopped_restarted_and_frozen_mid_stream_loses_nothing() {
     let port = TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("free port")
@@ -65,8 +80,8 @@ async fn broker_stopped_and_restarted_mid_stream_loses_nothing() {
         },
     )
     .await;
-    // At Lark's real 50/s this takes about 10 s, so the outage lands mid-stream.
-    let ledger = produce_workload(&s, 400, RECEIVERS).await;
+    // At Lark's real 50/s this takes about 20 s, so both outages land mid-stream.
+    let ledger = produce_workload(&s, 800, RECEIVERS).await;
     let total = ledger.messages();
     let mut c = Connector::start(&s.config());
     wait_until("a quarter delivered", Duration::from_secs(120), || {
@@ -83,6 +98,24 @@ async fn broker_stopped_and_restarted_mid_stream_loses_nothing() {
         s.lark.messages().len()
     );
     broker.script("resume");
+
+    wait_until("half delivered", Duration::from_secs(120), || {
+        s.lark.messages().len() >= total / 2
+    })
+    .await;
+    // Frozen for longer than the 6 s session timeout: the group coordinator stops answering, the
+    // connector's session times out and its assignment is lost. It must not hang on a commit to
+    // the frozen coordinator, and must rejoin and go on once the broker answers again.
+    broker.signal("STOP");
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    broker.signal("CONT");
+    let at_thaw = s.lark.messages().len();
+    wait_until(
+        "delivery going on after the freeze",
+        Duration::from_secs(30),
+        || s.lark.messages().len() > at_thaw,
+    )
+    .await;
 
     wait_until("every message delivered", Duration::from_secs(180), || {
         s.lark.messages().len() >= total

@@ -83,10 +83,20 @@ impl ConsumerContext for SinkContext {
         match rebalance {
             Rebalance::Revoke(tpl) => {
                 // Offsets stored so far cover only finished records: commit them while we still
-                // own the partitions, so the next owner starts right after them.
-                match consumer.commit_consumer_state(CommitMode::Sync) {
-                    Ok(()) => tracing::info!("committed finished offsets before revocation"),
-                    Err(e) => tracing::debug!("nothing committed before revocation: {e}"),
+                // own the partitions, so the next owner starts right after them. Not when the
+                // assignment is already lost (the session timed out, e.g. the coordinator stopped
+                // answering): the group has moved on, the commit would be refused, and a
+                // synchronous commit to an unresponsive coordinator blocks this callback, and so
+                // the whole consumer, until the request times out.
+                if consumer.assignment_lost() {
+                    tracing::warn!(
+                        "assignment lost (session timed out): not committing; the next owner replays from the last commit"
+                    );
+                } else {
+                    match consumer.commit_consumer_state(CommitMode::Sync) {
+                        Ok(()) => tracing::info!("committed finished offsets before revocation"),
+                        Err(e) => tracing::debug!("nothing committed before revocation: {e}"),
+                    }
                 }
                 if let Ok(mut t) = self.tracker.lock() {
                     for el in tpl.elements() {
