@@ -244,7 +244,7 @@ pub async fn produce_workload(s: &crate::Scenario, records: usize, receivers: us
         let slot = i / parts;
         let user = |k: usize| generated_user(p + parts * ((slot + k) % per_partition));
         if i % 13 == 7 {
-            let coords = if (i / 13) % 2 == 0 {
+            if (i / 13) % 2 == 0 {
                 let c = s
                     .send_raw_to(
                         p as i32,
@@ -252,7 +252,6 @@ pub async fn produce_workload(s: &crate::Scenario, records: usize, receivers: us
                     )
                     .await;
                 ledger.dead_letter(c, "not JSON");
-                c
             } else {
                 let c = s
                     .send_to(
@@ -261,9 +260,7 @@ pub async fn produce_workload(s: &crate::Scenario, records: usize, receivers: us
                     )
                     .await;
                 ledger.dead_letter(c, "/receiveType");
-                c
-            };
-            let _ = coords;
+            }
             continue;
         }
         let one = |k: usize| serde_json::json!({"receiveId": user(k), "content": {"text": format!("m{i}.{k}")}});
