@@ -110,9 +110,10 @@ async fn broker_stopped_restarted_and_frozen_mid_stream_loses_nothing() {
     tokio::time::sleep(Duration::from_secs(10)).await;
     broker.signal("CONT");
     let at_thaw = s.lark.messages().len();
+    // A rejoin can take a while on a loaded machine; a connector that stalls for good fails.
     wait_until(
         "delivery going on after the freeze",
-        Duration::from_secs(30),
+        Duration::from_secs(90),
         || s.lark.messages().len() > at_thaw,
     )
     .await;
