@@ -194,9 +194,22 @@ impl Sink {
             "lark.domain": lark.base_url(),
             "offset.flush.interval.ms": "1000",
         });
-        if let (Some(c), Some(e)) = (cfg.as_object_mut(), extra.as_object()) {
-            for (k, v) in e {
-                c.insert(k.clone(), v.clone());
+        // LARK_SINK_BENCH_CONFIG (a JSON object of connector settings) wins over the scenario's own,
+        // to try a setting without editing the benchmark (docs/performance.md).
+        let overrides = match std::env::var("LARK_SINK_BENCH_CONFIG") {
+            Ok(text) if !text.trim().is_empty() => serde_json::from_str::<Value>(&text)
+                .ok()
+                .filter(Value::is_object)
+                .ok_or_else(|| {
+                    BenchError::Other("LARK_SINK_BENCH_CONFIG must be a JSON object".into())
+                })?,
+            _ => json!({}),
+        };
+        for layer in [&extra, &overrides] {
+            if let (Some(c), Some(e)) = (cfg.as_object_mut(), layer.as_object()) {
+                for (k, v) in e {
+                    c.insert(k.clone(), v.clone());
+                }
             }
         }
         let path = dir.join("bench.json");
@@ -218,13 +231,17 @@ impl Sink {
             }
             None => Command::new(std::env::current_exe()?),
         };
-        let child = cmd
-            .args(["run", "--config"])
+        cmd.args(["run", "--config"])
             .arg(&path)
-            .env("LARK_SINK_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()?;
+            .stdout(Stdio::null());
+        // LARK_SINK_BENCH_LOG=<filter> shows the measured connector's log on stderr.
+        match std::env::var("LARK_SINK_BENCH_LOG") {
+            Ok(filter) if !filter.trim().is_empty() => {
+                cmd.env("LARK_SINK_LOG", filter).stderr(Stdio::inherit())
+            }
+            _ => cmd.env("LARK_SINK_LOG", "warn").stderr(log),
+        };
+        let child = cmd.spawn()?;
         Ok(Sink { child, dir })
     }
 
@@ -439,8 +456,22 @@ async fn engine(o: &BenchOptions) -> Result<(), BenchError> {
     .await?;
     let (t0, cpu0, emu0) = (Instant::now(), sink.cpu_seconds(), own_cpu_seconds());
     let done0 = lark.stats().accepted;
+    let timeline = std::env::var_os("LARK_SINK_BENCH_TIMELINE").is_some();
+    let mut last = (Instant::now(), done0, sink.cpu_seconds(), own_cpu_seconds());
     wait_for("all delivered", Duration::from_secs(900), || {
-        lark.stats().accepted as usize >= n
+        let accepted = lark.stats().accepted;
+        if timeline && last.0.elapsed() >= Duration::from_millis(250) {
+            let (cpu, emu) = (sink.cpu_seconds(), own_cpu_seconds());
+            eprintln!(
+                "  t={:5.2}s delivered={accepted:6} rate={:6.0}/s sink-cpu={:4.2} emu-cpu={:4.2}",
+                t0.elapsed().as_secs_f64(),
+                (accepted - last.1) as f64 / last.0.elapsed().as_secs_f64(),
+                (cpu - last.2) / last.0.elapsed().as_secs_f64(),
+                (emu - last.3) / last.0.elapsed().as_secs_f64(),
+            );
+            last = (Instant::now(), accepted, cpu, emu);
+        }
+        accepted as usize >= n
     })
     .await?;
     let (secs, cpu) = (t0.elapsed().as_secs_f64(), sink.cpu_seconds() - cpu0);

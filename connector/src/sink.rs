@@ -92,6 +92,24 @@ impl SinkStats {
     }
 }
 
+/// Where the loop stands with backpressure (see [`Shared::backpressure`]).
+#[derive(Debug, Default)]
+struct Backpressure {
+    /// Since when the buffer has been at its bound (cleared once it has drained to half).
+    full_since: Option<Instant>,
+    /// The assigned partitions are paused in librdkafka.
+    paused: bool,
+}
+
+impl Backpressure {
+    /// Whether the loop takes records from librdkafka now. While the buffer is full but the
+    /// partitions are not paused yet it does not: the records wait in librdkafka's bounded
+    /// prefetch queue. Once paused it polls again, so the group never evicts the instance.
+    fn taking(&self) -> bool {
+        self.full_since.is_none() || self.paused
+    }
+}
+
 /// A record whose messages are being delivered. Finished when `pending` reaches zero.
 struct InFlight {
     record: SourceRecord,
@@ -254,7 +272,7 @@ pub async fn run(
             .map_err(|e| SinkError::Startup(e.to_string()))?,
     );
     let mut dead_letter_tasks: JoinSet<()> = JoinSet::new();
-    let mut paused = false;
+    let mut bp = Backpressure::default();
     let mut tick = tokio::time::interval(BACKPRESSURE_TICK);
     let mut last_housekeeping = Instant::now();
     tokio::pin!(shutdown);
@@ -266,7 +284,7 @@ pub async fn run(
             _ = control.restart_requested() => break Ok(()),
             Some(e) = fatal_rx.recv() => break Err(e),
             _ = tick.tick() => {
-                shared.backpressure(&scheduler, &mut paused);
+                shared.backpressure(&scheduler, &mut bp);
                 shared.report_status();
                 while dead_letter_tasks.try_join_next().is_some() {}
                 if last_housekeeping.elapsed() > Duration::from_secs(10) {
@@ -275,7 +293,7 @@ pub async fn run(
                 }
                 continue;
             }
-            m = consumer.recv() => m,
+            m = consumer.recv(), if bp.taking() => m,
         };
         let record = match msg {
             Ok(m) => source_record(&m),
@@ -309,7 +327,7 @@ pub async fn run(
             pending: AtomicUsize::new(0),
         });
         shared.dispatch(in_flight, prepared, &scheduler, &mut dead_letter_tasks);
-        shared.backpressure(&scheduler, &mut paused);
+        shared.backpressure(&scheduler, &mut bp);
     };
 
     // Stop: queues finish the message in hand and drop the rest; then commit what finished.
@@ -667,9 +685,14 @@ impl Shared {
         }
     }
 
-    /// Pauses every assigned partition when the buffer bound is reached, resumes them once the
-    /// buffer is down to half, and pauses partitions assigned while paused.
-    fn backpressure(&self, scheduler: &Scheduler<Outgoing, Deliverer>, paused: &mut bool) {
+    /// Backpressure in two steps. At the buffer bound the loop first stops taking records: they
+    /// wait in librdkafka's prefetch queue, itself bounded (`queued.max.messages.kbytes`). If the
+    /// buffer is still full after `buffer.pause.after.ms`, every assigned partition is paused (and
+    /// partitions assigned while paused are paused too). Pausing is kept for sustained pressure
+    /// because librdkafka drops its prefetched records on pause and fetches them again on resume,
+    /// which for a short burst costs more than it saves. Taking, and the partitions, resume once
+    /// the buffer is down to half. A pause through the REST API pauses at once.
+    fn backpressure(&self, scheduler: &Scheduler<Outgoing, Deliverer>, bp: &mut Backpressure) {
         let (messages, bytes) = (scheduler.in_flight(), scheduler.bytes());
         let stats = &self.stats;
         stats
@@ -684,18 +707,33 @@ impl Shared {
         let drained =
             !user_paused && messages <= bound.max_messages / 2 && bytes <= bound.max_bytes / 2;
         telemetry::buffered(messages, bytes);
+        if over && bp.full_since.is_none() {
+            bp.full_since = Some(Instant::now());
+        } else if drained {
+            bp.full_since = None;
+        }
         let reassigned = self
             .consumer
             .context()
             .assignment_changed
             .swap(false, Ordering::SeqCst);
+        let held_long = bp
+            .full_since
+            .is_some_and(|t| t.elapsed() >= bound.pause_after);
+        let pause = (user_paused || held_long) && (!bp.paused || reassigned);
+        let resume = bp.paused && drained;
+        if !pause && !resume {
+            return;
+        }
+        // Only now ask for the assignment: it is a round trip to librdkafka's main thread, too
+        // dear for every record (it was a tenth of the connector's CPU in the engine benchmark).
         let Ok(assignment) = self.consumer.assignment() else {
             return;
         };
-        if over && (!*paused || reassigned) {
+        if pause {
             match self.consumer.pause(&assignment) {
                 Ok(()) => {
-                    if !*paused {
+                    if !bp.paused {
                         SinkStats::add(&stats.pauses, 1);
                         if user_paused {
                             tracing::info!("paused: partitions paused");
@@ -703,16 +741,16 @@ impl Shared {
                             tracing::info!(messages, bytes, "buffer full: partitions paused");
                         }
                     }
-                    *paused = true;
+                    bp.paused = true;
                     telemetry::paused_partitions(assignment.count());
                 }
                 Err(e) => tracing::warn!("pausing partitions failed: {e}"),
             }
-        } else if *paused && drained {
+        } else {
             match self.consumer.resume(&assignment) {
                 Ok(()) => {
                     tracing::info!(messages, bytes, "buffer drained: partitions resumed");
-                    *paused = false;
+                    bp.paused = false;
                     telemetry::paused_partitions(0);
                 }
                 Err(e) => tracing::warn!("resuming partitions failed: {e}"),
