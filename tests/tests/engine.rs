@@ -173,6 +173,9 @@ async fn a_backlog_beyond_the_buffer_pauses_and_resumes_kafka_without_loss() {
     let total = produce(&s, 2, 50).await;
     let mut cfg = s.strict_config();
     cfg["config"]["buffer.max.messages"] = json!("20");
+    // Draining to half takes about a second here; the default 1 s before pausing (records wait in
+    // librdkafka's queue meanwhile) would never be reached. 200 ms exercises both steps.
+    cfg["config"]["buffer.pause.after.ms"] = json!("200");
     let mut c = Connector::start(&cfg);
     wait_until("all delivered", WAIT, || s.lark.messages().len() >= total).await;
     let logs = c.logs();
