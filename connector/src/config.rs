@@ -917,9 +917,11 @@ mod tests {
             c.buffer,
             BufferConfig {
                 max_messages: 5000,
-                max_bytes: 8 << 20
+                max_bytes: 8 << 20,
+                pause_after: Duration::from_secs(1),
             }
         );
+        assert_eq!(c.kafka["fetch.queue.backoff.ms"], "20");
         assert!(format!("{c:?}").contains("Secret(***)"));
         assert_eq!(c.admin.listener, Some("127.0.0.1:8083".parse().unwrap()));
         assert_eq!(c.shutdown_timeout, Duration::from_secs(30));

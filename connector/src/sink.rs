@@ -556,16 +556,23 @@ impl Shared {
                     },
                     None => None,
                 };
-                let result = results::delivered(
-                    &self.cfg.name,
-                    record,
-                    m.index,
-                    &m.envelope,
-                    &done.ok,
-                    done.attempts,
-                    urgent.as_ref(),
-                );
-                if let Err(e) = self.report(record, result).await {
+                // Built only when there is a result topic: it costs a JSON object per message.
+                let result = self.results.is_some().then(|| {
+                    results::delivered(
+                        &self.cfg.name,
+                        record,
+                        m.index,
+                        &m.envelope,
+                        &done.ok,
+                        done.attempts,
+                        urgent.as_ref(),
+                    )
+                });
+                let reported = match result {
+                    Some(r) => self.report(record, r).await,
+                    None => Ok(()),
+                };
+                if let Err(e) = reported {
                     let _ = self.fatal.send(e).await;
                     return; // uncommitted: replayed, and Lark absorbs the resend (same uuid)
                 }

@@ -124,21 +124,22 @@ pub async fn deliver(
         }
         result
     };
-    let context = format!("receiver={} uuid={uuid}", envelope.receiver.describe());
-    with_retries(policy, "delivery", &context, send)
+    let context = || format!("receiver={} uuid={uuid}", envelope.receiver.describe());
+    with_retries(policy, "delivery", context, send)
         .await
         .map(|(ok, attempts)| Delivered { ok, attempts })
 }
 
 /// Runs `op` until it succeeds, fails permanently, or `errors.retry.timeout` runs out; the one
 /// retry mechanism for every Lark call the pipeline makes. Returns the result and the attempts.
+/// `context` names the call in retry warnings; it is only formatted when one is logged.
 ///
 /// `errors.retry.timeout` is wall-clock time since the first attempt (as in Kafka Connect),
 /// checked before every retry, so time spent waiting on slow responses counts too.
 async fn with_retries<T, F, Fut>(
     policy: &RetryPolicy,
     what: &str,
-    context: &str,
+    context: impl Fn() -> String,
     mut op: F,
 ) -> Result<(T, u32), DeliveryFailure>
 where
@@ -168,7 +169,7 @@ where
         .notify(|e: &LarkError, wait: Duration| {
             crate::telemetry::retry(e.class.label());
             tracing::warn!(
-                context,
+                context = context(),
                 class = e.class.label(),
                 wait_ms = wait.as_millis() as u64,
                 "{what} failed, retrying: {e}"
@@ -196,8 +197,8 @@ pub async fn buzz(
     urgent: &crate::validate::Urgent,
 ) -> Result<Vec<String>, DeliveryFailure> {
     let call = || client.urgent(message_id, &urgent.kind, &urgent.user_ids);
-    let context = format!("message_id={message_id} kind={}", urgent.kind);
-    with_retries(policy, "urgent buzz", &context, call)
+    let context = || format!("message_id={message_id} kind={}", urgent.kind);
+    with_retries(policy, "urgent buzz", context, call)
         .await
         .map(|(skipped, _)| skipped)
 }
