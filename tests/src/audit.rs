@@ -127,7 +127,7 @@ impl Ledger {
             dupes.is_empty(),
             "messages accepted more than once: {dupes:?}"
         );
-        for ((p, o, i), _) in &seen {
+        for (p, o, i) in seen.keys() {
             match self.records.get(&(*p, *o)) {
                 Some(Expect::Deliver(r)) if *i < r.len() => {}
                 other => panic!("unexpected message for record {p}/{o} index {i}: {other:?}"),
