@@ -681,9 +681,11 @@ impl Connector {
             .arg("--config")
             .arg(&cfg_path)
             .envs(env.iter().copied())
+            // LARK_SINK_TEST_LOG replaces the filter, e.g. to see librdkafka's debug lines.
             .env(
                 "LARK_SINK_LOG",
-                "info,lark_sink=debug,librdkafka=warn,rdkafka=warn",
+                std::env::var("LARK_SINK_TEST_LOG")
+                    .unwrap_or_else(|_| "info,lark_sink=debug,librdkafka=warn,rdkafka=warn".into()),
             )
             .stdout(Stdio::null())
             .stderr(log_file)
