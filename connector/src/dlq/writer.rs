@@ -51,6 +51,7 @@ const CONSUMER_ONLY: &[&str] = &[
     "max.partition.fetch.bytes",
     "queued.min.messages",
     "queued.max.messages.kbytes",
+    "fetch.queue.backoff.ms",
     "check.crcs",
 ];
 
