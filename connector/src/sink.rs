@@ -568,11 +568,7 @@ impl Shared {
                         urgent.as_ref(),
                     )
                 });
-                let reported = match result {
-                    Some(r) => self.report(record, r).await,
-                    None => Ok(()),
-                };
-                if let Err(e) = reported {
+                if let Err(e) = self.report(record, result).await {
                     let _ = self.fatal.send(e).await;
                     return; // uncommitted: replayed, and Lark absorbs the resend (same uuid)
                 }
@@ -797,17 +793,15 @@ impl Shared {
             .is_some()
             .then(|| results::dead_lettered(&self.cfg.name, record, &dl, envelope));
         self.dead_letter(record, dl).await?;
-        match result {
-            Some(r) => self.report(record, r).await,
-            None => Ok(()),
-        }
+        self.report(record, result).await
     }
 
     /// Writes one result record when `lark.result.topic` is set. Like a dead letter, it must be
     /// acknowledged before the source offset may move, so a failure stops the connector (the
     /// record stays uncommitted and is replayed) rather than lose the result.
-    async fn report(&self, record: &SourceRecord, result: Value) -> Result<(), SinkError> {
-        let Some(writer) = &self.results else {
+    /// `result` is `None` exactly when there is no result topic (callers skip building it).
+    async fn report(&self, record: &SourceRecord, result: Option<Value>) -> Result<(), SinkError> {
+        let (Some(writer), Some(result)) = (&self.results, result) else {
             return Ok(());
         };
         durably(|| writer.write(record, &result)).await?;

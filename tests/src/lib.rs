@@ -306,6 +306,20 @@ pub fn read_topic_on(
     records
 }
 
+/// How many partitions `topic` has, per the broker's metadata (0 when it does not exist yet).
+fn partition_count(consumer: &BaseConsumer, topic: &str) -> i32 {
+    consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(5))
+        .ok()
+        .and_then(|m| {
+            m.topics()
+                .iter()
+                .find(|t| t.name() == topic && t.error().is_none())
+                .map(|t| t.partitions().len() as i32)
+        })
+        .unwrap_or(0)
+}
+
 fn read_topic_unscanned(
     kafka: &KafkaAccess,
     topic: &str,
@@ -320,18 +334,9 @@ fn read_topic_unscanned(
         .expect("consumer");
     let deadline = Instant::now() + timeout;
     let partitions = loop {
-        let n = consumer
-            .fetch_metadata(Some(topic), Duration::from_secs(5))
-            .ok()
-            .and_then(|m| {
-                m.topics()
-                    .iter()
-                    .find(|t| t.name() == topic && t.error().is_none())
-                    .map(|t| t.partitions().len())
-            })
-            .unwrap_or(0);
+        let n = partition_count(&consumer, topic);
         if n > 0 {
-            break n as i32;
+            break n;
         }
         if Instant::now() > deadline {
             return Vec::new();
@@ -383,16 +388,7 @@ pub fn read_to_end(topic: &str, timeout: Duration) -> Vec<ReadRecord> {
         .set("enable.auto.commit", "false")
         .create()
         .expect("consumer");
-    let partitions = consumer
-        .fetch_metadata(Some(topic), Duration::from_secs(5))
-        .ok()
-        .and_then(|m| {
-            m.topics()
-                .iter()
-                .find(|t| t.name() == topic && t.error().is_none())
-                .map(|t| t.partitions().len() as i32)
-        })
-        .unwrap_or(0);
+    let partitions = partition_count(&consumer, topic);
     let mut expected = 0usize;
     for p in 0..partitions {
         let (low, high) = consumer
