@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# A real Kafka-protocol broker for the end-to-end tests: tansu 0.6 with durable SQLite storage.
+# A real Kafka-protocol broker for the end-to-end tests: tansu 0.6 with durable SQLite storage,
+# built with lark-sink's patch to its storage loop (tools/test-broker; docs/testing.md#the-test-broker).
 #
-#   scripts/broker.sh install   cargo-install tansu unless a 0.6 build is already on PATH (about 14 min once, measured on 2 cores)
+#   scripts/broker.sh install   build the patched tansu unless this exact build is installed (once; docs/testing.md has the time)
 #   scripts/broker.sh start     start it on 127.0.0.1:$LARK_SINK_BROKER_PORT (default 19092), fresh data
 #   scripts/broker.sh resume    start it again on the data a stopped broker left (broker-restart test)
 #   scripts/broker.sh stop      stop it
 #   scripts/broker.sh status    say whether it runs
+#   scripts/broker.sh path      print the tansu binary the other actions use
 #   scripts/broker.sh start-secure  also start the secured brokers (TLS, SASL/SCRAM over TLS) on
 #                                   $LARK_SINK_BROKER_PORT+1 .. +4; `stop` stops them too
 #
@@ -36,7 +38,16 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 STATE=${LARK_SINK_BROKER_DIR:-$ROOT/.broker}
 PORT=${LARK_SINK_BROKER_PORT:-19092}
-TANSU=${TANSU_BIN:-$(command -v tansu || echo "$HOME/.cargo/bin/tansu")}
+# The patched broker (tools/test-broker) is installed under a directory named after a hash of
+# its sources (manifest, lock file, main, patches), so a changed patch is a new build and an
+# unchanged one is found again by every later run. An upstream `tansu` on PATH is never used:
+# it has the bug the patch fixes. TANSU_BIN overrides (e.g. upstream, to reproduce the bug).
+BROKER_SRC=$ROOT/tools/test-broker
+broker_id() {
+  (cd "$BROKER_SRC" && cat Cargo.toml Cargo.lock src/main.rs patches/*.patch) | sha256sum | cut -c1-12
+}
+BROKER_ROOT=${LARK_SINK_TOOLS_DIR:-${CARGO_HOME:-$HOME/.cargo}/lark-sink}/test-broker-$(broker_id)
+TANSU=${TANSU_BIN:-$BROKER_ROOT/bin/tansu}
 SECURE=${STATE}-secure
 # The SASL user the tests log in as; the password is also in tests/src/lib.rs (KAFKA_PASSWORD).
 SASL_USER=${LARK_SINK_TEST_KAFKA_USER:-lark-sink-e2e}
@@ -44,6 +55,29 @@ SASL_PASSWORD=${LARK_SINK_TEST_KAFKA_PASSWORD:-e2e-kafka-password-9b2e}
 
 have_tansu() {
   [ -x "$TANSU" ] && "$TANSU" --version 2>/dev/null | grep -q ' 0\.6\.'
+}
+
+# install_patched: the registry's tansu-storage 0.6.0 (downloaded and checksum-verified by cargo)
+# copied to tools/test-broker/patched/, patches/ applied, and the broker built from tansu's own
+# crates against it ([patch.crates-io] in tools/test-broker/Cargo.toml).
+install_patched() {
+  local fetch=$BROKER_SRC/target/fetch-tansu-storage
+  mkdir -p "$fetch/src"
+  printf '[package]\nname = "fetch-tansu-storage"\nversion = "0.0.0"\nedition = "2021"\n[dependencies]\ntansu-storage = { version = "=0.6.0", default-features = false }\n[workspace]\n' >"$fetch/Cargo.toml"
+  : >"$fetch/src/lib.rs"
+  local manifest
+  manifest=$(cargo metadata --quiet --format-version 1 --manifest-path "$fetch/Cargo.toml" \
+    | grep -o '"manifest_path":"[^"]*/tansu-storage-0\.6\.0/Cargo\.toml"' | head -n1 | cut -d'"' -f4)
+  [ -f "$manifest" ] || { echo "broker: could not locate tansu-storage 0.6.0's source" >&2; exit 1; }
+  rm -rf "$BROKER_SRC/patched/tansu-storage"
+  mkdir -p "$BROKER_SRC/patched"
+  cp -R "$(dirname "$manifest")" "$BROKER_SRC/patched/tansu-storage"
+  for p in "$BROKER_SRC"/patches/*.patch; do
+    (cd "$BROKER_SRC/patched/tansu-storage" && git apply -p1 "$p") \
+      || { echo "broker: $p does not apply to tansu-storage 0.6.0" >&2; exit 1; }
+    echo "broker: applied $(basename "$p")"
+  done
+  cargo install --path "$BROKER_SRC" --root "$BROKER_ROOT" --locked --quiet
 }
 
 port_open() {
@@ -120,8 +154,10 @@ case "${1:-}" in
     if have_tansu; then
       echo "broker: $("$TANSU" --version) already installed at $TANSU (skipping)"
     else
-      echo "broker: installing tansu 0.6 with cargo (about 14 minutes on 2 idle cores, once)"
-      cargo install tansu --version '^0.6' --locked --features dynostore,libsql
+      echo "broker: building tansu 0.6 with lark-sink's storage-loop patch into $BROKER_ROOT (once; about 11 minutes on 2 idle cores)"
+      start=$(date +%s)
+      install_patched
+      echo "broker: installed $("$TANSU" --version) in $(( $(date +%s) - start )) s"
     fi
     ;;
   start|resume)
@@ -192,10 +228,13 @@ ENV
       echo "broker: secured brokers stopped"
     fi
     ;;
+  path)
+    echo "$TANSU"
+    ;;
   status)
     if port_open; then echo "broker: running on 127.0.0.1:$PORT"; else echo "broker: not running"; exit 1; fi
     ;;
   *)
-    echo "usage: $0 install|start|start-secure|resume|stop|status" >&2; exit 2
+    echo "usage: $0 install|start|start-secure|resume|stop|status|path" >&2; exit 2
     ;;
 esac

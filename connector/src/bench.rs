@@ -663,19 +663,27 @@ async fn soak(o: &BenchOptions) -> Result<(), BenchError> {
         .unwrap_or(if o.quick { 100_000 } else { 1_000_000 });
     let (receivers, partitions, per_sec, per_min) = (2_000, 8, 2_000, 120_000);
     const INVALID_EVERY: usize = 997;
-    // SIGKILLs are off by default: against tansu 0.6 a group whose member was SIGKILLed under
-    // this load sometimes never completes its rebalance (the new member waits for minutes, see
-    // docs/reliability.md#soak); crash.rs covers kills. LARK_SINK_SOAK_KILL_EVERY=<s> turns them on.
-    let kill_every = std::env::var("LARK_SINK_SOAK_KILL_EVERY")
-        .ok()
-        .and_then(|v| v.parse::<u64>().ok())
-        .filter(|s| *s > 0)
-        .map(Duration::from_secs);
+    // SIGKILLs (off by default): LARK_SINK_SOAK_KILL_EVERY_RECORDS=<n> kills and restarts the
+    // connector each time another n messages reached Lark; LARK_SINK_SOAK_KILL_EVERY=<s> every s
+    // seconds. (Before the test broker's storage-loop patch, kills under this load stalled
+    // tansu; docs/reliability.md#soak.)
+    let env_u64 = |key: &str| {
+        std::env::var(key)
+            .ok()
+            .and_then(|v| v.parse::<u64>().ok())
+            .filter(|v| *v > 0)
+    };
+    let kill_every = env_u64("LARK_SINK_SOAK_KILL_EVERY").map(Duration::from_secs);
+    let kill_every_records = env_u64("LARK_SINK_SOAK_KILL_EVERY_RECORDS");
+    let kill_plan = match (kill_every_records, kill_every) {
+        (Some(r), _) => format!("every {r} messages"),
+        (None, Some(k)) => format!("every {} s", k.as_secs()),
+        (None, None) => "off".to_string(),
+    };
     println!(
         "soak: {n} records to {receivers} receivers at a {per_sec}/s, {per_min}/min ceiling; \
          10% 5xx, 5% slower than the request timeout, tokens revoked every minute, \
-         throttle bursts, 1 record in {INVALID_EVERY} invalid, SIGKILL {}",
-        kill_every.map_or("off".to_string(), |k| format!("every {} s", k.as_secs()))
+         throttle bursts, 1 record in {INVALID_EVERY} invalid, SIGKILL {kill_plan}"
     );
     let topic = unique("soak");
     let dlq = unique("soak-dlq");
@@ -728,9 +736,24 @@ async fn soak(o: &BenchOptions) -> Result<(), BenchError> {
     let (mut cpu, mut rss, mut kills, mut tick) = (0.0f64, 0.0f64, 0, 0u64);
     let mut sink = Sink::start(&o.broker, &topic, &lark, extra.clone())?;
     let mut since_kill = Instant::now();
+    let mut accepted_at_kill = 0u64;
+    // A soak that stops making progress is a failure, not a long run: no new message in Lark for
+    // STALL ends it with an error (a restart after a kill takes one session timeout, 6 s here).
+    const STALL: Duration = Duration::from_secs(300);
+    let (mut last_accepted, mut last_progress) = (0u64, Instant::now());
     while (lark.stats().accepted as usize) < valid {
         if started.elapsed() > Duration::from_secs(6 * 3600) {
             return Err(BenchError::Other("soak did not finish in 6 hours".into()));
+        }
+        let accepted = lark.stats().accepted;
+        if accepted > last_accepted {
+            (last_accepted, last_progress) = (accepted, Instant::now());
+        } else if last_progress.elapsed() > STALL {
+            return Err(BenchError::Other(format!(
+                "soak stalled: no message reached Lark for {} s ({accepted} of {valid} delivered, \
+                 {kills} kills)",
+                STALL.as_secs()
+            )));
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
         tick += 1;
@@ -746,7 +769,12 @@ async fn soak(o: &BenchOptions) -> Result<(), BenchError> {
             4 => lark.set_fault_config(base.clone()),
             _ => {}
         }
-        if kill_every.is_some_and(|k| since_kill.elapsed() >= k) {
+        let kill_due = match kill_every_records {
+            Some(r) => accepted - accepted_at_kill >= r,
+            None => kill_every.is_some_and(|k| since_kill.elapsed() >= k),
+        };
+        if kill_due {
+            accepted_at_kill = accepted;
             cpu += sink.cpu_seconds();
             rss = rss.max(sink.peak_rss_mib());
             let _ = sink.child.kill();

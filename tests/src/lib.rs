@@ -28,6 +28,7 @@ use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use serde_json::{json, Value};
 
 pub mod audit;
+pub mod broker;
 
 pub use lark_sink::emulator::{
     AcceptedMessage, Emulator, EmulatorConfig, EmulatorHandle, Fault, FaultConfig, FaultTarget,

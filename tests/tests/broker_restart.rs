@@ -13,71 +13,21 @@
 //! session timeout. The lost-assignment path is covered by the stop above, which tansu's restart
 //! (new group state) survives.
 
-use std::net::TcpListener;
-use std::path::PathBuf;
-use std::process::Command;
 use std::time::Duration;
 
 use lark_sink::emulator::Directory;
 use lark_sink_e2e::audit::produce_workload;
+use lark_sink_e2e::broker::OwnBroker;
 use lark_sink_e2e::*;
 
 const RECEIVERS: usize = 24;
 
-/// A tansu of this test's own, stopped when dropped (also when the test fails).
-struct OwnBroker {
-    port: u16,
-    dir: PathBuf,
-}
-
-impl OwnBroker {
-    fn script(&self, action: &str) {
-        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/broker.sh");
-        let status = Command::new("bash")
-            .arg(script)
-            .arg(action)
-            .env("LARK_SINK_BROKER_PORT", self.port.to_string())
-            .env("LARK_SINK_BROKER_DIR", &self.dir)
-            .status()
-            .expect("run scripts/broker.sh");
-        assert!(status.success(), "scripts/broker.sh {action} failed");
-    }
-}
-
-impl OwnBroker {
-    /// Sends `signal` (e.g. "STOP", "CONT") to the broker process.
-    fn signal(&self, signal: &str) {
-        let pid = std::fs::read_to_string(self.dir.join("broker.pid")).expect("broker.pid");
-        let status = Command::new("kill")
-            .arg(format!("-{signal}"))
-            .arg(pid.trim())
-            .status()
-            .expect("kill");
-        assert!(status.success(), "kill -{signal} {pid}");
-    }
-}
-
-impl Drop for OwnBroker {
-    fn drop(&mut self) {
-        self.script("stop");
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broker_stopped_restarted_and_frozen_mid_stream_loses_nothing() {
-    let port = TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port();
-    let broker = OwnBroker {
-        port,
-        dir: std::env::temp_dir().join(unique("lark-sink-broker")),
-    };
-    broker.script("start");
+    let broker = OwnBroker::start();
     // Every harness helper (producer, DLQ reader, committed offsets, connector config) reads
     // the broker address from here; this binary has no other test that could race on it.
-    std::env::set_var("LARK_SINK_TEST_BROKER", format!("127.0.0.1:{port}"));
+    std::env::set_var("LARK_SINK_TEST_BROKER", broker.bootstrap());
 
     let s = Scenario::with_emulator(
         "broker-restart",
