@@ -57,96 +57,35 @@ have_tansu() {
   [ -x "$TANSU" ] && "$TANSU" --version 2>/dev/null | grep -q ' 0\.6\.'
 }
 
-# install_patched: the registry's tansu-storage 0.6.0 (downloaded and checksum-verified by cargo)
-# copied to tools/test-broker/patched/, patches/ applied, and the broker built from tansu's own
-# crates against it ([patch.crates-io] in tools/test-broker/Cargo.toml).
+# install_patched: for each crate a patch names (patches/<crate>-0.6.0-<what>.patch), the registry's
+# 0.6.0 source of that crate (downloaded and checksum-verified by cargo) is copied to
+# tools/test-broker/patched/<crate> and its patches applied; then the broker is built from tansu's
+# own crates against them ([patch.crates-io] in tools/test-broker/Cargo.toml).
 install_patched() {
-  local fetch=$BROKER_SRC/target/fetch-tansu-storage
+  local fetch=$BROKER_SRC/target/fetch-sources crates crate manifest p
+  crates=$(cd "$BROKER_SRC/patches" && ls -- *.patch | sed 's/-0\.6\.0-.*//' | sort -u)
   mkdir -p "$fetch/src"
-  printf '[package]\nname = "fetch-tansu-storage"\nversion = "0.0.0"\nedition = "2021"\n[dependencies]\ntansu-storage = { version = "=0.6.0", default-features = false }\n[workspace]\n' >"$fetch/Cargo.toml"
+  {
+    printf '[package]\nname = "fetch-sources"\nversion = "0.0.0"\nedition = "2021"\n[workspace]\n[dependencies]\n'
+    for crate in $crates; do printf '%s = { version = "=0.6.0", default-features = false }\n' "$crate"; done
+  } >"$fetch/Cargo.toml"
   : >"$fetch/src/lib.rs"
-  local manifest
-  manifest=$(cargo metadata --quiet --format-version 1 --manifest-path "$fetch/Cargo.toml" \
-    | grep -o '"manifest_path":"[^"]*/tansu-storage-0\.6\.0/Cargo\.toml"' | head -n1 | cut -d'"' -f4)
-  [ -f "$manifest" ] || { echo "broker: could not locate tansu-storage 0.6.0's source" >&2; exit 1; }
-  rm -rf "$BROKER_SRC/patched/tansu-storage"
+  local metadata
+  metadata=$(cargo metadata --quiet --format-version 1 --manifest-path "$fetch/Cargo.toml")
   mkdir -p "$BROKER_SRC/patched"
-  cp -R "$(dirname "$manifest")" "$BROKER_SRC/patched/tansu-storage"
-  for p in "$BROKER_SRC"/patches/*.patch; do
-    (cd "$BROKER_SRC/patched/tansu-storage" && git apply -p1 "$p") \
-      || { echo "broker: $p does not apply to tansu-storage 0.6.0" >&2; exit 1; }
-    echo "broker: applied $(basename "$p")"
+  for crate in $crates; do
+    manifest=$(printf '%s' "$metadata" \
+      | grep -o "\"manifest_path\":\"[^\"]*/$crate-0\\.6\\.0/Cargo\\.toml\"" | head -n1 | cut -d'"' -f4)
+    [ -f "$manifest" ] || { echo "broker: could not locate $crate 0.6.0's source" >&2; exit 1; }
+    rm -rf "$BROKER_SRC/patched/$crate"
+    cp -R "$(dirname "$manifest")" "$BROKER_SRC/patched/$crate"
+    for p in "$BROKER_SRC/patches/$crate"-0.6.0-*.patch; do
+      (cd "$BROKER_SRC/patched/$crate" && git apply -p1 "$p") \
+        || { echo "broker: $p does not apply to $crate 0.6.0" >&2; exit 1; }
+      echo "broker: applied $(basename "$p")"
+    done
   done
   cargo install --path "$BROKER_SRC" --root "$BROKER_ROOT" --locked --quiet
-}
-
-port_open() {
-  (exec 3<>"/dev/tcp/127.0.0.1/${1:-$PORT}") 2>/dev/null
-}
-
-# wait_port PORT PIDFILE LOG: until PORT accepts connections, or fail with the log.
-wait_port() {
-  for _ in $(seq 1 100); do
-    if port_open "$1"; then return 0; fi
-    if ! kill -0 "$(cat "$2")" 2>/dev/null; then break; fi
-    sleep 0.2
-  done
-  echo "broker: nothing listens on 127.0.0.1:$1; log $3:" >&2; cat "$3" >&2; return 1
-}
-
-stop_pid() {
-  [ -f "$1" ] || return 0
-  local pid; pid=$(cat "$1")
-  kill "$pid" 2>/dev/null || true
-  for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-  kill -9 "$pid" 2>/dev/null || true
-  rm -f "$1"
-}
-
-# tansu_start NAME LISTEN_PORT ADVERTISED_PORT [extra args]: a tansu on its own SQLite file in $SECURE.
-tansu_start() {
-  local name=$1 port=$2 advertised=$3; shift 3
-  (
-    cd "$SECURE"
-    nohup "$TANSU" broker \
-      --kafka-cluster-id "lark-sink-test-$name" \
-      --kafka-listener-url "tcp://127.0.0.1:$port" \
-      --kafka-advertised-listener-url "tcp://127.0.0.1:$advertised" \
-      --storage-engine "sqlite://$name.db" \
-      "$@" >>"$name.log" 2>&1 &
-    echo $! >"$name.pid"
-  )
-  wait_port "$port" "$SECURE/$name.pid" "$SECURE/$name.log"
-}
-
-# tls_front NAME PORT BACKEND_PORT: socat terminating TLS on PORT, forwarding to BACKEND_PORT.
-tls_front() {
-  local name=$1 port=$2 backend=$3
-  (
-    cd "$SECURE"
-    nohup socat \
-      "OPENSSL-LISTEN:$port,bind=127.0.0.1,reuseaddr,fork,cert=server.pem,key=server.key,verify=0" \
-      "TCP:127.0.0.1:$backend" >"$name-tls.log" 2>&1 &
-    echo $! >"$name-tls.pid"
-  )
-  wait_port "$port" "$SECURE/$name-tls.pid" "$SECURE/$name-tls.log"
-}
-
-# make_certs: a throwaway CA, a server certificate it signs, and an unrelated second CA.
-make_certs() {
-  (
-    cd "$SECURE"
-    openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=lark-sink e2e CA" \
-      -keyout ca.key -out ca.pem 2>/dev/null
-    openssl req -newkey rsa:2048 -nodes -subj "/CN=localhost" \
-      -keyout server.key -out server.csr 2>/dev/null
-    printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n' >server.ext
-    openssl x509 -req -days 2 -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial \
-      -extfile server.ext -out server.pem 2>/dev/null
-    openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=some other CA" \
-      -keyout other-ca.key -out other-ca.pem 2>/dev/null
-    openssl verify -CAfile ca.pem server.pem >/dev/null
-  )
 }
 
 case "${1:-}" in
@@ -154,7 +93,7 @@ case "${1:-}" in
     if have_tansu; then
       echo "broker: $("$TANSU" --version) already installed at $TANSU (skipping)"
     else
-      echo "broker: building tansu 0.6 with lark-sink's storage-loop patch into $BROKER_ROOT (once; about 11 minutes on 2 idle cores)"
+      echo "broker: building tansu 0.6 with lark-sink's patches (tools/test-broker/patches) into $BROKER_ROOT (once; about 11 minutes on 2 idle cores)"
       start=$(date +%s)
       install_patched
       echo "broker: installed $("$TANSU" --version) in $(( $(date +%s) - start )) s"

@@ -35,7 +35,9 @@ fn every_cited_section_of_lark_api_md_exists() {
     assert!(sections.len() > 20, "sections found: {sections:?}");
 
     // "lark-api.md §3", "lark-api.md §1.4–1.5", "lark-api.md §3-4", "lark-api.md §2.4, §3".
-    let cite = Regex::new(r"lark-api\.md ?((?:[,;]? ?(?:and )?§ ?\d+(?:\.\d+)?(?:[-–]\d+(?:\.\d+)?)?)+)").unwrap();
+    let cite =
+        Regex::new(r"lark-api\.md ?((?:[,;]? ?(?:and )?§ ?\d+(?:\.\d+)?(?:[-–]\d+(?:\.\d+)?)?)+)")
+            .unwrap();
     let number = Regex::new(r"\d+(?:\.\d+)?").unwrap();
     let mut paths = Vec::new();
     for dir in ["connector", "tests", "docs", "transforms", "fuzz"] {
@@ -52,13 +54,21 @@ fn every_cited_section_of_lark_api_md_exists() {
                 for n in number.find_iter(&c[1]) {
                     checked += 1;
                     if !sections.iter().any(|s| s == n.as_str()) {
-                        missing.push(format!("{}:{}: §{}", path.display(), line_no + 1, n.as_str()));
+                        missing.push(format!(
+                            "{}:{}: §{}",
+                            path.display(),
+                            line_no + 1,
+                            n.as_str()
+                        ));
                     }
                 }
             }
         }
     }
-    assert!(checked > 50, "only {checked} citations found: is the pattern right?");
+    assert!(
+        checked > 50,
+        "only {checked} citations found: is the pattern right?"
+    );
     assert!(
         missing.is_empty(),
         "cited sections missing from docs/lark-api.md:\n{}",

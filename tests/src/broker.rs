@@ -107,7 +107,13 @@ pub async fn assert_answers(what: &str, records: usize, timeout: Duration) {
     let producer = Producer::new();
     for i in 0..records {
         producer
-            .send(&topic, None, Some(&format!("k{i}")), format!("r{i}").as_bytes(), &[])
+            .send(
+                &topic,
+                None,
+                Some(&format!("k{i}")),
+                format!("r{i}").as_bytes(),
+                &[],
+            )
             .await;
     }
     let consumer: BaseConsumer = KafkaAccess::plain()
@@ -133,7 +139,10 @@ pub async fn assert_answers(what: &str, records: usize, timeout: Duration) {
         }
     }
     let assigned = consumer.assignment().map(|a| a.count()).unwrap_or(0);
-    assert_eq!(assigned, 2, "{what}: the joined consumer holds both partitions");
+    assert_eq!(
+        assigned, 2,
+        "{what}: the joined consumer holds both partitions"
+    );
     consumer
         .commit_consumer_state(CommitMode::Sync)
         .unwrap_or_else(|e| panic!("{what}: commit failed: {e}"));

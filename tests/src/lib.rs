@@ -617,6 +617,11 @@ pub fn connector_config_on(
         cfg["errors.tolerance"] = json!("all");
         cfg["errors.deadletterqueue.topic.name"] = json!(d);
     }
+    // librdkafka's debug contexts for every connector a test starts, e.g. `cgrp` to see the group
+    // protocol (with LARK_SINK_TEST_LOG letting librdkafka's debug lines through).
+    if let Ok(contexts) = std::env::var("LARK_SINK_TEST_KAFKA_DEBUG") {
+        cfg["kafka.debug"] = json!(contexts);
+    }
     let mut cfg = json!({"name": name, "config": cfg});
     kafka.apply_to(&mut cfg);
     cfg
