@@ -20,7 +20,7 @@ use serde_json::{json, Value};
 
 use crate::config::{ConnectorConfig, KNOWN_KEYS};
 use crate::control::Control;
-use crate::secret::Secret;
+use crate::secret::{mask_config_value, Secret};
 
 /// The Connect plugin name lark-sink answers to (any name is accepted for validation).
 pub const PLUGIN: &str = "LarkSinkConnector";
@@ -196,7 +196,8 @@ async fn restart(State(s): State<AdminState>, Path(name): Path<String>) -> Respo
 }
 
 /// `PUT /connector-plugins/{plugin}/config/validate`: Connect's `ConfigInfos` shape, one entry per
-/// key given, with the error (if any) on the key it concerns.
+/// key given, with the error (if any) on the key it concerns. Values are echoed masked exactly as
+/// `GET /connectors/{name}` shows them ([`mask_config_value`]).
 async fn validate(Path(plugin): Path<String>, body: Option<Json<Value>>) -> Response {
     let Some(Json(Value::Object(map))) = body else {
         return error(
@@ -240,8 +241,7 @@ async fn validate(Path(plugin): Path<String>, body: Option<Json<Value>>) -> Resp
             } else {
                 Vec::new()
             };
-            let sensitive = k.contains("secret") || k.contains("password") || k.contains("token");
-            let value = config.get(k).map(|v| if sensitive { "***".to_string() } else { v.clone() });
+            let value = config.get(k).map(|v| mask_config_value(k, v));
             json!({
                 "definition": {
                     "name": k,
@@ -282,4 +282,72 @@ pub fn worker_id(addr: SocketAddr) -> String {
         .filter(|h| !h.is_empty())
         .unwrap_or_else(|| addr.ip().to_string());
     format!("{host}:{}", addr.port())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The `/config/validate` answer, parsed, and each key's echoed value.
+    async fn validate_answer(body: Value) -> (String, BTreeMap<String, Value>) {
+        let resp = validate(Path(PLUGIN.to_string()), Some(Json(body))).await;
+        let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX)
+            .await
+            .expect("the answer is in memory");
+        let text = String::from_utf8_lossy(&bytes).into_owned();
+        let answer: Value = serde_json::from_str(&text).expect("the answer is JSON");
+        let values = answer["configs"]
+            .as_array()
+            .expect("configs is an array")
+            .iter()
+            .map(|c| {
+                let v = &c["value"];
+                (
+                    v["name"].as_str().unwrap_or_default().to_string(),
+                    v["value"].clone(),
+                )
+            })
+            .collect();
+        (text, values)
+    }
+
+    #[tokio::test]
+    async fn config_validate_never_echoes_secrets() {
+        let key_pem = "-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC\n-----END PRIVATE KEY-----";
+        let body = json!({
+            "name": "alerts",
+            "topics": "alerts",
+            "kafka.bootstrap.servers": "127.0.0.1:9092",
+            "lark.app.id": "cli_x",
+            "lark.app.secret": "app-s3cret",
+            "kafka.ssl.key.pem": key_pem,
+            "kafka.ssl.keystore.password": "keystore-pw",
+            "kafka.sasl.oauthbearer.client.secret": "oidc-s3cret",
+            "kafka.sasl.oauthbearer.assertion.private.key.passphrase": "assertion-pass",
+            "admin.token": "admin-t0ken",
+            "lark.webhooks.ops.token": "hook-t0ken",
+            "lark.webhooks.ops.secret": "hook-s3cret",
+            "kafka.sasl.password": "${env:LARK_SINK_TEST_UNSET_KAFKA_PASSWORD}",
+        });
+        let (text, values) = validate_answer(body).await;
+        assert_eq!(values["kafka.ssl.key.pem"], "***", "{text}");
+        for leaked in [
+            "MIIEvQIBADANBgkqhkiG9w0BAQEFAASC",
+            "app-s3cret",
+            "keystore-pw",
+            "oidc-s3cret",
+            "assertion-pass",
+            "admin-t0ken",
+            "hook-t0ken",
+            "hook-s3cret",
+        ] {
+            assert!(!text.contains(leaked), "{leaked} echoed: {text}");
+        }
+        assert_eq!(values["kafka.bootstrap.servers"], "127.0.0.1:9092");
+        assert_eq!(values["lark.app.id"], "cli_x");
+        assert_eq!(
+            values["kafka.sasl.password"], "${env:LARK_SINK_TEST_UNSET_KAFKA_PASSWORD}",
+            "a reference is shown as written, as GET /connectors/{{name}} shows it"
+        );
+    }
 }

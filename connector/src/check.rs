@@ -586,8 +586,8 @@ fn check_topics(cfg: &ConnectorConfig, md: &Metadata) -> Vec<Finding> {
             })
             .collect(),
         Topics::Regex(re) => {
-            // As the consumer matches it: librdkafka anchors the pattern at the start.
-            let compiled = regex::Regex::new(&format!("^(?:{})$", re.trim_start_matches('^')));
+            // As librdkafka matches the subscription: anchored at the start only.
+            let compiled = crate::config::topics_regex_matcher(re);
             let Ok(compiled) = compiled else {
                 return vec![fail(
                     "topic",
@@ -606,7 +606,7 @@ fn check_topics(cfg: &ConnectorConfig, md: &Metadata) -> Vec<Finding> {
                 return vec![fail(
                     "topic",
                     format!("topics.regex '{re}' matches no topic on the cluster"),
-                    "correct 'topics.regex' (it must match whole names), or create a matching topic; the connector would subscribe and wait for one",
+                    "correct 'topics.regex' (it is matched from the start of each name), or create a matching topic; the connector would subscribe and wait for one",
                 )];
             }
             let total: usize = matched.iter().map(|(_, n)| n).sum();

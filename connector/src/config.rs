@@ -14,7 +14,7 @@ use std::time::Duration;
 use lark_sink_transforms::Chain;
 
 use crate::delivery::RateConfig;
-use crate::secret::Secret;
+use crate::secret::{is_secret_key, mask_config_value, Secret};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -46,7 +46,7 @@ fn key_err(key: &str, message: impl Into<String>) -> ConfigError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Topics {
     List(Vec<String>),
-    /// A regex; librdkafka subscribes to it as `^...`.
+    /// A regex; librdkafka subscribes to it as `^...` ([`regex_subscription`]).
     Regex(String),
 }
 
@@ -204,24 +204,10 @@ const RESERVED_KAFKA: &[(&str, &str)] = &[
     ),
 ];
 
-/// librdkafka properties, printed with credentials masked (`sasl.password`, `ssl.key.password`,
-/// ...) so a `{:?}` of the config can never leak them.
+/// librdkafka properties, printed with credentials masked (`sasl.password`, `ssl.key.pem`, ...,
+/// as [`is_secret_key`] decides) so a `{:?}` of the config can never leak them.
 #[derive(Clone, Default, PartialEq, Eq)]
 pub struct KafkaProps(BTreeMap<String, String>);
-
-impl KafkaProps {
-    fn is_sensitive(key: &str) -> bool {
-        [
-            "password",
-            "secret",
-            "oauthbearer.config",
-            "ssl.key.pem",
-            "ssl_key",
-        ]
-        .iter()
-        .any(|s| key.contains(s))
-    }
-}
 
 impl std::ops::Deref for KafkaProps {
     type Target = BTreeMap<String, String>;
@@ -234,11 +220,7 @@ impl std::fmt::Debug for KafkaProps {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_map()
             .entries(self.0.iter().map(|(k, v)| {
-                let v = if Self::is_sensitive(k) {
-                    "***"
-                } else {
-                    v.as_str()
-                };
+                let v = if is_secret_key(k) { "***" } else { v.as_str() };
                 (k, v)
             }))
             .finish()
@@ -291,7 +273,7 @@ impl ConnectorConfig {
                 serde_json::Value::Bool(b) => b.to_string(),
                 _ => return Err(key_err(k, "must be a string")),
             };
-            as_given.insert(k.clone(), mask_literal_secret(k, &s));
+            as_given.insert(k.clone(), mask_config_value(k, &s));
             map.insert(k.clone(), substitute(k, &s)?);
         }
         let top_name = obj.get("name").and_then(|n| n.as_str());
@@ -620,7 +602,7 @@ impl ConnectorConfig {
         let shutdown_timeout = ms("shutdown.timeout.ms", 30_000)?;
         let as_given = map
             .iter()
-            .map(|(k, v)| (k.clone(), mask_literal_secret(k, v)))
+            .map(|(k, v)| (k.clone(), mask_config_value(k, v)))
             .collect();
         Ok(ConnectorConfig {
             name,
@@ -652,17 +634,38 @@ impl ConnectorConfig {
     }
 }
 
-/// Whether the subscription `topics` would consume `topic`. A `topics.regex` is matched the way
-/// librdkafka subscribes to it (`^` + regex, unanchored at the end); one the `regex` crate cannot
-/// parse is not checked here (librdkafka reports it at subscribe time).
-fn topics_include(topics: &Topics, topic: &str) -> bool {
+/// Whether the subscription `topics` would consume `topic`: start-up refuses output topics that
+/// are also source topics. A `topics.regex` goes through [`topics_regex_matcher`]; one the `regex`
+/// crate cannot parse is not checked here (librdkafka reports it at subscribe time).
+pub(crate) fn topics_include(topics: &Topics, topic: &str) -> bool {
     match topics {
         Topics::List(list) => list.iter().any(|t| t == topic),
-        Topics::Regex(re) => {
-            let re = re.strip_prefix('^').unwrap_or(re);
-            regex::Regex::new(&format!("^(?:{re})")).is_ok_and(|r| r.is_match(topic))
-        }
+        Topics::Regex(re) => topics_regex_matcher(re).is_ok_and(|r| r.is_match(topic)),
     }
+}
+
+/// The subscription lark-sink hands librdkafka for `topics.regex`. librdkafka reads a
+/// subscription starting with `^` as a regex (anything else is one literal topic name), so a `^`
+/// is added when the pattern lacks one.
+pub fn regex_subscription(re: &str) -> String {
+    if re.starts_with('^') {
+        re.to_string()
+    } else {
+        format!("^{re}")
+    }
+}
+
+/// Which topic names a `topics.regex` subscription consumes, for everything that must agree with
+/// librdkafka about it: the output-topic check above, the `lark.rate.share=auto` partition count
+/// (a different set of topics means a wrong share of the app quota) and `lark-sink check`.
+/// librdkafka matches its subscription with POSIX `regexec`, a search, so the pattern is anchored
+/// only where it says: at the start by the `^` of [`regex_subscription`], not at the end (`^alerts`
+/// also consumes `alerts-archive`; `^alerts$` is one topic), and in `a|b` the `^` binds to `a`
+/// alone. Compiling that exact string with the `regex` crate (whose `is_match` also searches)
+/// keeps all of this. The two syntaxes differ at the edges (POSIX has no `\d`, the `regex` crate
+/// no back-references); a pattern the `regex` crate rejects is an error.
+pub fn topics_regex_matcher(re: &str) -> Result<regex::Regex, regex::Error> {
+    regex::Regex::new(&regex_subscription(re))
 }
 
 /// `lark.webhooks.<name>.url` (or `.token`, joined to `lark.domain`) and `.secret`.
@@ -794,29 +797,6 @@ pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
         source = cause.source();
     }
     s
-}
-
-/// Keys whose values are credentials.
-fn is_secret_key(key: &str) -> bool {
-    [
-        "secret",
-        "password",
-        "token",
-        "oauthbearer.config",
-        "ssl.key.pem",
-    ]
-    .iter()
-    .any(|s| key.contains(s))
-}
-
-/// A secret written literally in the file is shown as `***`; a `${env:..}`/`${file:..}`
-/// placeholder is not a secret and is shown as written.
-fn mask_literal_secret(key: &str, value: &str) -> String {
-    if is_secret_key(key) && !(value.starts_with("${") && value.ends_with('}')) {
-        "***".into()
-    } else {
-        value.to_string()
-    }
 }
 
 fn unknown_key_message(key: &str) -> String {
@@ -1083,6 +1063,41 @@ mod tests {
         assert!(err(j.clone()).contains("source topic"));
         j["config"]["lark.result.topic"] = json!("results-alerts");
         assert!(ConnectorConfig::from_json(&j).is_ok());
+    }
+
+    #[test]
+    fn kafka_credentials_are_masked_in_debug() {
+        let mut j = base();
+        for (k, v) in [
+            ("kafka.ssl.key.pem", "PEMBODY-1"),
+            ("kafka.ssl.keystore.password", "keystore-pw-2"),
+            ("kafka.sasl.oauthbearer.client.secret", "oidc-secret-3"),
+            (
+                "kafka.sasl.oauthbearer.assertion.private.key.passphrase",
+                "passphrase-4",
+            ),
+        ] {
+            j["config"][k] = json!(v);
+        }
+        let c = ConnectorConfig::from_json(&j).unwrap();
+        let dbg = format!("{:?}", c.kafka);
+        for v in [
+            "PEMBODY-1",
+            "keystore-pw-2",
+            "oidc-secret-3",
+            "passphrase-4",
+        ] {
+            assert!(!dbg.contains(v), "{v} in {dbg}");
+            assert!(
+                !c.as_given.values().any(|g| g == v),
+                "{v} in {:?}",
+                c.as_given
+            );
+        }
+        assert!(
+            dbg.contains("127.0.0.1:9092"),
+            "non-secrets stay readable: {dbg}"
+        );
     }
 
     #[test]

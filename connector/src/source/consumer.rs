@@ -17,7 +17,7 @@ use rdkafka::error::KafkaResult;
 use rdkafka::{ClientConfig, ClientContext, TopicPartitionList};
 
 use super::offsets::OffsetTracker;
-use crate::config::{ConnectorConfig, Topics};
+use crate::config::{regex_subscription, topics_regex_matcher, ConnectorConfig, Topics};
 use crate::control::Control;
 use crate::delivery::RateLimits;
 use crate::telemetry;
@@ -42,24 +42,43 @@ impl SinkContext {
             .fetch_metadata(None, Duration::from_secs(5))
             .map_err(|e| tracing::warn!("cannot read topic metadata for lark.rate.share: {e}"))
             .ok()?;
-        let regex = match &self.topics {
-            Topics::Regex(r) => {
-                regex::Regex::new(&format!("^(?:{})$", r.trim_start_matches('^'))).ok()
-            }
-            Topics::List(_) => None,
-        };
-        let total: usize = metadata
-            .topics()
-            .iter()
-            .filter(|t| match (&self.topics, &regex) {
-                (Topics::List(list), _) => list.iter().any(|l| l == t.name()),
-                (Topics::Regex(_), Some(re)) => re.is_match(t.name()),
-                (Topics::Regex(_), None) => false,
-            })
-            .map(|t| t.partitions().len())
-            .sum();
+        let total = subscribed_partitions(
+            &self.topics,
+            metadata
+                .topics()
+                .iter()
+                .map(|t| (t.name(), t.partitions().len())),
+        );
         (total > 0 && assigned > 0).then(|| (assigned as f64 / total as f64).min(1.0))
     }
+}
+
+/// How many partitions the subscription consumes, given `(topic, partition count)` for every
+/// topic of the cluster: the denominator of [`SinkContext::partition_share`], apart from the
+/// metadata request so it can be tested without a broker.
+fn subscribed_partitions<'a>(
+    topics: &Topics,
+    cluster: impl IntoIterator<Item = (&'a str, usize)>,
+) -> usize {
+    let regex = match topics {
+        Topics::Regex(re) => match topics_regex_matcher(re) {
+            Ok(r) => Some(r),
+            Err(e) => {
+                tracing::warn!("topics.regex cannot be read for lark.rate.share: {e}");
+                return 0;
+            }
+        },
+        Topics::List(_) => None,
+    };
+    cluster
+        .into_iter()
+        .filter(|(name, _)| match (topics, &regex) {
+            (Topics::List(list), _) => list.iter().any(|l| l == name),
+            (Topics::Regex(_), Some(re)) => re.is_match(name),
+            (Topics::Regex(_), None) => false,
+        })
+        .map(|(_, n)| n)
+        .sum()
 }
 
 impl ClientContext for SinkContext {
@@ -190,14 +209,75 @@ pub fn create_consumer(
             consumer.subscribe(&refs)?;
         }
         Topics::Regex(re) => {
-            // librdkafka treats a subscription starting with ^ as a regex.
-            let pattern = if re.starts_with('^') {
-                re.clone()
-            } else {
-                format!("^{re}")
-            };
-            consumer.subscribe(&[pattern.as_str()])?;
+            consumer.subscribe(&[regex_subscription(re).as_str()])?;
         }
     }
     Ok(consumer)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `(topics.regex, topic, whether librdkafka's subscription consumes it)`. librdkafka takes
+    /// the `^`-prefixed pattern to POSIX `regexec`, a search: anchored at the start by the `^`,
+    /// not at the end, and `^a|b` is `^a` or `b` anywhere (checked against glibc's regexec).
+    const CASES: &[(&str, &str, bool)] = &[
+        ("alerts.*", "alerts", true),
+        ("alerts.*", "alerts-p1", true),
+        ("alerts.*", "xalerts", false),
+        ("^alerts", "alerts", true),
+        ("^alerts", "alerts-p1", true),
+        ("^alerts", "xalerts", false),
+        ("^alerts-p1", "alerts-p1", true),
+        ("^alerts-p1", "alerts-p1-archive", true),
+        ("^alerts-p1", "alerts", false),
+        ("^alerts-p1$", "alerts-p1-archive", false),
+        ("^alerts-p1$", "alerts-p1", true),
+        ("alerts|audit", "alerts-p1", true),
+        ("alerts|audit", "xaudit", true),
+        ("alerts|audit", "xalerts", false),
+    ];
+
+    #[test]
+    fn rate_share_and_output_check_match_what_the_subscription_consumes() {
+        for &(re, topic, consumed) in CASES {
+            let topics = Topics::Regex(re.to_string());
+            assert_eq!(
+                crate::config::topics_include(&topics, topic),
+                consumed,
+                "config's output-topic check: '{re}' vs '{topic}'"
+            );
+            assert_eq!(
+                subscribed_partitions(&topics, [(topic, 3)]),
+                if consumed { 3 } else { 0 },
+                "lark.rate.share=auto partition count: '{re}' vs '{topic}'"
+            );
+        }
+        let cluster = [
+            ("alerts", 3),
+            ("alerts-p1", 2),
+            ("alerts-p1-archive", 1),
+            ("xalerts", 5),
+        ];
+        let regex = |re: &str| Topics::Regex(re.to_string());
+        assert_eq!(subscribed_partitions(&regex("^alerts-p1"), cluster), 3);
+        assert_eq!(subscribed_partitions(&regex("alerts"), cluster), 6);
+        assert_eq!(subscribed_partitions(&regex("(unclosed"), cluster), 0);
+        let list = Topics::List(vec!["alerts".into(), "xalerts".into(), "gone".into()]);
+        assert_eq!(subscribed_partitions(&list, cluster), 8);
+    }
+
+    #[test]
+    fn the_subscription_is_what_the_matcher_compiles() {
+        assert_eq!(regex_subscription("alerts.*"), "^alerts.*");
+        assert_eq!(regex_subscription("^alerts"), "^alerts");
+        for &(re, topic, consumed) in CASES {
+            let subscription = regex_subscription(re);
+            assert!(subscription.starts_with('^'), "librdkafka needs the ^");
+            let matcher = topics_regex_matcher(re).expect("the cases are valid regexes");
+            assert_eq!(matcher.as_str(), subscription);
+            assert_eq!(matcher.is_match(topic), consumed, "'{re}' vs '{topic}'");
+        }
+    }
 }
