@@ -88,6 +88,75 @@ install_patched() {
   cargo install --path "$BROKER_SRC" --root "$BROKER_ROOT" --locked --quiet
 }
 
+port_open() {
+  (exec 3<>"/dev/tcp/127.0.0.1/${1:-$PORT}") 2>/dev/null
+}
+
+# wait_port PORT PIDFILE LOG: until PORT accepts connections, or fail with the log.
+wait_port() {
+  for _ in $(seq 1 100); do
+    if port_open "$1"; then return 0; fi
+    if ! kill -0 "$(cat "$2")" 2>/dev/null; then break; fi
+    sleep 0.2
+  done
+  echo "broker: nothing listens on 127.0.0.1:$1; log $3:" >&2; cat "$3" >&2; return 1
+}
+
+stop_pid() {
+  [ -f "$1" ] || return 0
+  local pid; pid=$(cat "$1")
+  kill "$pid" 2>/dev/null || true
+  for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  kill -9 "$pid" 2>/dev/null || true
+  rm -f "$1"
+}
+
+# tansu_start NAME LISTEN_PORT ADVERTISED_PORT [extra args]: a tansu on its own SQLite file in $SECURE.
+tansu_start() {
+  local name=$1 port=$2 advertised=$3; shift 3
+  (
+    cd "$SECURE"
+    nohup "$TANSU" broker \
+      --kafka-cluster-id "lark-sink-test-$name" \
+      --kafka-listener-url "tcp://127.0.0.1:$port" \
+      --kafka-advertised-listener-url "tcp://127.0.0.1:$advertised" \
+      --storage-engine "sqlite://$name.db" \
+      "$@" >>"$name.log" 2>&1 &
+    echo $! >"$name.pid"
+  )
+  wait_port "$port" "$SECURE/$name.pid" "$SECURE/$name.log"
+}
+
+# tls_front NAME PORT BACKEND_PORT: socat terminating TLS on PORT, forwarding to BACKEND_PORT.
+tls_front() {
+  local name=$1 port=$2 backend=$3
+  (
+    cd "$SECURE"
+    nohup socat \
+      "OPENSSL-LISTEN:$port,bind=127.0.0.1,reuseaddr,fork,cert=server.pem,key=server.key,verify=0" \
+      "TCP:127.0.0.1:$backend" >"$name-tls.log" 2>&1 &
+    echo $! >"$name-tls.pid"
+  )
+  wait_port "$port" "$SECURE/$name-tls.pid" "$SECURE/$name-tls.log"
+}
+
+# make_certs: a throwaway CA, a server certificate it signs, and an unrelated second CA.
+make_certs() {
+  (
+    cd "$SECURE"
+    openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=lark-sink e2e CA" \
+      -keyout ca.key -out ca.pem 2>/dev/null
+    openssl req -newkey rsa:2048 -nodes -subj "/CN=localhost" \
+      -keyout server.key -out server.csr 2>/dev/null
+    printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n' >server.ext
+    openssl x509 -req -days 2 -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial \
+      -extfile server.ext -out server.pem 2>/dev/null
+    openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=some other CA" \
+      -keyout other-ca.key -out other-ca.pem 2>/dev/null
+    openssl verify -CAfile ca.pem server.pem >/dev/null
+  )
+}
+
 case "${1:-}" in
   install)
     if have_tansu; then

@@ -152,3 +152,47 @@ pub async fn assert_answers(what: &str, records: usize, timeout: Duration) {
         "{what}: committed offsets read back add up to the records fetched"
     );
 }
+
+/// Panics with `what` unless a new consumer of `group` (whose other members may all be dead) is
+/// given every one of `partitions` partitions of `topic` within `timeout` and keeps them for
+/// `hold`: the dead members' sessions expire, the group rebalances without them, and the new
+/// member ends up with everything, as on Kafka.
+pub fn assert_group_recovers(
+    what: &str,
+    topic: &str,
+    group: &str,
+    partitions: usize,
+    timeout: Duration,
+    hold: Duration,
+) {
+    let consumer: BaseConsumer = KafkaAccess::plain()
+        .client_config()
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("session.timeout.ms", "6000")
+        .create()
+        .expect("consumer");
+    consumer.subscribe(&[topic]).expect("subscribe");
+    let started = Instant::now();
+    let assigned = |c: &BaseConsumer| c.assignment().map(|a| a.count()).unwrap_or(0);
+    let mut since: Option<Instant> = None;
+    loop {
+        let _ = consumer.poll(Duration::from_millis(200));
+        match (assigned(&consumer) == partitions, since) {
+            (true, None) => since = Some(Instant::now()),
+            (true, Some(t)) if t.elapsed() >= hold => break,
+            (false, _) => since = None,
+            _ => {}
+        }
+        assert!(
+            started.elapsed() < timeout,
+            "{what}: after {timeout:?} the new member of {group} holds {} of {partitions} partitions",
+            assigned(&consumer)
+        );
+    }
+    eprintln!(
+        "{what}: the new member holds all {partitions} partitions after {:.1} s",
+        started.elapsed().as_secs_f64() - hold.as_secs_f64()
+    );
+}

@@ -8,14 +8,15 @@
 //! test of the broker itself: on a tansu of its own it SIGKILLs 50 Kafka clients at random
 //! moments while they join, produce, fetch and commit (half in one shared group, whose dead
 //! members pile up, half each in a group of its own, which gets as far as committing), then
-//! requires the broker to be alive, to answer produce, join, fetch and commit, and to have logged
-//! no panic. Against upstream tansu 0.6.0 it fails (docs/testing.md has the run).
+//! requires the broker to be alive, to answer produce, join, fetch and commit, a new member of the
+//! shared group to end up with every partition (tansu's coordinator patch), and no panic in the
+//! broker's log.
 
 use std::io::Read;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use lark_sink_e2e::broker::{assert_answers, OwnBroker};
+use lark_sink_e2e::broker::{assert_answers, assert_group_recovers, OwnBroker};
 use lark_sink_e2e::*;
 use rand::{Rng, SeedableRng};
 
@@ -76,6 +77,21 @@ async fn fifty_clients_killed_mid_request_leave_a_working_broker() {
     );
 
     assert_answers("after the kills", 100, Duration::from_secs(60)).await;
+    // The shared group is full of dead members (the last one likely its leader): a new member
+    // must end up with every partition once their sessions (6 s) expire.
+    let (topic2, group2) = (topic.clone(), shared_group.clone());
+    tokio::task::spawn_blocking(move || {
+        assert_group_recovers(
+            "the group whose members were killed",
+            &topic2,
+            &group2,
+            3,
+            Duration::from_secs(90),
+            Duration::from_secs(5),
+        )
+    })
+    .await
+    .expect("group check");
     assert!(broker.alive(), "the broker died during the check");
     let log = broker.log();
     for sign in ["panicked", "UnableToSend"] {
