@@ -162,7 +162,7 @@ case "${1:-}" in
     if have_tansu; then
       echo "broker: $("$TANSU" --version) already installed at $TANSU (skipping)"
     else
-      echo "broker: building tansu 0.6 with lark-sink's patches (tools/test-broker/patches) into $BROKER_ROOT (once; about 11 minutes on 2 idle cores)"
+      echo "broker: building tansu 0.6 with lark-sink's patches (tools/test-broker/patches) into $BROKER_ROOT (once; about 22 minutes on 2 idle cores, docs/testing.md#the-test-broker)"
       start=$(date +%s)
       install_patched
       echo "broker: installed $("$TANSU" --version) in $(( $(date +%s) - start )) s"

@@ -665,8 +665,8 @@ async fn soak(o: &BenchOptions) -> Result<(), BenchError> {
     const INVALID_EVERY: usize = 997;
     // SIGKILLs (off by default): LARK_SINK_SOAK_KILL_EVERY_RECORDS=<n> kills and restarts the
     // connector each time another n messages reached Lark; LARK_SINK_SOAK_KILL_EVERY=<s> every s
-    // seconds. (Before the test broker's storage-loop patch, kills under this load stalled
-    // tansu; docs/reliability.md#soak.)
+    // seconds. Earlier runs with kills stalled on tansu's group coordinator
+    // (docs/reliability.md#soak; the test broker's patches, docs/testing.md#the-test-broker).
     let env_u64 = |key: &str| {
         std::env::var(key)
             .ok()
