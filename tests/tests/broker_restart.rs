@@ -11,8 +11,9 @@
 //! "unknown member", and no consumer can join the group again (seen in about one run in five,
 //! for over 90 s, with librdkafka's `cgrp` debug log). Kafka expires such a member after the
 //! session timeout. The lost-assignment path is covered by the stop above, which tansu's restart
-//! (new group state) survives. With the test broker's coordinator patches (docs/testing.md#the-test-broker)
-//! a 10 s freeze still stalled delivery for over 90 s in 3 of 5 runs, so the freeze stays at 2 s.
+//! (new group state) survives. With the test broker's coordinator patches
+//! (docs/testing.md#the-test-broker) a 10 s freeze still stalled delivery for over 90 s in 3 of 5
+//! runs, so the freeze stays at 2 s.
 
 use std::time::Duration;
 
