@@ -83,7 +83,9 @@ async fn engine_end_to_end(engine: &str, ext: &str, source: &str, boom_line: u32
     cfg["config"]["transforms.shape.type"] = json!(engine);
     let script = ScriptFile::new(ext, source);
     cfg["config"]["transforms.shape.file"] = json!(script.0);
-    cfg["config"]["transforms.shape.timeout.ms"] = json!("200");
+    // Wall-clock limit: 2 s, far above what a good record needs even on a loaded 2-core CI machine
+    // (at 200 ms a throwing record once timed out under load), and still quick for the endless loop.
+    cfg["config"]["transforms.shape.timeout.ms"] = json!("2000");
     cfg["config"]["transforms.shape.memory.limit.bytes"] = json!("16777216");
 
     // In Kafka order: good, drop, fan-out, boom, good, loop, good, bomb, meta, good.
@@ -157,7 +159,7 @@ async fn engine_end_to_end(engine: &str, ext: &str, source: &str, boom_line: u32
     );
     let looped = by_offset(loop_offset).header("__connect.errors.exception.message");
     assert!(
-        looped.contains("timed out after 200 ms (transforms.shape.timeout.ms)"),
+        looped.contains("timed out after 2000 ms (transforms.shape.timeout.ms)"),
         "{engine}: {looped}"
     );
     let bomb = by_offset(bomb_offset).header("__connect.errors.exception.message");
