@@ -22,25 +22,52 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 scripts/broker.sh install
 
-# 2. One build of the whole workspace, shared by every test below.
+# 2. One build of the whole workspace, shared by every test below. The fuzz targets of step 5 are
+#    built meanwhile in the background at the lowest priority (nice 19): they take what CPU the
+#    workspace build leaves, then the CPU the end-to-end tests leave while they wait. Not with
+#    arguments (see step 4).
+fuzz_seconds=${LARK_SINK_FUZZ_SECONDS:-25}
+fuzz_build=""
+if [ $# -eq 0 ] && [ "$fuzz_seconds" -gt 0 ]; then
+  mkdir -p target
+  # Its own process group (setsid), so a failing run stops it with everything it started.
+  setsid nice -n 19 scripts/fuzz.sh build >target/fuzz-build.log 2>&1 &
+  fuzz_build=$!
+fi
+stop_fuzz_build() { [ -z "$fuzz_build" ] || kill -- "-$fuzz_build" 2>/dev/null || true; }
+trap stop_fuzz_build EXIT
 cargo build --workspace --all-targets --locked
 
 # 3. Fresh brokers for this run (the plain one, and the secured ones on the next four ports),
 #    stopped however the run ends.
 export LARK_SINK_BROKER_PORT=${LARK_SINK_BROKER_PORT:-19092}
-trap 'scripts/broker.sh stop' EXIT
+trap 'stop_fuzz_build; scripts/broker.sh stop' EXIT
 scripts/broker.sh start
 scripts/broker.sh start-secure
 export LARK_SINK_TEST_BROKER="127.0.0.1:$LARK_SINK_BROKER_PORT"
 # shellcheck disable=SC1091
 source "${LARK_SINK_BROKER_DIR:-.broker}-secure/env"
 
-# 4. Everything.
-cargo test --workspace --locked "$@"
+# 4. Everything, several test executables at a time (scripts/run-tests.sh says why). Arguments (a
+#    test-name filter, `-- --nocapture`, ...) run plain `cargo test` with them instead, one
+#    executable at a time, and skip the fuzz run.
+if [ $# -gt 0 ]; then
+  cargo test --workspace --locked "$@"
+  exit 0
+fi
+tests_rc=0
+scripts/run-tests.sh || tests_rc=$?
 
 # 5. A short fuzz run of each target (fuzz/; nightly and cargo-fuzz installed when missing), 25 s
 #    each unless LARK_SINK_FUZZ_SECONDS says otherwise (0 skips). Long runs: docs/testing.md#fuzzing.
-fuzz_seconds=${LARK_SINK_FUZZ_SECONDS:-25}
-if [ "$fuzz_seconds" -gt 0 ]; then
+if [ -n "$fuzz_build" ]; then
+  fuzz_rc=0
+  wait "$fuzz_build" || fuzz_rc=$?
+  fuzz_build=""
+  echo "===== fuzz build: exit $fuzz_rc"
+  cat target/fuzz-build.log
+  [ "$tests_rc" = 0 ] || exit "$tests_rc"
+  [ "$fuzz_rc" = 0 ] || exit "$fuzz_rc"
   scripts/fuzz.sh "$fuzz_seconds"
 fi
+exit "$tests_rc"
