@@ -30,9 +30,13 @@ fuzz_seconds=${LARK_SINK_FUZZ_SECONDS:-25}
 fuzz_build=""
 if [ $# -eq 0 ] && [ "$fuzz_seconds" -gt 0 ]; then
   mkdir -p target
-  # Its own process group (setsid), so a failing run stops it with everything it started.
-  setsid nice -n 19 scripts/fuzz.sh build >target/fuzz-build.log 2>&1 &
+  # Its own process group (job control on for this one command), so a failing run can stop it
+  # with everything it started. Not its own session (setsid): a new session is a new scheduler
+  # autogroup, and nice would then count for nothing against the workspace build.
+  set -m
+  nice -n 19 scripts/fuzz.sh build >target/fuzz-build.log 2>&1 &
   fuzz_build=$!
+  set +m
 fi
 stop_fuzz_build() { [ -z "$fuzz_build" ] || kill -- "-$fuzz_build" 2>/dev/null || true; }
 trap stop_fuzz_build EXIT

@@ -60,12 +60,32 @@ pub enum Tolerance {
 }
 
 /// One custom-bot webhook (`lark.webhooks.<name>.*`, lark-api.md §8).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct WebhookConfig {
-    /// The full hook URL (`…/open-apis/bot/v2/hook/<token>`).
+    /// The full hook URL (`…/open-apis/bot/v2/hook/<token>`). A credential: it ends in the hook
+    /// token, so `Debug` shows only what comes before the token.
     pub url: String,
     /// The signing secret ("签名校验"), when the bot has one.
     pub secret: Option<Secret>,
+}
+
+impl WebhookConfig {
+    /// The URL without its last path segment (the hook token): `https://h/open-apis/bot/v2/hook/***`.
+    pub fn masked_url(&self) -> String {
+        match self.url.rsplit_once('/') {
+            Some((base, _token)) => format!("{base}/***"),
+            None => "***".to_string(),
+        }
+    }
+}
+
+impl std::fmt::Debug for WebhookConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebhookConfig")
+            .field("url", &self.masked_url())
+            .field("secret", &self.secret)
+            .finish()
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -1004,6 +1024,12 @@ mod tests {
         );
         assert!(c.lark.webhooks["team"].secret.is_none());
         assert_eq!(c.as_given["lark.webhooks.ops.secret"], "***");
+        // The hook URL ends in the hook token: masked like `.token`, in the echo and in Debug.
+        assert_eq!(c.as_given["lark.webhooks.team.url"], "***");
+        assert_eq!(c.as_given["lark.webhooks.ops.token"], "***");
+        let debug = format!("{:?}", c.lark.webhooks);
+        assert!(!debug.contains("xyz") && !debug.contains("abc"), "{debug}");
+        assert!(debug.contains("https://open.larksuite.com/open-apis/bot/v2/hook/***"), "{debug}");
         // Without an app, webhooks alone are enough; without either, the app is missing.
         let mut j = with("lark.webhooks.ops.token", "abc");
         let cfg = j["config"].as_object_mut().unwrap();

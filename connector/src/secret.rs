@@ -37,9 +37,13 @@ impl fmt::Debug for Secret {
 /// with or without its `kafka.` prefix, on name fragments rather than exact keys: a credential
 /// shown is a leak, while a harmless value hidden (`lark.token.refresh.margin.ms`) is not, so a
 /// librdkafka property added later (`*.password`, `*.secret`, ...) is covered without a change here.
+/// One key is matched by its place rather than its name: `lark.webhooks.<name>.url`, because a
+/// custom bot's URL ends in its hook token (`…/bot/v2/hook/<token>`), and whoever has that URL can
+/// post to the group; the same token given as `.token` is masked by its name.
 pub fn is_secret_key(key: &str) -> bool {
     let key = key.to_ascii_lowercase();
     SECRET_KEY_FRAGMENTS.iter().any(|f| key.contains(f))
+        || (key.starts_with("lark.webhooks.") && key.ends_with(".url"))
 }
 
 /// What the name of a credential key contains (see [`is_secret_key`]).
@@ -118,6 +122,8 @@ mod tests {
             "sasl.oauthbearer.config",
             "ssl_key",
             "kafka.SASL.Password",
+            "lark.webhooks.ops.url",
+            "LARK.WEBHOOKS.ops.URL",
         ];
         for k in secret {
             assert!(is_secret_key(k), "{k} must be secret");
@@ -128,7 +134,6 @@ mod tests {
             "topics.regex",
             "lark.app.id",
             "lark.domain",
-            "lark.webhooks.ops.url",
             "admin.listener",
             "kafka.bootstrap.servers",
             "kafka.sasl.mechanism",

@@ -774,12 +774,14 @@ pub const ADMIN_TOKEN: &str = "e2e-admin-token-5f3a";
 pub const WRONG_KAFKA_PASSWORD: &str = "e2e-wrong-kafka-password-31c4";
 
 /// Every secret the suite knows of: [`SECRETS`], plus, from every emulator this process started,
-/// its apps' secrets, its webhooks' signing secrets and every tenant token it issued.
+/// its apps' secrets, its webhooks' hook tokens (the last segment of a custom bot's URL, which is
+/// all it takes to post to the group) and signing secrets, and every tenant token it issued.
 pub fn known_secrets() -> Vec<String> {
     let mut all: Vec<String> = SECRETS.iter().map(|s| s.to_string()).collect();
     for emulator in EMULATORS.lock().unwrap_or_else(|e| e.into_inner()).iter() {
         let dir = emulator.directory();
         all.extend(dir.apps.iter().map(|a| a.app_secret.clone()));
+        all.extend(dir.webhooks.iter().map(|w| w.token.clone()));
         all.extend(dir.webhooks.iter().filter_map(|w| w.secret.clone()));
         all.extend(emulator.issued_tokens());
     }
