@@ -282,8 +282,12 @@ async fn json_logs_have_one_line_per_dead_letter_and_no_secrets() {
         .lines()
         .filter(|l| l.contains("dead-lettered"))
         .collect();
+    // One line each, in either order: the schema failure is dead-lettered at intake and the
+    // 230002 after Lark answers, on two tasks, so under load the second can be logged first.
+    assert_eq!(dead.len(), 2, "{dead:?}");
     assert!(
-        dead[0].contains("/receiveId") && dead[1].contains("230002"),
+        dead.iter().filter(|l| l.contains("/receiveId")).count() == 1
+            && dead.iter().filter(|l| l.contains("230002")).count() == 1,
         "{dead:?}"
     );
     assert_eq!(c.stop(), Some(0));
