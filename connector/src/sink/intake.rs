@@ -36,12 +36,15 @@ const HOUSEKEEPING_EVERY: Duration = Duration::from_secs(10);
 
 /// The loop's state, owned by `run` from start to stop.
 pub(super) struct Intake {
+    /// The buffer bound, the transforms (to rebuild a crashed chain), the shutdown timeout.
     cfg: ConnectorConfig,
     validator: EnvelopeValidator,
     /// `None` after a transform engine crashed: rebuilt for the next record.
     chain: Option<Chain>,
     consumer: Arc<SinkConsumer>,
+    /// Shared with the receiver queues: what happens to a message after the loop let it go.
     settle: Arc<Settle>,
+    /// The receiver queues; their load is the buffer that backpressure bounds.
     scheduler: Scheduler<Outgoing, Deliverer>,
     /// Dead letters of messages that failed before reaching a queue, written off the loop.
     dead_letters: JoinSet<()>,

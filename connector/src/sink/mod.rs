@@ -1,23 +1,26 @@
 //! The sink: Kafka → decode → transform → validate → per-receiver delivery → offsets.
 //!
 //! The consumer loop prepares each record (decode, transform, validate) and hands its messages to
-//! the [`Scheduler`](crate::delivery::Scheduler), which keeps one queue per receiver. It never
-//! waits for delivery: when the buffer bound is reached it *pauses* the partitions and keeps
-//! polling (so the group never evicts it), and resumes them once the buffer has drained to half.
-//! Records finish out of order across receivers; the [`OffsetTracker`](crate::source::OffsetTracker)
-//! stores each partition's contiguous finished prefix only, so a crash replays (uuid-deduplicated)
-//! instead of losing. A record is finished when every message of it was delivered or durably
-//! dead-lettered, and (with `lark.result.topic`) its result records were acknowledged.
+//! the [`Scheduler`], which keeps one queue per receiver. It never waits for delivery: when the
+//! buffer bound is reached it *pauses* the partitions and keeps polling (so the group never evicts
+//! it), and resumes them once the buffer has drained to half. Records finish out of order across
+//! receivers; the [`OffsetTracker`] stores each partition's contiguous finished prefix only, so a
+//! crash replays (uuid-deduplicated) instead of losing. A record is finished when every message of
+//! it was delivered or durably dead-lettered, and (with `lark.result.topic`) its result records
+//! were acknowledged.
 //!
 //! A record's path through the files, each one role:
 //!
-//! 1. [`startup`]: the components, built and checked before the first record.
-//! 2. [`intake`]: the loop takes the record, prepares it and dispatches its messages to the queues.
-//! 3. [`backpressure`]: when the loop stops taking records and pauses the partitions (pure).
-//! 4. [`settle`]: each queue sends a message to Lark and settles it: buzz, result or dead letter,
+//! 1. `startup.rs`: the components, built and checked before the first record.
+//! 2. `intake.rs`: the loop takes the record, prepares it and hands its messages to the queues.
+//! 3. `backpressure.rs`: when the loop stops taking records and pauses the partitions (pure).
+//! 4. `settle.rs`: each queue sends a message to Lark and settles it: buzz, result or dead letter,
 //!    and the offset once the record's last message is finished.
 //!
 //! [`run`] composes them: start → intake → stop (drain the queues, commit).
+//!
+//! [`Scheduler`]: crate::delivery::Scheduler
+//! [`OffsetTracker`]: crate::source::OffsetTracker
 
 mod backpressure;
 mod intake;

@@ -1,11 +1,12 @@
 //! Settling one message: what happens from the send to Lark until the record may be committed.
 //!
 //! The scheduler's [`Handler`] ([`Deliverer`]) sends the message; then, on success, buzzes its
-//! users if it is urgent and writes its `delivered` result; on a failure, dead-letters it and writes
-//! its `dead_lettered` result. Every broker write is acknowledged before the message counts as
-//! finished, and the record is finished (its offset may move) when its last message is. A write
-//! that keeps failing, or an app-wide Lark configuration error, stops the connector instead: the
-//! record stays unfinished, so uncommitted, and is replayed (Lark absorbs the resend: same uuid).
+//! users if it is urgent and writes its `delivered` result; on a failure, dead-letters it and
+//! writes its `dead_lettered` result. Every broker write is acknowledged before the message counts
+//! as finished, and the record is finished (its offset may move) when its last message is. A
+//! write that keeps failing, or an app-wide Lark configuration error, stops the connector instead:
+//! the record stays unfinished, so uncommitted, and is replayed (Lark absorbs the resend: same
+//! uuid).
 
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -84,6 +85,7 @@ pub(super) struct Outputs {
 pub(super) struct Settle {
     pub lark: LarkSide,
     pub outputs: Outputs,
+    /// Where a finished record's offset is stored.
     pub offsets: Offsets,
     pub stats: Arc<SinkStats>,
     pub control: Arc<Control>,
@@ -119,7 +121,14 @@ impl Settle {
         let result = tokio::select! {
             biased;
             _ = m.record.revoked.cancelled() => return,
-            r = deliver(&lark.client, &lark.directory, &lark.limits, &lark.policy, &m.envelope, &m.uuid) => r,
+            r = deliver(
+                &lark.client,
+                &lark.directory,
+                &lark.limits,
+                &lark.policy,
+                &m.envelope,
+                &m.uuid,
+            ) => r,
         };
         let settled = match result {
             Ok(done) => self.delivered(&m, done).await,
