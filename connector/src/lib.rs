@@ -12,7 +12,9 @@
 //! 7. [`delivery`]: sends one message with retries, deciding deliver / retry / dead-letter.
 //! 8. [`dlq`]: the dead-letter topic writer (`__connect.errors.*` headers).
 //! 9. [`results`]: the optional result topic (one JSON outcome per message).
-//! 10. [`sink`]: the loop that wires 2–9 together and stores offsets only after the outcome is durable.
+//! 10. [`sink`]: wires 2–9 together and stores offsets only after the outcome is durable: start-up
+//!     (`sink/startup.rs`), the consumer loop (`intake.rs`), when to pause (`backpressure.rs`,
+//!     pure), and what happens after Lark answers (`settle.rs`).
 //!
 //! [`demo`] runs the whole path on an embedded broker and the Lark emulator; [`check`] tests a
 //! config against the real broker and Lark before going live.

@@ -5,6 +5,7 @@
 //! needs into a [`SourceRecord`] once.
 
 use lark_sink_transforms::RecordMeta;
+use rdkafka::message::{BorrowedMessage, Headers, Message};
 
 #[derive(Debug, Clone)]
 pub struct SourceRecord {
@@ -16,6 +17,28 @@ pub struct SourceRecord {
     /// Headers in order, values as raw bytes (the DLQ copies them back verbatim).
     pub headers: Vec<(String, Option<Vec<u8>>)>,
     pub timestamp: Option<i64>,
+}
+
+impl From<&BorrowedMessage<'_>> for SourceRecord {
+    fn from(m: &BorrowedMessage<'_>) -> Self {
+        let headers = m
+            .headers()
+            .map(|hs| {
+                hs.iter()
+                    .map(|h| (h.key.to_string(), h.value.map(<[u8]>::to_vec)))
+                    .collect()
+            })
+            .unwrap_or_default();
+        SourceRecord {
+            topic: m.topic().to_string(),
+            partition: m.partition(),
+            offset: m.offset(),
+            key: m.key().map(<[u8]>::to_vec),
+            value: m.payload().map(<[u8]>::to_vec),
+            headers,
+            timestamp: m.timestamp().to_millis(),
+        }
+    }
 }
 
 impl SourceRecord {

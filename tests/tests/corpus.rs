@@ -97,7 +97,7 @@ fn transform_keys() -> BTreeMap<String, String> {
 }
 
 /// What the sink does with one record before delivery: `prepare`, with the corpus transform in
-/// between for transform cases (as `sink::prepare` does on its blocking thread).
+/// between for transform cases (as `sink::intake`'s `prepare` does, on a blocking thread).
 fn prepare_case(case: &Case, validator: &EnvelopeValidator, chain: &mut Chain) -> Prepared {
     let value = case.value();
     if !case.transform {

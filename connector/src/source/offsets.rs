@@ -9,8 +9,13 @@
 //! owner has already started from the committed offset and will replay (uuid-deduplicated) work.
 
 use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
 
+use rdkafka::consumer::{CommitMode, Consumer};
+use rdkafka::{Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
+
+use super::SinkConsumer;
 
 /// Identifies one record in flight.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -119,6 +124,58 @@ impl OffsetTracker {
     /// Records in flight, over all partitions.
     pub fn in_flight(&self) -> usize {
         self.parts.values().map(|p| p.pending.len()).sum()
+    }
+}
+
+/// The tracker and the consumer its offsets are stored in. The one place that calls
+/// `store_offsets`: a record is begun here when it is taken, finished here when it is settled,
+/// and the last commit of a stop is made here.
+#[derive(Clone)]
+pub struct Offsets {
+    pub tracker: Arc<Mutex<OffsetTracker>>,
+    pub consumer: Arc<SinkConsumer>,
+}
+
+impl Offsets {
+    /// [`OffsetTracker::begin`]; `None` if the tracker is poisoned (a thread panicked holding it).
+    pub fn begin(
+        &self,
+        topic: &str,
+        partition: i32,
+        offset: i64,
+    ) -> Option<(Ticket, CancellationToken)> {
+        let mut tracker = self.tracker.lock().ok()?;
+        Some(tracker.begin(topic, partition, offset))
+    }
+
+    /// Marks a record finished and stores the partition's new committable offset, if it moved.
+    pub fn finish(&self, ticket: &Ticket) {
+        let next = match self.tracker.lock() {
+            Ok(mut t) => t.complete(ticket),
+            Err(_) => None,
+        };
+        let Some(next) = next else { return };
+        let mut tpl = TopicPartitionList::new();
+        if tpl
+            .add_partition_offset(&ticket.topic, ticket.partition, Offset::Offset(next))
+            .is_ok()
+        {
+            // Fails only if the partition was revoked meanwhile; its new owner replays.
+            if let Err(e) = self.consumer.store_offsets(&tpl) {
+                tracing::debug!(topic = %ticket.topic, partition = ticket.partition, "offset not stored: {e}");
+            }
+        }
+    }
+
+    /// The end of a stop: commits what is stored, then forgets every partition.
+    pub fn close(&self) {
+        match self.consumer.commit_consumer_state(CommitMode::Sync) {
+            Ok(()) => tracing::info!("final offsets committed"),
+            Err(e) => tracing::debug!("final commit: {e}"),
+        }
+        if let Ok(mut t) = self.tracker.lock() {
+            t.revoke_all();
+        }
     }
 }
 

@@ -1,0 +1,330 @@
+//! Intake: the consumer loop. Takes a record, prepares it (decode, transform, validate) and hands
+//! its messages to the receiver queues, never waiting for delivery.
+//!
+//! Between records, and on a tick while none arrives, it applies backpressure (see
+//! [`super::backpressure`]) and refreshes what the admin API reports. It ends on shutdown, on a
+//! restart request, or on the first fatal error a queue reports.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use lark_sink_transforms::{Chain, TransformError};
+use rdkafka::consumer::Consumer;
+use serde_json::Value;
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+
+use super::backpressure::{self, Backpressure, Load};
+use super::settle::{Deliverer, InFlight, Outgoing, Settle};
+use super::{SinkError, SinkStats};
+use crate::config::ConnectorConfig;
+use crate::delivery::Scheduler;
+use crate::lark::directory;
+use crate::prepare::{self, Prepared};
+use crate::record::SourceRecord;
+use crate::source::SinkConsumer;
+use crate::telemetry;
+use crate::validate::{EnvelopeValidator, Receiver};
+
+/// How often the loop re-checks the buffer bound while no record arrives (e.g. while paused).
+const BACKPRESSURE_TICK: Duration = Duration::from_millis(50);
+
+/// How often idle per-receiver rate state is forgotten.
+const HOUSEKEEPING_EVERY: Duration = Duration::from_secs(10);
+
+/// The loop's state, owned by `run` from start to stop.
+pub(super) struct Intake {
+    /// The buffer bound, the transforms (to rebuild a crashed chain), the shutdown timeout.
+    cfg: ConnectorConfig,
+    validator: EnvelopeValidator,
+    /// `None` after a transform engine crashed: rebuilt for the next record.
+    chain: Option<Chain>,
+    consumer: Arc<SinkConsumer>,
+    /// Shared with the receiver queues: what happens to a message after the loop let it go.
+    settle: Arc<Settle>,
+    /// The receiver queues; their load is the buffer that backpressure bounds.
+    scheduler: Scheduler<Outgoing, Deliverer>,
+    /// Dead letters of messages that failed before reaching a queue, written off the loop.
+    dead_letters: JoinSet<()>,
+    /// Fatal errors reported by the queues and the dead-letter tasks.
+    fatal: mpsc::Receiver<SinkError>,
+    backpressure: Backpressure,
+}
+
+impl Intake {
+    pub fn new(
+        cfg: ConnectorConfig,
+        validator: EnvelopeValidator,
+        chain: Chain,
+        consumer: Arc<SinkConsumer>,
+        settle: Arc<Settle>,
+        fatal: mpsc::Receiver<SinkError>,
+    ) -> Self {
+        Intake {
+            cfg,
+            validator,
+            chain: Some(chain),
+            consumer,
+            scheduler: Scheduler::new(Deliverer(settle.clone())),
+            settle,
+            dead_letters: JoinSet::new(),
+            fatal,
+            backpressure: Backpressure::default(),
+        }
+    }
+
+    /// Takes records until `shutdown` resolves or a restart is requested (`Ok`), or a fatal
+    /// error occurs.
+    pub async fn run(&mut self, shutdown: impl Future<Output = ()>) -> Result<(), SinkError> {
+        let mut tick = tokio::time::interval(BACKPRESSURE_TICK);
+        let mut last_housekeeping = Instant::now();
+        tokio::pin!(shutdown);
+        loop {
+            let msg = tokio::select! {
+                biased;
+                _ = &mut shutdown => return Ok(()),
+                _ = self.settle.control.restart_requested() => return Ok(()),
+                Some(e) = self.fatal.recv() => return Err(e),
+                _ = tick.tick() => {
+                    self.on_tick(&mut last_housekeeping);
+                    continue;
+                }
+                m = self.consumer.recv(), if self.backpressure.taking() => m,
+            };
+            let record = match msg {
+                Ok(m) => SourceRecord::from(&m),
+                Err(e) => {
+                    tracing::warn!("Kafka consumer error (librdkafka retries by itself): {e}");
+                    continue;
+                }
+            };
+            self.take(record).await?;
+        }
+    }
+
+    /// One record: begin it, prepare it, dispatch its messages.
+    async fn take(&mut self, record: SourceRecord) -> Result<(), SinkError> {
+        let stats = &self.settle.stats;
+        SinkStats::add(&stats.records_received, 1);
+        telemetry::record_received(&record.topic);
+        let (ticket, revoked) = self
+            .settle
+            .offsets
+            .begin(&record.topic, record.partition, record.offset)
+            .ok_or(SinkError::TrackerPoisoned)?;
+        let prepared = prepare(&self.validator, &self.cfg, &mut self.chain, &record).await;
+        if self.settle.outputs.dlq.is_none() {
+            // errors.tolerance=none: a record that cannot even be sent stops the connector here,
+            // before anything after it is dispatched.
+            if let Some(dl) = prepared.first_failure() {
+                return Err(SinkError::Intolerable {
+                    coordinates: record.coordinates(),
+                    stage: dl.stage.as_str(),
+                    reason: dl.reason.clone(),
+                });
+            }
+        }
+        let in_flight = Arc::new(InFlight {
+            record,
+            ticket,
+            revoked,
+            pending: AtomicUsize::new(0),
+        });
+        self.dispatch(in_flight, prepared);
+        self.apply_backpressure();
+        Ok(())
+    }
+
+    /// Hands a prepared record's messages to the receiver queues (valid ones) or to dead-letter
+    /// tasks (invalid ones). A record with no message is finished at once.
+    fn dispatch(&mut self, rec: Arc<InFlight>, prepared: Prepared) {
+        let messages = match prepared {
+            Prepared::Failed(dl) => vec![Err(Box::new(dl))],
+            Prepared::Messages(m) => m,
+        };
+        if messages.is_empty() {
+            self.settle.dropped(&rec);
+            return;
+        }
+        rec.pending.store(messages.len(), Ordering::SeqCst);
+        for (index, m) in messages.into_iter().enumerate() {
+            match m {
+                Ok(envelope) => {
+                    let queue = queue_key(&envelope.receiver);
+                    let size = envelope.content.len() + queue.len() + 256;
+                    self.scheduler.submit(Outgoing {
+                        uuid: rec.record.message_uuid(index),
+                        record: rec.clone(),
+                        index,
+                        envelope,
+                        queue,
+                        size,
+                    });
+                }
+                Err(dl) => {
+                    let (settle, rec) = (self.settle.clone(), rec.clone());
+                    self.dead_letters
+                        .spawn(async move { settle.invalid(&rec, *dl).await });
+                }
+            }
+        }
+    }
+
+    /// The tick: backpressure, the admin API's status, finished dead-letter tasks, and now and
+    /// then the idle rate state.
+    fn on_tick(&mut self, last_housekeeping: &mut Instant) {
+        self.apply_backpressure();
+        self.report_status();
+        while self.dead_letters.try_join_next().is_some() {}
+        if last_housekeeping.elapsed() > HOUSEKEEPING_EVERY {
+            self.settle.lark.limits.forget_idle();
+            *last_housekeeping = Instant::now();
+        }
+    }
+
+    /// Publishes the buffer's load, then pauses or resumes the partitions if
+    /// [`Backpressure::step`] says so.
+    fn apply_backpressure(&mut self) {
+        let load = Load {
+            messages: self.scheduler.in_flight(),
+            bytes: self.scheduler.bytes(),
+        };
+        let stats = &self.settle.stats;
+        let buffered = load.messages as u64;
+        stats.buffered_messages.store(buffered, Ordering::Relaxed);
+        stats
+            .buffered_messages_peak
+            .fetch_max(buffered, Ordering::Relaxed);
+        let user_paused = self.settle.control.is_paused();
+        telemetry::buffered(load.messages, load.bytes);
+        // Partitions assigned since the last step start unpaused in librdkafka.
+        let reassigned = self
+            .consumer
+            .context()
+            .assignment_changed
+            .swap(false, Ordering::SeqCst);
+        let bound = &self.cfg.buffer;
+        let step = self
+            .backpressure
+            .step(load, bound, user_paused, reassigned, Instant::now());
+        if let Some(action) = step {
+            if backpressure::apply(action, load, &self.consumer, stats) {
+                self.backpressure.done(action);
+            }
+        }
+    }
+
+    /// Refreshes what the admin API reports: owned partitions and whether Lark is reachable.
+    fn report_status(&self) {
+        let control = &self.settle.control;
+        if let Ok(tpl) = self.consumer.assignment() {
+            control.set_assigned(
+                tpl.elements()
+                    .iter()
+                    .map(|e| format!("{}-{}", e.topic(), e.partition()))
+                    .collect(),
+            );
+        }
+        control.set_lark_ready(self.settle.lark_ready());
+    }
+
+    /// Stops the queues and waits, up to `shutdown.timeout.ms`, for the messages in hand and the
+    /// dead-letter tasks. Returns a fatal error reported meanwhile, if any.
+    pub async fn drain(&mut self) -> Option<SinkError> {
+        self.scheduler.stop();
+        let grace = self.cfg.shutdown_timeout;
+        let (scheduler, dead_letters) = (&self.scheduler, &mut self.dead_letters);
+        let drained = tokio::time::timeout(grace, async {
+            scheduler.drain(grace).await;
+            while dead_letters.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!(
+                "messages still in flight after {grace:?} (shutdown.timeout.ms); leaving them uncommitted"
+            );
+        }
+        self.fatal.try_recv().ok()
+    }
+}
+
+/// The queue a message waits in. Every spelling of one phone number or email address shares one
+/// queue, so their messages keep their order.
+fn queue_key(receiver: &Receiver) -> String {
+    match receiver {
+        Receiver::Id {
+            id_type: "email",
+            id,
+        } => format!("email:{}", directory::canonical_email(id)),
+        Receiver::Id { id_type, id } => format!("{id_type}:{id}"),
+        Receiver::Phone(p) => match directory::canonical_mobile(p) {
+            Some(m) => format!("phone:{m}"),
+            None => format!("phone:{p}"),
+        },
+        Receiver::Webhook(w) => format!("webhook:{w}"),
+        Receiver::Parent(m) => format!("reply_to:{m}"),
+    }
+}
+
+/// Decodes, transforms and validates one record. A failure is a `Prepared::Failed` or a failed
+/// message inside it, never an error: it is dead-lettered (or stops the connector) by the caller.
+async fn prepare(
+    validator: &EnvelopeValidator,
+    cfg: &ConnectorConfig,
+    chain: &mut Option<Chain>,
+    record: &SourceRecord,
+) -> Prepared {
+    let value = match prepare::decode(record.value.as_deref()) {
+        Ok(v) => v,
+        Err(dl) => return Prepared::Failed(*dl),
+    };
+    // No transforms configured. (`None` is a chain lost to an engine crash: `run_chain` rebuilds
+    // it; skipping it instead would send records untransformed from then on.)
+    if chain.as_ref().is_some_and(|c| c.is_empty()) {
+        return prepare::messages(validator, vec![value], false);
+    }
+    let outputs = run_chain(chain, cfg, value, record).await;
+    if let Err(e) = &outputs {
+        telemetry::transform_error(&e.transform);
+    }
+    prepare::transformed(validator, outputs)
+}
+
+/// Runs the transform chain on a blocking thread, so a slow script never stalls the runtime.
+async fn run_chain(
+    chain: &mut Option<Chain>,
+    cfg: &ConnectorConfig,
+    value: Value,
+    record: &SourceRecord,
+) -> Result<Vec<Value>, TransformError> {
+    let mut c = match chain.take() {
+        Some(c) => c,
+        // Rebuilding after an engine crash; if even that fails, this record is dead-lettered
+        // with the reason and the next record tries again.
+        None => cfg.transform_chain().map_err(|e| TransformError {
+            transform: "chain".into(),
+            message: format!("cannot rebuild the transform chain: {e}"),
+            line: None,
+        })?,
+    };
+    let meta = record.meta();
+    match tokio::task::spawn_blocking(move || {
+        let r = c.apply(value, &meta);
+        (c, r)
+    })
+    .await
+    {
+        Ok((c, r)) => {
+            *chain = Some(c);
+            r
+        }
+        // The engine panicked: the chain is gone; a fresh one is built for the next record.
+        Err(e) => Err(TransformError {
+            transform: "chain".into(),
+            message: format!("transform engine crashed: {e}"),
+            line: None,
+        }),
+    }
+}

@@ -1,0 +1,357 @@
+//! Settling one message: what happens from the send to Lark until the record may be committed.
+//!
+//! The scheduler's [`Handler`] ([`Deliverer`]) sends the message; then, on success, buzzes its
+//! users if it is urgent and writes its `delivered` result; on a failure, dead-letters it and
+//! writes its `dead_lettered` result. Every broker write is acknowledged before the message counts
+//! as finished, and the record is finished (its offset may move) when its last message is. A
+//! write that keeps failing, or an app-wide Lark configuration error, stops the connector instead:
+//! the record stays unfinished, so uncommitted, and is replayed (Lark absorbs the resend: same
+//! uuid).
+
+use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::{SinkError, SinkStats};
+use crate::control::Control;
+use crate::delivery::{
+    buzz, deliver, Delivered, DeliveryFailure, Handler, Queued, RateLimits, RetryPolicy,
+};
+use crate::dlq::{DeadLetter, DeadLetterWriter, Stage};
+use crate::lark::{LarkClient, UserDirectory};
+use crate::record::SourceRecord;
+use crate::results::{self, ResultWriter, UrgentOutcome};
+use crate::source::{Offsets, Ticket};
+use crate::telemetry;
+use crate::validate::{Envelope, Urgent};
+
+/// A record whose messages are being delivered. Finished when `pending` reaches zero.
+pub(super) struct InFlight {
+    pub record: SourceRecord,
+    pub ticket: Ticket,
+    /// Set when the partition is revoked: its queued messages are abandoned.
+    pub revoked: CancellationToken,
+    pub pending: AtomicUsize,
+}
+
+/// One message on its way to a receiver.
+pub(super) struct Outgoing {
+    pub record: Arc<InFlight>,
+    pub index: usize,
+    pub envelope: Envelope,
+    pub uuid: String,
+    /// The receiver's queue: the address (phones and emails in their canonical spelling; they
+    /// resolve to open_ids inside the queue).
+    pub queue: String,
+    /// Bytes it counts for the buffer bound (`buffer.max.bytes`).
+    pub size: usize,
+}
+
+impl Queued for Outgoing {
+    fn queue_key(&self) -> &str {
+        &self.queue
+    }
+    fn size(&self) -> usize {
+        self.size
+    }
+}
+
+/// The Lark side of a send: what [`deliver`] and [`buzz`] take.
+pub(super) struct LarkSide {
+    pub client: Arc<LarkClient>,
+    /// Phone / email → open_id, shared by every receiver queue (cached, batched).
+    pub directory: UserDirectory,
+    /// Lark's quotas, shared with the consumer (it recomputes the share on a rebalance).
+    pub limits: Arc<RateLimits>,
+    pub policy: RetryPolicy,
+}
+
+/// The durable Kafka writes that gate the offset: dead letters and result records.
+pub(super) struct Outputs {
+    /// The connector's name, stamped on every result record.
+    pub name: String,
+    /// `None` with `errors.tolerance=none`: a failure stops the connector instead.
+    pub dlq: Option<DeadLetterWriter>,
+    /// `lark.result.topic`, when set.
+    pub results: Option<ResultWriter>,
+}
+
+/// Everything settling a message needs, shared by the receiver queues and the loop.
+pub(super) struct Settle {
+    pub lark: LarkSide,
+    pub outputs: Outputs,
+    /// Where a finished record's offset is stored.
+    pub offsets: Offsets,
+    pub stats: Arc<SinkStats>,
+    pub control: Arc<Control>,
+    /// Where a queue reports an error that stops the connector (the loop ends on it).
+    pub fatal: mpsc::Sender<SinkError>,
+}
+
+/// The scheduler's handler: delivers one message to the end.
+pub(super) struct Deliverer(pub Arc<Settle>);
+
+impl Handler<Outgoing> for Deliverer {
+    async fn handle(&self, m: Outgoing) {
+        // Paused through the admin API: hold the message (it stays buffered and uncommitted).
+        if self.0.control.is_paused() {
+            self.0.control.wait_resumed().await;
+        }
+        if self.0.control.is_stopping() {
+            return; // shutting down: left uncommitted, replayed on the next start
+        }
+        self.0.deliver(m).await
+    }
+}
+
+impl Settle {
+    /// Delivers one message; on failure dead-letters it. Called by the receiver's queue.
+    async fn deliver(&self, m: Outgoing) {
+        // A revoked partition is not ours any more: its new owner replays the record from the
+        // committed offset. Stop at once, also while waiting for permission or between retries,
+        // so two members never send the same partition's messages at the same time (that would
+        // overshoot the app quota the group shares). A request already on the wire may land;
+        // the replay carries the same uuid, so Lark keeps one copy.
+        let lark = &self.lark;
+        let result = tokio::select! {
+            biased;
+            _ = m.record.revoked.cancelled() => return,
+            r = deliver(
+                &lark.client,
+                &lark.directory,
+                &lark.limits,
+                &lark.policy,
+                &m.envelope,
+                &m.uuid,
+            ) => r,
+        };
+        let settled = match result {
+            Ok(done) => self.delivered(&m, done).await,
+            Err(f) if f.is_fatal() => Err(SinkError::LarkConfig {
+                coordinates: m.record.record.coordinates(),
+                reason: f.to_string(),
+            }),
+            Err(f) => self.failed(&m, f).await,
+        };
+        match settled {
+            Ok(()) => self.message_done(&m.record),
+            // The record stays unfinished, so uncommitted: replayed, and Lark absorbs the resend
+            // (same uuid).
+            Err(e) => {
+                let _ = self.fatal.send(e).await;
+            }
+        }
+    }
+
+    /// Lark took the message: buzz it if it is urgent, then write its `delivered` result.
+    async fn delivered(&self, m: &Outgoing, done: Delivered) -> Result<(), SinkError> {
+        let record = &m.record.record;
+        SinkStats::add(&self.stats.messages_delivered, 1);
+        telemetry::delivered(&m.envelope.msg_type, record.timestamp);
+        tracing::debug!(record = %record.coordinates(), index = m.index,
+            message_id = %done.ok.message_id, attempts = done.attempts, "delivered");
+        let urgent = match &m.envelope.urgent {
+            Some(urgent) => Some(self.urgent(m, &done.ok.message_id, urgent).await?),
+            None => None,
+        };
+        // Built only when there is a result topic: it costs a JSON object per message.
+        let result = self.outputs.results.is_some().then(|| {
+            results::delivered(
+                &self.outputs.name,
+                record,
+                m.index,
+                &m.envelope,
+                &done.ok,
+                done.attempts,
+                urgent.as_ref(),
+            )
+        });
+        self.write_result(record, result).await
+    }
+
+    /// Lark refused the message for good, or retries ran out: dead-letter it.
+    async fn failed(&self, m: &Outgoing, f: DeliveryFailure) -> Result<(), SinkError> {
+        let class = if f.exhausted {
+            format!("{}-exhausted", f.error.class.label())
+        } else {
+            f.error.class.label().to_string()
+        };
+        let dl = DeadLetter {
+            stage: Stage::Deliver,
+            class,
+            reason: f.to_string(),
+            message_index: Some(m.index),
+            receiver: Some(m.envelope.receiver.describe()),
+            uuid: Some(m.uuid.clone()),
+            attempts: f.attempts,
+            lark: Some(f.error),
+        };
+        self.dead_letter_and_report(&m.record.record, dl, Some(&m.envelope))
+            .await
+    }
+
+    /// Buzzes the users of an urgent message after it was delivered. Users Lark skipped are
+    /// logged; a refused buzz is dead-lettered (the message itself was delivered, so the reason
+    /// names its message_id) and never retried forever. Returns the outcome for the result.
+    async fn urgent(
+        &self,
+        m: &Outgoing,
+        message_id: &str,
+        urgent: &Urgent,
+    ) -> Result<UrgentOutcome, SinkError> {
+        let record = &m.record.record;
+        match buzz(&self.lark.client, &self.lark.policy, message_id, urgent).await {
+            Ok(skipped) => {
+                if !skipped.is_empty() {
+                    tracing::warn!(record = %record.coordinates(), message_id, kind = %urgent.kind,
+                        skipped = ?skipped, "urgent: Lark skipped users not in the message's chat");
+                }
+                Ok(UrgentOutcome::Sent {
+                    kind: urgent.kind.clone(),
+                    skipped,
+                })
+            }
+            Err(f) if f.is_fatal() => Err(SinkError::LarkConfig {
+                coordinates: record.coordinates(),
+                reason: f.to_string(),
+            }),
+            Err(f) => {
+                let dl = DeadLetter {
+                    stage: Stage::Deliver,
+                    class: format!("urgent-{}", f.error.class.label()),
+                    reason: format!(
+                        "message {message_id} was delivered, but the urgent_{} buzz failed: {f}",
+                        urgent.kind
+                    ),
+                    message_index: Some(m.index),
+                    receiver: Some(m.envelope.receiver.describe()),
+                    uuid: Some(m.uuid.clone()),
+                    attempts: f.attempts,
+                    lark: Some(f.error),
+                };
+                let outcome = UrgentOutcome::Failed {
+                    kind: urgent.kind.clone(),
+                    reason: dl.reason.clone(),
+                    code: dl.lark.as_ref().and_then(|e| e.code),
+                };
+                self.dead_letter(record, dl).await.map(|()| outcome)
+            }
+        }
+    }
+
+    /// A message that failed before it reached a queue (decode, transform, validation): its dead
+    /// letter and result, then it is finished. Run on a task of its own by the loop.
+    pub async fn invalid(&self, rec: &InFlight, dl: DeadLetter) {
+        match self.dead_letter_and_report(&rec.record, dl, None).await {
+            Ok(()) => self.message_done(rec),
+            Err(e) => {
+                let _ = self.fatal.send(e).await;
+            }
+        }
+    }
+
+    /// A record a transform turned into zero messages: finished at once.
+    pub fn dropped(&self, rec: &InFlight) {
+        SinkStats::add(&self.stats.records_dropped, 1);
+        SinkStats::add(&self.stats.records_finished, 1);
+        telemetry::record_dropped();
+        telemetry::record_finished(&rec.record.topic);
+        self.offsets.finish(&rec.ticket);
+    }
+
+    /// One message of `rec` is finished; the record is when its last message is.
+    fn message_done(&self, rec: &InFlight) {
+        if rec.pending.fetch_sub(1, Ordering::SeqCst) == 1 {
+            SinkStats::add(&self.stats.records_finished, 1);
+            telemetry::record_finished(&rec.record.topic);
+            self.offsets.finish(&rec.ticket);
+        }
+    }
+
+    /// Dead-letters (or, with `errors.tolerance=none`, refuses) one failure of `record`.
+    async fn dead_letter(&self, record: &SourceRecord, dl: DeadLetter) -> Result<(), SinkError> {
+        let Some(writer) = &self.outputs.dlq else {
+            return Err(SinkError::Intolerable {
+                coordinates: record.coordinates(),
+                stage: dl.stage.as_str(),
+                reason: dl.reason,
+            });
+        };
+        tracing::warn!(record = %record.coordinates(), stage = dl.stage.as_str(), class = %dl.class,
+            index = ?dl.message_index, receiver = ?dl.receiver, dlq = writer.topic(),
+            "dead-lettered: {}", dl.reason);
+        // The DLQ write must succeed before the offset moves.
+        durably(|| writer.write(record, &dl)).await?;
+        SinkStats::add(&self.stats.dead_letters, 1);
+        telemetry::dead_letter(&dl.class);
+        Ok(())
+    }
+
+    /// Dead-letters one failed message (or record) and then writes its `dead_lettered` result,
+    /// both acknowledged before the caller may finish the message.
+    async fn dead_letter_and_report(
+        &self,
+        record: &SourceRecord,
+        dl: DeadLetter,
+        envelope: Option<&Envelope>,
+    ) -> Result<(), SinkError> {
+        let result = self
+            .outputs
+            .results
+            .is_some()
+            .then(|| results::dead_lettered(&self.outputs.name, record, &dl, envelope));
+        self.dead_letter(record, dl).await?;
+        self.write_result(record, result).await
+    }
+
+    /// Writes one result record when `lark.result.topic` is set. Like a dead letter, it must be
+    /// acknowledged before the source offset may move, so a failure stops the connector (the
+    /// record stays uncommitted and is replayed) rather than lose the result.
+    /// `result` is `None` exactly when there is no result topic (callers skip building it).
+    async fn write_result(
+        &self,
+        record: &SourceRecord,
+        result: Option<Value>,
+    ) -> Result<(), SinkError> {
+        let (Some(writer), Some(result)) = (&self.outputs.results, result) else {
+            return Ok(());
+        };
+        durably(|| writer.write(record, &result)).await?;
+        SinkStats::add(&self.stats.results_written, 1);
+        Ok(())
+    }
+
+    /// Whether Lark is reachable as far as the admin API reports it: a valid tenant token (or no
+    /// app, webhook-only).
+    pub fn lark_ready(&self) -> bool {
+        let client = &self.lark.client;
+        !client.has_app() || client.tokens().has_valid_token()
+    }
+}
+
+/// Runs a broker write until it is acknowledged, retrying a hiccup a few times with a growing
+/// pause; the last error is returned (and stops the connector) rather than lose the write.
+async fn durably<F, Fut, E>(mut write: F) -> Result<(), E>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<(), E>>,
+    E: std::fmt::Display,
+{
+    let mut attempt = 0;
+    loop {
+        match write().await {
+            Ok(()) => return Ok(()),
+            Err(e) if attempt < 5 => {
+                attempt += 1;
+                tracing::warn!("{e}; retrying ({attempt}/5)");
+                tokio::time::sleep(Duration::from_millis(500 * attempt)).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
