@@ -64,14 +64,14 @@ scripts/run-tests.sh || tests_rc=$?
 
 # 5. A short fuzz run of each target (fuzz/; nightly and cargo-fuzz installed when missing), 25 s
 #    each unless LARK_SINK_FUZZ_SECONDS says otherwise (0 skips). Long runs: docs/testing.md#fuzzing.
+#    Failed tests end the run here (the EXIT trap stops the fuzz build).
+[ "$tests_rc" = 0 ] || exit "$tests_rc"
 if [ -n "$fuzz_build" ]; then
   fuzz_rc=0
   wait "$fuzz_build" || fuzz_rc=$?
   fuzz_build=""
   echo "===== fuzz build: exit $fuzz_rc"
   cat target/fuzz-build.log
-  [ "$tests_rc" = 0 ] || exit "$tests_rc"
   [ "$fuzz_rc" = 0 ] || exit "$fuzz_rc"
   scripts/fuzz.sh "$fuzz_seconds"
 fi
-exit "$tests_rc"

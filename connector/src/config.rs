@@ -71,7 +71,7 @@ pub struct WebhookConfig {
 
 impl WebhookConfig {
     /// The URL without its last path segment (the hook token): `https://h/open-apis/bot/v2/hook/***`.
-    pub fn masked_url(&self) -> String {
+    fn masked_url(&self) -> String {
         match self.url.rsplit_once('/') {
             Some((base, _token)) => format!("{base}/***"),
             None => "***".to_string(),
@@ -1029,7 +1029,10 @@ mod tests {
         assert_eq!(c.as_given["lark.webhooks.ops.token"], "***");
         let debug = format!("{:?}", c.lark.webhooks);
         assert!(!debug.contains("xyz") && !debug.contains("abc"), "{debug}");
-        assert!(debug.contains("https://open.larksuite.com/open-apis/bot/v2/hook/***"), "{debug}");
+        assert!(
+            debug.contains("https://open.larksuite.com/open-apis/bot/v2/hook/***"),
+            "{debug}"
+        );
         // Without an app, webhooks alone are enough; without either, the app is missing.
         let mut j = with("lark.webhooks.ops.token", "abc");
         let cfg = j["config"].as_object_mut().unwrap();

@@ -37,13 +37,9 @@ impl fmt::Debug for Secret {
 /// with or without its `kafka.` prefix, on name fragments rather than exact keys: a credential
 /// shown is a leak, while a harmless value hidden (`lark.token.refresh.margin.ms`) is not, so a
 /// librdkafka property added later (`*.password`, `*.secret`, ...) is covered without a change here.
-/// One key is matched by its place rather than its name: `lark.webhooks.<name>.url`, because a
-/// custom bot's URL ends in its hook token (`…/bot/v2/hook/<token>`), and whoever has that URL can
-/// post to the group; the same token given as `.token` is masked by its name.
 pub fn is_secret_key(key: &str) -> bool {
     let key = key.to_ascii_lowercase();
     SECRET_KEY_FRAGMENTS.iter().any(|f| key.contains(f))
-        || (key.starts_with("lark.webhooks.") && key.ends_with(".url"))
 }
 
 /// What the name of a credential key contains (see [`is_secret_key`]).
@@ -62,6 +58,9 @@ const SECRET_KEY_FRAGMENTS: &[&str] = &[
     "key.pem",
     // librdkafka's in-memory private key property
     "ssl_key",
+    // every option of a custom bot is a credential: .secret, .token, and .url, which ends in the
+    // hook token (`…/bot/v2/hook/<token>`); whoever has it can post to the group
+    "lark.webhooks.",
 ];
 
 /// A config value as the admin API shows it: `***` for the literal value of a secret key. A value
