@@ -46,7 +46,16 @@ BROKER_SRC=$ROOT/tools/test-broker
 broker_id() {
   (cd "$BROKER_SRC" && cat Cargo.toml Cargo.lock src/main.rs patches/*.patch) | sha256sum | cut -c1-12
 }
-BROKER_ROOT=${LARK_SINK_TOOLS_DIR:-${CARGO_HOME:-$HOME/.cargo}/lark-sink}/test-broker-$(broker_id)
+# Two builds of the same sources: `test-broker` (the default, for the tests: unoptimised, built in
+# a fraction of the time; docs/testing.md#build-time) and `release` (opt-level 3, for
+# scripts/bench.sh, whose figures include the broker's own speed). LARK_SINK_BROKER_PROFILE picks.
+PROFILE=${LARK_SINK_BROKER_PROFILE:-test-broker}
+case "$PROFILE" in
+  test-broker) SUFFIX= ;;
+  release) SUFFIX=-release ;;
+  *) echo "broker: LARK_SINK_BROKER_PROFILE must be test-broker or release, not '$PROFILE'" >&2; exit 2 ;;
+esac
+BROKER_ROOT=${LARK_SINK_TOOLS_DIR:-${CARGO_HOME:-$HOME/.cargo}/lark-sink}/test-broker-$(broker_id)$SUFFIX
 TANSU=${TANSU_BIN:-$BROKER_ROOT/bin/tansu}
 SECURE=${STATE}-secure
 # The SASL user the tests log in as; the password is also in tests/src/lib.rs (KAFKA_PASSWORD).
@@ -85,7 +94,7 @@ install_patched() {
       echo "broker: applied $(basename "$p")"
     done
   done
-  cargo install --path "$BROKER_SRC" --root "$BROKER_ROOT" --locked --quiet
+  cargo install --path "$BROKER_SRC" --root "$BROKER_ROOT" --locked --quiet --profile "$PROFILE"
 }
 
 port_open() {
@@ -162,7 +171,7 @@ case "${1:-}" in
     if have_tansu; then
       echo "broker: $("$TANSU" --version) already installed at $TANSU (skipping)"
     else
-      echo "broker: building tansu 0.6 with lark-sink's patches (tools/test-broker/patches) into $BROKER_ROOT (once; about 22 minutes on 2 idle cores, docs/testing.md#the-test-broker)"
+      echo "broker: building tansu 0.6 with lark-sink's patches (tools/test-broker/patches) ($PROFILE profile) into $BROKER_ROOT (once; docs/testing.md#build-time has the time)"
       start=$(date +%s)
       install_patched
       echo "broker: installed $("$TANSU" --version) in $(( $(date +%s) - start )) s"
