@@ -7,9 +7,11 @@
 //! after that, never before. Nothing secret is ever put in a header: reasons come from validation
 //! and Lark answers, neither of which contains credentials or tokens.
 
-use crate::lark::LarkError;
+use std::fmt;
 
-// The writer needs Kafka; the types below are shared with the pure checks (crate::prepare).
+use crate::lark::{ErrorClass, LarkError};
+
+// The writer needs Kafka; the types below are shared with the pure checks (crate::envelope).
 #[cfg(feature = "runtime")]
 mod writer;
 #[cfg(feature = "runtime")]
@@ -40,8 +42,8 @@ impl Stage {
 #[derive(Debug, Clone)]
 pub struct DeadLetter {
     pub stage: Stage,
-    /// Short machine-readable class: `decode`, `transform`, `schema`, or the Lark class label.
-    pub class: String,
+    /// Why, in one word: the `__connect.errors.class.name` header and the result's `class`.
+    pub class: DeadLetterClass,
     pub reason: String,
     /// The message's index inside an array record, when the failure concerns one message.
     pub message_index: Option<usize>,
@@ -49,6 +51,74 @@ pub struct DeadLetter {
     pub uuid: Option<String>,
     pub lark: Option<LarkError>,
     pub attempts: u32,
+}
+
+/// Why a record or message is dead-lettered, in one short machine-readable word. Its
+/// [`label`](Self::label) is the `__connect.errors.class.name` header, the result record's
+/// `class` and the `class` label of `lark_sink_dead_letters_total`: operators filter and alert on
+/// these strings, so they never change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeadLetterClass {
+    /// The record value is not an envelope, or an array of them (`decode`).
+    Decode,
+    /// A transform failed, or returned something that is not envelopes (`transform`).
+    Transform,
+    /// A message failed validation (`schema`).
+    Schema,
+    /// Lark refused the message for good: the answer's class label (`F-rec`, `F-cfg`, …).
+    Lark(ErrorClass),
+    /// Retries ran out on a retryable answer: its label and `-exhausted` (`R-bo-exhausted`).
+    Exhausted(ErrorClass),
+    /// The message was delivered, but buzzing its users failed: `urgent-` and the label of the
+    /// failure, exhausted or not (`urgent-F-rec`).
+    Urgent(ErrorClass),
+}
+
+impl DeadLetterClass {
+    /// The class as the DLQ header, the result record and the metric spell it.
+    pub fn label(self) -> &'static str {
+        use ErrorClass::*;
+        match self {
+            DeadLetterClass::Decode => "decode",
+            DeadLetterClass::Transform => "transform",
+            DeadLetterClass::Schema => "schema",
+            DeadLetterClass::Lark(c) => c.label(),
+            DeadLetterClass::Exhausted(c) => match c {
+                RateLimited => "R-hdr-exhausted",
+                Backoff => "R-bo-exhausted",
+                Token => "R-tok-exhausted",
+                Config => "F-cfg-exhausted",
+                Record => "F-rec-exhausted",
+                Fatal => "F-cfg-fatal-exhausted",
+            },
+            DeadLetterClass::Urgent(c) => match c {
+                RateLimited => "urgent-R-hdr",
+                Backoff => "urgent-R-bo",
+                Token => "urgent-R-tok",
+                Config => "urgent-F-cfg",
+                Record => "urgent-F-rec",
+                Fatal => "urgent-F-cfg-fatal",
+            },
+        }
+    }
+
+    /// The stage a failure of this class happens in.
+    pub fn stage(self) -> Stage {
+        match self {
+            DeadLetterClass::Decode => Stage::Decode,
+            DeadLetterClass::Transform => Stage::Transform,
+            DeadLetterClass::Schema => Stage::Validate,
+            DeadLetterClass::Lark(_)
+            | DeadLetterClass::Exhausted(_)
+            | DeadLetterClass::Urgent(_) => Stage::Deliver,
+        }
+    }
+}
+
+impl fmt::Display for DeadLetterClass {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.label())
+    }
 }
 
 /// The longest reason a dead letter carries, in bytes (its `__connect.errors.exception.message`
@@ -72,6 +142,29 @@ pub fn clip(reason: &str, max: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dead_letter_classes_keep_their_header_strings() {
+        use ErrorClass::*;
+        assert_eq!(DeadLetterClass::Decode.label(), "decode");
+        assert_eq!(DeadLetterClass::Transform.label(), "transform");
+        assert_eq!(DeadLetterClass::Schema.label(), "schema");
+        assert_eq!(
+            DeadLetterClass::Exhausted(Backoff).label(),
+            "R-bo-exhausted"
+        );
+        assert_eq!(DeadLetterClass::Urgent(Record).label(), "urgent-F-rec");
+        // The strings the sink built with format! before the enum existed, for every class.
+        for c in [RateLimited, Backoff, Token, Config, Record, Fatal] {
+            assert_eq!(DeadLetterClass::Lark(c).label(), c.label());
+            let exhausted = format!("{}-exhausted", c.label());
+            assert_eq!(DeadLetterClass::Exhausted(c).label(), exhausted);
+            assert_eq!(
+                DeadLetterClass::Urgent(c).label(),
+                format!("urgent-{}", c.label())
+            );
+        }
+    }
 
     #[test]
     fn clip_keeps_short_reasons_and_cuts_long_ones_on_a_char_boundary() {

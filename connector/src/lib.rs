@@ -4,10 +4,14 @@
 //!
 //! 1. [`config`]: the Kafka Connect style JSON config, with `${env:..}` / `${file:..}` secrets.
 //! 2. [`source`]: the Kafka consumer and the per-partition offset tracker (at-least-once).
-//! 3. [`decode`]: record bytes → JSON value (one envelope, or an array of them); [`prepare`] runs
-//!    it and [`validate`] on one record (the sink adds transforms in between).
-//! 4. transforms (the `lark-sink-transforms` crate): user scripts reshape values.
-//! 5. [`validate`]: the envelope JSON Schema + per-`msg_type` content checks and size limits.
+//! 3. [`envelope`]: the message types ([`envelope::Envelope`], [`envelope::Receiver`] with its
+//!    queue and rate keys) and the pure steps from bytes to envelopes; [`envelope::decode`]: record
+//!    bytes → JSON value (one envelope, or an array of them); [`envelope::prepare`]: the one
+//!    composition of decode, transform, split and validate for a record.
+//! 4. [`transform`]: runs that preparation with the user's transform chain (the
+//!    `lark-sink-transforms` crate) on a blocking thread, and rebuilds a crashed chain.
+//! 5. [`envelope::validate`]: the envelope JSON Schema + addressing and per-`msg_type` content
+//!    checks and size limits.
 //! 6. [`lark`]: the Lark Open Platform client (token cache, send, response classification).
 //! 7. [`delivery`]: sends one message with retries, deciding deliver / retry / dead-letter.
 //! 8. [`dlq`]: the dead-letter topic writer (`__connect.errors.*` headers).
@@ -19,8 +23,9 @@
 //! [`demo`] runs the whole path on an embedded broker and the Lark emulator; [`check`] tests a
 //! config against the real broker and Lark before going live.
 //!
-//! [`prepare`] (decode, split, validate) and [`lark::classify`] are pure and build without the
-//! default `runtime` feature, for the fuzz targets in `fuzz/`; everything else needs it.
+//! [`envelope`] (decode, validate, prepare), [`dlq::DeadLetter`] and [`lark::classify`] are pure and
+//! build without the default `runtime` feature, for the fuzz targets in `fuzz/`; everything else
+//! needs it.
 
 #[cfg(feature = "runtime")]
 pub mod admin;
@@ -32,14 +37,13 @@ pub mod check;
 pub mod config;
 #[cfg(feature = "runtime")]
 pub mod control;
-pub mod decode;
 #[cfg(feature = "runtime")]
 pub mod delivery;
 #[cfg(feature = "runtime")]
 pub mod demo;
 pub mod dlq;
+pub mod envelope;
 pub mod lark;
-pub mod prepare;
 #[cfg(feature = "runtime")]
 pub mod record;
 #[cfg(feature = "runtime")]
@@ -55,8 +59,9 @@ pub mod source;
 #[cfg(feature = "runtime")]
 pub mod telemetry;
 #[cfg(feature = "runtime")]
+pub mod transform;
+#[cfg(feature = "runtime")]
 pub mod transform_test;
-pub mod validate;
 
 #[cfg(feature = "runtime")]
 pub use lark_emulator as emulator;

@@ -22,9 +22,9 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde_json::{json, Map, Value};
 
 use crate::dlq::{self, DeadLetter};
+use crate::envelope::{Envelope, UrgentKind};
 use crate::lark::SendOk;
 use crate::record::SourceRecord;
-use crate::validate::Envelope;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ResultError {
@@ -43,10 +43,13 @@ pub enum ResultError {
 #[derive(Debug, Clone)]
 pub enum UrgentOutcome {
     /// Sent; `skipped` are the ids Lark reported as not in the message's chat.
-    Sent { kind: String, skipped: Vec<String> },
+    Sent {
+        kind: UrgentKind,
+        skipped: Vec<String>,
+    },
     /// Refused or retries ran out; the buzz was dead-lettered with this reason.
     Failed {
-        kind: String,
+        kind: UrgentKind,
         reason: String,
         code: Option<i64>,
     },
@@ -56,10 +59,10 @@ impl UrgentOutcome {
     fn to_json(&self) -> Value {
         match self {
             UrgentOutcome::Sent { kind, skipped } => {
-                json!({"type": kind, "status": "sent", "skipped": skipped})
+                json!({"type": kind.as_str(), "status": "sent", "skipped": skipped})
             }
             UrgentOutcome::Failed { kind, reason, code } => {
-                json!({"type": kind, "status": "failed", "reason": reason, "code": code})
+                json!({"type": kind.as_str(), "status": "failed", "reason": reason, "code": code})
             }
         }
     }
@@ -147,7 +150,7 @@ pub fn dead_lettered(
         m.insert("receiver".into(), json!(dl.receiver));
     }
     m.insert("stage".into(), json!(dl.stage.as_str()));
-    m.insert("class".into(), json!(dl.class));
+    m.insert("class".into(), json!(dl.class.label()));
     m.insert("reason".into(), json!(dl.reason));
     m.insert("code".into(), json!(dl.lark.as_ref().and_then(|e| e.code)));
     m.insert("attempts".into(), json!(dl.attempts));
@@ -204,8 +207,8 @@ impl ResultWriter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dlq::Stage;
-    use crate::validate::EnvelopeValidator;
+    use crate::dlq::{DeadLetterClass, Stage};
+    use crate::envelope::validate::EnvelopeValidator;
 
     fn record() -> SourceRecord {
         SourceRecord {
@@ -234,7 +237,7 @@ mod tests {
             log_id: Some("L".into()),
         };
         let urgent = UrgentOutcome::Sent {
-            kind: "app".into(),
+            kind: UrgentKind::App,
             skipped: vec!["ou_x".into()],
         };
         let v = delivered("c", &record(), 1, &env, &ok, 2, Some(&urgent));
@@ -256,7 +259,7 @@ mod tests {
     fn record_level_failures_have_no_index() {
         let dl = DeadLetter {
             stage: Stage::Decode,
-            class: "decode".into(),
+            class: DeadLetterClass::Decode,
             reason: "not JSON".into(),
             message_index: None,
             receiver: None,

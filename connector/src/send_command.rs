@@ -8,8 +8,8 @@ use serde_json::{json, Value};
 
 use crate::config::ConnectorConfig;
 use crate::delivery::{deliver, DeliveryFailure, RateLimits, RetryPolicy};
+use crate::envelope::validate::{EnvelopeValidator, SchemaError, ValidationError};
 use crate::lark::{LarkClient, LookupConfig, SendOk, UserDirectory};
-use crate::validate::{EnvelopeValidator, SchemaError, ValidationError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SendCommandError {

@@ -2,8 +2,8 @@
 //! or stdin (JSON lines) and shows what the connector would do with each: the envelopes it would
 //! send and their validation result, a dropped record, or the error it would dead-letter.
 //!
-//! No Kafka and no Lark are involved. The steps are the sink's own: [`decode_value`], the chain,
-//! [`split_envelopes`], [`EnvelopeValidator::validate`].
+//! No Kafka and no Lark are involved. The steps are the sink's own, [`prepare::record`] (decode,
+//! the chain, split, validate); this module only reads the input and renders what it returns.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, Write};
@@ -12,10 +12,8 @@ use lark_sink_transforms::{Chain, RecordMeta};
 use serde_json::Value;
 
 use crate::config::{ConfigError, ConnectorConfig, Topics};
-use crate::decode::decode_value;
-use crate::dlq::Stage;
-use crate::prepare::{self, Prepared};
-use crate::validate::{EnvelopeValidator, SchemaError};
+use crate::envelope::prepare::{self, Prepared};
+use crate::envelope::validate::{EnvelopeValidator, SchemaError};
 
 /// Why a `transform test` run could not run at all (per-record failures are part of the report).
 #[derive(Debug, thiserror::Error)]
@@ -123,7 +121,7 @@ pub fn run(
     Ok(summary)
 }
 
-/// One record through the sink's steps, reported as it goes.
+/// One record through the sink's steps ([`prepare::record`]), and its report.
 fn one_record(
     chain: &mut Chain,
     validator: &EnvelopeValidator,
@@ -132,36 +130,16 @@ fn one_record(
     summary: &mut Summary,
     out: &mut impl Write,
 ) -> Result<(), TransformTestError> {
-    let value = match decode_value(Some(raw.as_bytes())) {
-        Ok(v) => v,
-        Err(e) => {
-            summary.failed += 1;
-            writeln!(out, "✗ [decode] {e}")?;
-            return Ok(());
-        }
-    };
-    let outputs = if chain.is_empty() {
-        vec![value]
-    } else {
-        match chain.apply(value, meta) {
-            Ok(v) => v,
-            Err(e) => {
-                summary.failed += 1;
-                writeln!(out, "✗ [transform] {e}")?;
-                return Ok(());
-            }
-        }
-    };
-    if outputs.is_empty() {
-        summary.dropped += 1;
-        writeln!(out, "dropped (the transforms returned nothing)")?;
-        return Ok(());
-    }
-    // The rest is the sink's own code (`prepare`): split, the per-record bound, validation.
-    let messages = match prepare::messages(validator, outputs, !chain.is_empty()) {
+    let transform = (!chain.is_empty()).then_some(|v| chain.apply(v, meta));
+    let messages = match prepare::record(validator, Some(raw.as_bytes()), transform) {
         Prepared::Failed(dl) => {
             summary.failed += 1;
-            writeln!(out, "✗ [{}] {}", stage_label(dl.stage), dl.reason)?;
+            writeln!(out, "✗ [{}] {}", dl.class, dl.reason)?;
+            return Ok(());
+        }
+        Prepared::Messages(m) if m.is_empty() => {
+            summary.dropped += 1;
+            writeln!(out, "dropped (the transforms returned nothing)")?;
             return Ok(());
         }
         Prepared::Messages(m) => m,
@@ -180,12 +158,7 @@ fn one_record(
             )?,
             Err(dl) => {
                 bad += 1;
-                writeln!(
-                    out,
-                    "  [{index}] ✗ [{}] {}",
-                    stage_label(dl.stage),
-                    dl.reason
-                )?;
+                writeln!(out, "  [{index}] ✗ [{}] {}", dl.class, dl.reason)?;
             }
         }
     }
@@ -196,16 +169,6 @@ fn one_record(
         summary.failed += 1;
     }
     Ok(())
-}
-
-/// The short stage names the report uses.
-fn stage_label(stage: Stage) -> &'static str {
-    match stage {
-        Stage::Decode => "decode",
-        Stage::Transform => "transform",
-        Stage::Validate => "schema",
-        Stage::Deliver => "deliver",
-    }
 }
 
 /// Reads a `--with-meta` line: the value (re-serialised for the decoder) and its metadata.

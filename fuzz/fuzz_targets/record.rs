@@ -1,5 +1,5 @@
-//! Fuzz target `record`: any bytes as a Kafka record value, through `lark_sink::prepare` (decode,
-//! split, validate: the sink's own steps for a record without transforms).
+//! Fuzz target `record`: any bytes as a Kafka record value, through `lark_sink::envelope::prepare`
+//! (decode, split, validate: the sink's own `prepare::record` for a record without transforms).
 //!
 //! Beyond "no panic, no stack overflow, no hang", it checks what the sink relies on: a record
 //! either fails whole with one dead letter or yields at most `MAX_MESSAGES_PER_RECORD` messages;
@@ -10,8 +10,9 @@
 use std::sync::OnceLock;
 
 use lark_sink::dlq::{Stage, MAX_REASON_BYTES};
-use lark_sink::prepare::{self, Prepared, MAX_MESSAGES_PER_RECORD};
-use lark_sink::validate::{content_limit, EnvelopeValidator, Receiver};
+use lark_sink::envelope::prepare::{self, Prepared, MAX_MESSAGES_PER_RECORD};
+use lark_sink::envelope::validate::{content_limit, EnvelopeValidator};
+use lark_sink::envelope::Receiver;
 use libfuzzer_sys::fuzz_target;
 
 fn validator() -> &'static EnvelopeValidator {

@@ -14,8 +14,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use lark_sink::dlq::DeadLetter;
-use lark_sink::prepare::{self, Prepared};
-use lark_sink::validate::EnvelopeValidator;
+use lark_sink::envelope::prepare::{self, Prepared};
+use lark_sink::envelope::validate::EnvelopeValidator;
 use lark_sink_e2e::*;
 use lark_sink_transforms::{Chain, RecordMeta};
 use serde_json::json;
@@ -96,17 +96,15 @@ fn transform_keys() -> BTreeMap<String, String> {
     .collect()
 }
 
-/// What the sink does with one record before delivery: `prepare`, with the corpus transform in
-/// between for transform cases (as `sink::intake`'s `prepare` does, on a blocking thread).
+/// What the sink does with one record before delivery: `prepare::record`, with the corpus
+/// transform for transform cases (the sink's `TransformRunner` runs the same call on a blocking
+/// thread).
 fn prepare_case(case: &Case, validator: &EnvelopeValidator, chain: &mut Chain) -> Prepared {
     let value = case.value();
-    if !case.transform {
-        return prepare::untransformed(validator, value.as_deref());
-    }
-    match prepare::decode(value.as_deref()) {
-        Ok(v) => prepare::transformed(validator, chain.apply(v, &RecordMeta::default())),
-        Err(dl) => Prepared::Failed(*dl),
-    }
+    let transform = case
+        .transform
+        .then_some(|v| chain.apply(v, &RecordMeta::default()));
+    prepare::record(validator, value.as_deref(), transform)
 }
 
 fn check_dead_letter(case: &Case, stage: &str, class: &str, reason: &str) -> Result<(), String> {
@@ -170,7 +168,8 @@ fn corpus_offline() {
             continue;
         }
         for dl in failures {
-            if let Err(e) = check_dead_letter(case, dl.stage.as_str(), &dl.class, &dl.reason) {
+            if let Err(e) = check_dead_letter(case, dl.stage.as_str(), dl.class.label(), &dl.reason)
+            {
                 problems.push(e);
             }
         }

@@ -13,8 +13,8 @@ use backon::{ExponentialBuilder, Retryable};
 
 use super::limits::RateLimits;
 use crate::config::LarkConfig;
+use crate::envelope::{Envelope, IdType, Receiver, Urgent};
 use crate::lark::{ErrorClass, LarkClient, LarkError, SendOk, UserDirectory};
-use crate::validate::{Envelope, Receiver};
 
 /// How to retry, from the `errors.retry.*` keys.
 #[derive(Debug, Clone)]
@@ -64,16 +64,16 @@ pub async fn deliver(
     let send = || async {
         // Phones, and emails with `lark.email.resolve`, become open_ids first (lark-api.md §5);
         // a failed look-up is retried or reported like a failed send.
-        let (id_type, id) = match &envelope.receiver {
+        let open_id = |id| Receiver::Id {
+            id_type: IdType::OpenId,
+            id,
+        };
+        let receiver = match &envelope.receiver {
             Receiver::Id {
-                id_type: "email",
+                id_type: IdType::Email,
                 id,
-            } if directory.resolves_email() => ("open_id", directory.open_id_by_email(id).await?),
-            Receiver::Id { id_type, id } => (*id_type, id.clone()),
-            Receiver::Phone(p) => ("open_id", directory.open_id_by_mobile(p).await?),
-            // A reply with no receiveId: its parent's id is the per-receiver key (the chat is
-            // only known to Lark), so replies to one message are spaced like one receiver.
-            Receiver::Parent(m) => ("reply_to", m.clone()),
+            } if directory.resolves_email() => open_id(directory.open_id_by_email(id).await?),
+            Receiver::Phone(p) => open_id(directory.open_id_by_mobile(p).await?),
             Receiver::Webhook(name) => {
                 // Webhooks have their own quota (5/s, 100/min per bot) and no uuid (§8).
                 let permit = limits.acquire_webhook(name).await;
@@ -86,10 +86,9 @@ pub async fn deliver(
                 }
                 return result;
             }
+            other => other.clone(),
         };
-        // The rate-limit key is the receiver as Lark sees it (a resolved phone or email is its
-        // open_id, so it shares the person's 5/s with messages addressed by open_id).
-        let permit = limits.acquire(&format!("{id_type}:{id}")).await;
+        let permit = limits.acquire(&receiver.rate_key()).await;
         // Replies and sends share the app quota and the retry path (lark-api.md §2.5, §4).
         let result = match &envelope.reply {
             Some(r) => {
@@ -104,8 +103,16 @@ pub async fn deliver(
                     .await
             }
             None => {
+                let (id_type, id) = match &receiver {
+                    Receiver::Id { id_type, id } => (id_type.as_str(), id.as_str()),
+                    // Not reached: validation pairs `Parent` with a reply, and phones and
+                    // webhooks were resolved or sent above.
+                    Receiver::Parent(id) | Receiver::Phone(id) | Receiver::Webhook(id) => {
+                        ("reply_to", id.as_str())
+                    }
+                };
                 client
-                    .send_message(id_type, &id, &envelope.msg_type, &envelope.content, uuid)
+                    .send_message(id_type, id, &envelope.msg_type, &envelope.content, uuid)
                     .await
             }
         };
@@ -194,9 +201,9 @@ pub async fn buzz(
     client: &LarkClient,
     policy: &RetryPolicy,
     message_id: &str,
-    urgent: &crate::validate::Urgent,
+    urgent: &Urgent,
 ) -> Result<Vec<String>, DeliveryFailure> {
-    let call = || client.urgent(message_id, &urgent.kind, &urgent.user_ids);
+    let call = || client.urgent(message_id, urgent.kind.as_str(), &urgent.user_ids);
     let context = || format!("message_id={message_id} kind={}", urgent.kind);
     with_retries(policy, "urgent buzz", context, call)
         .await

@@ -202,7 +202,7 @@ impl DeadLetterWriter {
         add("__connect.errors.connector.name", self.connector.clone());
         add("__connect.errors.task.id", "0".into());
         add("__connect.errors.stage", dl.stage.as_str().into());
-        add("__connect.errors.class.name", dl.class.clone());
+        add("__connect.errors.class.name", dl.class.label().into());
         add(
             "__connect.errors.exception.message",
             super::clip(&dl.reason, super::MAX_REASON_BYTES),

@@ -33,6 +33,7 @@ use tokio::sync::oneshot;
 use super::classify::{ErrorClass, LarkError};
 use super::client::{LarkClient, UserIdEntry};
 use crate::config::LarkConfig;
+use crate::envelope::{canonical_email, canonical_mobile};
 use crate::telemetry;
 
 /// §5: at most 50 emails and 50 mobiles per `batch_get_id` call.
@@ -99,50 +100,15 @@ impl Key {
     }
 }
 
-/// The canonical form of an email: case does not matter to Lark (§5: the answer may change it).
-pub fn canonical_email(email: &str) -> String {
-    email.trim().to_lowercase()
-}
-
-/// The canonical form of a mobile number (see [`mobile_key`]), or `None` if it is not one.
-/// Receiver queues use it, so every spelling of one number shares one queue and its order.
-pub fn canonical_mobile(mobile: &str) -> Option<String> {
-    match mobile_key(mobile)? {
-        Key::Mobile(m) | Key::Email(m) => Some(m),
-    }
-}
-
+/// An email's cache key: the spelling the receiver queues use too ([`canonical_email`]).
 fn email_key(email: &str) -> Key {
     Key::Email(canonical_email(email))
 }
 
-/// The canonical form of a mobile number: `+` and the digits, separators (spaces, `-`, `.`,
-/// parentheses) dropped. A number without `+` is a mainland number (§5: "non-mainland mobiles
-/// need +<country code>"), so `+86` is added: both spellings share one cache entry. `None` when
-/// it is not a phone number at all.
+/// A mobile number's cache key: the spelling the receiver queues use too ([`canonical_mobile`]:
+/// `+` and the digits, `+86` for a number without `+`), or `None` when it is not one.
 fn mobile_key(mobile: &str) -> Option<Key> {
-    let trimmed = mobile.trim();
-    let (plus, rest) = match trimmed.strip_prefix('+') {
-        Some(rest) => (true, rest),
-        None => (false, trimmed),
-    };
-    let mut digits = String::with_capacity(rest.len());
-    for c in rest.chars() {
-        match c {
-            '0'..='9' => digits.push(c),
-            '-' | '.' | '(' | ')' => {}
-            c if c.is_whitespace() => {}
-            _ => return None,
-        }
-    }
-    if digits.is_empty() {
-        return None;
-    }
-    Some(Key::Mobile(if plus {
-        format!("+{digits}")
-    } else {
-        format!("+86{digits}")
-    }))
+    canonical_mobile(mobile).map(Key::Mobile)
 }
 
 struct Cached {

@@ -10,9 +10,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use lark_sink_transforms::{Chain, TransformError};
+use lark_sink_transforms::Chain;
 use rdkafka::consumer::Consumer;
-use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
@@ -21,12 +20,12 @@ use super::settle::{Deliverer, InFlight, Outgoing, Settle};
 use super::{SinkError, SinkStats};
 use crate::config::ConnectorConfig;
 use crate::delivery::Scheduler;
-use crate::lark::directory;
-use crate::prepare::{self, Prepared};
+use crate::envelope::prepare::Prepared;
+use crate::envelope::validate::EnvelopeValidator;
 use crate::record::SourceRecord;
 use crate::source::SinkConsumer;
 use crate::telemetry;
-use crate::validate::{EnvelopeValidator, Receiver};
+use crate::transform::TransformRunner;
 
 /// How often the loop re-checks the buffer bound while no record arrives (e.g. while paused).
 const BACKPRESSURE_TICK: Duration = Duration::from_millis(50);
@@ -36,11 +35,10 @@ const HOUSEKEEPING_EVERY: Duration = Duration::from_secs(10);
 
 /// The loop's state, owned by `run` from start to stop.
 pub(super) struct Intake {
-    /// The buffer bound, the transforms (to rebuild a crashed chain), the shutdown timeout.
+    /// The buffer bound, the shutdown timeout.
     cfg: ConnectorConfig,
-    validator: EnvelopeValidator,
-    /// `None` after a transform engine crashed: rebuilt for the next record.
-    chain: Option<Chain>,
+    /// Prepares each record (decode, transforms, validation), owning the transform chain.
+    transforms: TransformRunner,
     consumer: Arc<SinkConsumer>,
     /// Shared with the receiver queues: what happens to a message after the loop let it go.
     settle: Arc<Settle>,
@@ -62,10 +60,13 @@ impl Intake {
         settle: Arc<Settle>,
         fatal: mpsc::Receiver<SinkError>,
     ) -> Self {
+        let rebuild = {
+            let cfg = cfg.clone();
+            Box::new(move || cfg.transform_chain())
+        };
         Intake {
+            transforms: TransformRunner::new(validator, chain, rebuild),
             cfg,
-            validator,
-            chain: Some(chain),
             consumer,
             scheduler: Scheduler::new(Deliverer(settle.clone())),
             settle,
@@ -114,7 +115,7 @@ impl Intake {
             .offsets
             .begin(&record.topic, record.partition, record.offset)
             .ok_or(SinkError::TrackerPoisoned)?;
-        let prepared = prepare(&self.validator, &self.cfg, &mut self.chain, &record).await;
+        let prepared = self.transforms.prepare(&record).await;
         if self.settle.outputs.dlq.is_none() {
             // errors.tolerance=none: a record that cannot even be sent stops the connector here,
             // before anything after it is dispatched.
@@ -152,7 +153,7 @@ impl Intake {
         for (index, m) in messages.into_iter().enumerate() {
             match m {
                 Ok(envelope) => {
-                    let queue = queue_key(&envelope.receiver);
+                    let queue = envelope.receiver.queue_key();
                     let size = envelope.content.len() + queue.len() + 256;
                     self.scheduler.submit(Outgoing {
                         uuid: rec.record.message_uuid(index),
@@ -247,84 +248,5 @@ impl Intake {
             );
         }
         self.fatal.try_recv().ok()
-    }
-}
-
-/// The queue a message waits in. Every spelling of one phone number or email address shares one
-/// queue, so their messages keep their order.
-fn queue_key(receiver: &Receiver) -> String {
-    match receiver {
-        Receiver::Id {
-            id_type: "email",
-            id,
-        } => format!("email:{}", directory::canonical_email(id)),
-        Receiver::Id { id_type, id } => format!("{id_type}:{id}"),
-        Receiver::Phone(p) => match directory::canonical_mobile(p) {
-            Some(m) => format!("phone:{m}"),
-            None => format!("phone:{p}"),
-        },
-        Receiver::Webhook(w) => format!("webhook:{w}"),
-        Receiver::Parent(m) => format!("reply_to:{m}"),
-    }
-}
-
-/// Decodes, transforms and validates one record. A failure is a `Prepared::Failed` or a failed
-/// message inside it, never an error: it is dead-lettered (or stops the connector) by the caller.
-async fn prepare(
-    validator: &EnvelopeValidator,
-    cfg: &ConnectorConfig,
-    chain: &mut Option<Chain>,
-    record: &SourceRecord,
-) -> Prepared {
-    let value = match prepare::decode(record.value.as_deref()) {
-        Ok(v) => v,
-        Err(dl) => return Prepared::Failed(*dl),
-    };
-    // No transforms configured. (`None` is a chain lost to an engine crash: `run_chain` rebuilds
-    // it; skipping it instead would send records untransformed from then on.)
-    if chain.as_ref().is_some_and(|c| c.is_empty()) {
-        return prepare::messages(validator, vec![value], false);
-    }
-    let outputs = run_chain(chain, cfg, value, record).await;
-    if let Err(e) = &outputs {
-        telemetry::transform_error(&e.transform);
-    }
-    prepare::transformed(validator, outputs)
-}
-
-/// Runs the transform chain on a blocking thread, so a slow script never stalls the runtime.
-async fn run_chain(
-    chain: &mut Option<Chain>,
-    cfg: &ConnectorConfig,
-    value: Value,
-    record: &SourceRecord,
-) -> Result<Vec<Value>, TransformError> {
-    let mut c = match chain.take() {
-        Some(c) => c,
-        // Rebuilding after an engine crash; if even that fails, this record is dead-lettered
-        // with the reason and the next record tries again.
-        None => cfg.transform_chain().map_err(|e| TransformError {
-            transform: "chain".into(),
-            message: format!("cannot rebuild the transform chain: {e}"),
-            line: None,
-        })?,
-    };
-    let meta = record.meta();
-    match tokio::task::spawn_blocking(move || {
-        let r = c.apply(value, &meta);
-        (c, r)
-    })
-    .await
-    {
-        Ok((c, r)) => {
-            *chain = Some(c);
-            r
-        }
-        // The engine panicked: the chain is gone; a fresh one is built for the next record.
-        Err(e) => Err(TransformError {
-            transform: "chain".into(),
-            message: format!("transform engine crashed: {e}"),
-            line: None,
-        }),
     }
 }

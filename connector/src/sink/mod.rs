@@ -36,8 +36,8 @@ use tokio::sync::mpsc;
 use crate::config::{ConfigError, ConnectorConfig};
 use crate::control::Control;
 use crate::dlq::DlqError;
+use crate::envelope::validate::SchemaError;
 use crate::results::ResultError;
-use crate::validate::SchemaError;
 use intake::Intake;
 use settle::Settle;
 

@@ -22,13 +22,13 @@ use crate::control::Control;
 use crate::delivery::{
     buzz, deliver, Delivered, DeliveryFailure, Handler, Queued, RateLimits, RetryPolicy,
 };
-use crate::dlq::{DeadLetter, DeadLetterWriter, Stage};
+use crate::dlq::{DeadLetter, DeadLetterClass, DeadLetterWriter, Stage};
+use crate::envelope::{Envelope, Urgent};
 use crate::lark::{LarkClient, UserDirectory};
 use crate::record::SourceRecord;
 use crate::results::{self, ResultWriter, UrgentOutcome};
 use crate::source::{Offsets, Ticket};
 use crate::telemetry;
-use crate::validate::{Envelope, Urgent};
 
 /// A record whose messages are being delivered. Finished when `pending` reaches zero.
 pub(super) struct InFlight {
@@ -177,9 +177,9 @@ impl Settle {
     /// Lark refused the message for good, or retries ran out: dead-letter it.
     async fn failed(&self, m: &Outgoing, f: DeliveryFailure) -> Result<(), SinkError> {
         let class = if f.exhausted {
-            format!("{}-exhausted", f.error.class.label())
+            DeadLetterClass::Exhausted(f.error.class)
         } else {
-            f.error.class.label().to_string()
+            DeadLetterClass::Lark(f.error.class)
         };
         let dl = DeadLetter {
             stage: Stage::Deliver,
@@ -212,7 +212,7 @@ impl Settle {
                         skipped = ?skipped, "urgent: Lark skipped users not in the message's chat");
                 }
                 Ok(UrgentOutcome::Sent {
-                    kind: urgent.kind.clone(),
+                    kind: urgent.kind,
                     skipped,
                 })
             }
@@ -223,7 +223,7 @@ impl Settle {
             Err(f) => {
                 let dl = DeadLetter {
                     stage: Stage::Deliver,
-                    class: format!("urgent-{}", f.error.class.label()),
+                    class: DeadLetterClass::Urgent(f.error.class),
                     reason: format!(
                         "message {message_id} was delivered, but the urgent_{} buzz failed: {f}",
                         urgent.kind
@@ -235,7 +235,7 @@ impl Settle {
                     lark: Some(f.error),
                 };
                 let outcome = UrgentOutcome::Failed {
-                    kind: urgent.kind.clone(),
+                    kind: urgent.kind,
                     reason: dl.reason.clone(),
                     code: dl.lark.as_ref().and_then(|e| e.code),
                 };
@@ -282,13 +282,13 @@ impl Settle {
                 reason: dl.reason,
             });
         };
-        tracing::warn!(record = %record.coordinates(), stage = dl.stage.as_str(), class = %dl.class,
+        tracing::warn!(record = %record.coordinates(), stage = dl.stage.as_str(), class = dl.class.label(),
             index = ?dl.message_index, receiver = ?dl.receiver, dlq = writer.topic(),
             "dead-lettered: {}", dl.reason);
         // The DLQ write must succeed before the offset moves.
         durably(|| writer.write(record, &dl)).await?;
         SinkStats::add(&self.stats.dead_letters, 1);
-        telemetry::dead_letter(&dl.class);
+        telemetry::dead_letter(dl.class.label());
         Ok(())
     }
 

@@ -14,10 +14,10 @@ use crate::config::{ConnectorConfig, Tolerance};
 use crate::control::Control;
 use crate::delivery::{RateLimits, RetryPolicy};
 use crate::dlq::DeadLetterWriter;
+use crate::envelope::validate::EnvelopeValidator;
 use crate::lark::{ErrorClass, LarkClient, LookupConfig, UserDirectory};
 use crate::results::ResultWriter;
 use crate::source::{create_consumer, probe, OffsetTracker, Offsets, SinkConsumer};
-use crate::validate::EnvelopeValidator;
 
 /// Everything `run` wires together, built and checked.
 pub(super) struct Components {

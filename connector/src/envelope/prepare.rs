@@ -1,16 +1,22 @@
 //! One record value → the messages it carries, each a valid [`Envelope`] or the dead letter
 //! saying why not.
 //!
-//! This is the pure part of the sink's per-record work (decode, split, validate). It lives apart
-//! from the consumer loop, free of Kafka, HTTP and the script engines, so that the bad-input corpus
-//! (`tests/corpus/`) and the fuzz targets (`fuzz/`) run exactly the code the sink runs; the sink
-//! only adds the transform chain in between ([`crate::sink`] runs it on a blocking thread).
+//! [`record`] is the sink's whole per-record work before delivery: decode, the transforms (given
+//! by the caller), split, validate. It is the one composition of those steps: the sink
+//! ([`crate::transform`] runs it on a blocking thread with the chain), `lark-sink transform test`,
+//! the bad-input corpus (`tests/corpus/`) and the fuzz targets (`fuzz/`) all call it, so they run
+//! exactly the code the sink runs. It is free of Kafka, HTTP and the script engines: the transform
+//! is a closure.
+
+use std::convert::Infallible;
+use std::fmt::Display;
 
 use serde_json::Value;
 
-use crate::decode::{decode_value, split_envelopes, DecodeError};
-use crate::dlq::{clip, DeadLetter, Stage, MAX_REASON_BYTES};
-use crate::validate::{Envelope, EnvelopeValidator};
+use super::decode::{decode_value, split_envelopes, DecodeError};
+use super::validate::EnvelopeValidator;
+use super::Envelope;
+use crate::dlq::{clip, DeadLetter, DeadLetterClass, MAX_REASON_BYTES};
 
 /// The most messages one record may carry (an array record, or what its transforms returned).
 ///
@@ -54,10 +60,10 @@ impl Prepared {
 
 /// A dead letter for a failure before delivery (no receiver, uuid or Lark answer yet). The reason
 /// is clipped to [`MAX_REASON_BYTES`]: it may quote the record.
-pub fn dead_letter(stage: Stage, class: &str, reason: String) -> DeadLetter {
+pub fn dead_letter(class: DeadLetterClass, reason: String) -> DeadLetter {
     DeadLetter {
-        stage,
-        class: class.into(),
+        stage: class.stage(),
+        class,
         reason: clip(&reason, MAX_REASON_BYTES),
         message_index: None,
         receiver: None,
@@ -67,48 +73,56 @@ pub fn dead_letter(stage: Stage, class: &str, reason: String) -> DeadLetter {
     }
 }
 
-/// Step 1: the raw record value → JSON, or the record's dead letter (`VALUE_CONVERTER`).
-pub fn decode(bytes: Option<&[u8]>) -> Result<Value, Box<DeadLetter>> {
-    decode_value(bytes).map_err(|e| Box::new(decode_failure(&e)))
+/// The transform step's type when there is none (see [`untransformed`]).
+pub type NoTransform = fn(Value) -> Result<Vec<Value>, Infallible>;
+
+/// One record: decode its value (`VALUE_CONVERTER`), hand it to `transform` if there is one (its
+/// error dead-letters the record, `TRANSFORMATION`; no output drops it), split what comes out into
+/// messages and validate each.
+pub fn record<F, E>(
+    validator: &EnvelopeValidator,
+    bytes: Option<&[u8]>,
+    transform: Option<F>,
+) -> Prepared
+where
+    F: FnOnce(Value) -> Result<Vec<Value>, E>,
+    E: Display,
+{
+    let value = match decode_value(bytes) {
+        Ok(v) => v,
+        Err(e) => return Prepared::Failed(decode_failure(&e)),
+    };
+    let Some(transform) = transform else {
+        return messages(validator, vec![value], false);
+    };
+    match transform(value) {
+        Ok(outputs) => messages(validator, outputs, true),
+        Err(e) => Prepared::Failed(transform_failure(&e)),
+    }
+}
+
+/// A record without transforms: decode, split, validate.
+pub fn untransformed(validator: &EnvelopeValidator, bytes: Option<&[u8]>) -> Prepared {
+    record(validator, bytes, None::<NoTransform>)
 }
 
 fn decode_failure(e: &DecodeError) -> DeadLetter {
-    dead_letter(Stage::Decode, "decode", e.to_string())
+    dead_letter(DeadLetterClass::Decode, e.to_string())
 }
 
-/// A record without transforms: decode, split, validate. Exactly the sink's steps.
-pub fn untransformed(validator: &EnvelopeValidator, bytes: Option<&[u8]>) -> Prepared {
-    match decode(bytes) {
-        Ok(value) => messages(validator, vec![value], false),
-        Err(dl) => Prepared::Failed(*dl),
-    }
+/// The dead letter of a record whose transforms failed (`TRANSFORMATION`), with their error.
+pub fn transform_failure(e: &impl Display) -> DeadLetter {
+    dead_letter(DeadLetterClass::Transform, e.to_string())
 }
-
-/// After the transform chain: its error dead-letters the record (`TRANSFORMATION`), its outputs are
-/// split and validated.
-pub fn transformed<E: std::fmt::Display>(
-    validator: &EnvelopeValidator,
-    outputs: Result<Vec<Value>, E>,
-) -> Prepared {
-    match outputs {
-        Ok(outputs) => messages(validator, outputs, true),
-        Err(e) => Prepared::Failed(dead_letter(Stage::Transform, "transform", e.to_string())),
-    }
-}
-
-/// Steps 3 and 4: every value (the decoded record, or each transform output) → its envelopes →
-/// each validated. `transformed` decides whose fault a value of the wrong shape is: the producer's
+/// Split and validate: every value (the decoded record, or each transform output) → its envelopes
+/// → each validated. `transformed` decides whose fault a value of the wrong shape is: the producer's
 /// (`VALUE_CONVERTER`) or the transform's (`TRANSFORMATION`).
-pub fn messages(validator: &EnvelopeValidator, outputs: Vec<Value>, transformed: bool) -> Prepared {
+fn messages(validator: &EnvelopeValidator, outputs: Vec<Value>, transformed: bool) -> Prepared {
     let whole = |e: String| {
         if transformed {
-            dead_letter(
-                Stage::Transform,
-                "transform",
-                format!("transform output: {e}"),
-            )
+            dead_letter(DeadLetterClass::Transform, format!("transform output: {e}"))
         } else {
-            dead_letter(Stage::Decode, "decode", e)
+            dead_letter(DeadLetterClass::Decode, e)
         }
     };
     // Flatten every output into messages; `indexed` says whether paths need an element index.
@@ -141,7 +155,7 @@ pub fn messages(validator: &EnvelopeValidator, outputs: Vec<Value>, transformed:
                 validator
                     .validate(m, indexed.then_some(index))
                     .map_err(|e| {
-                        let mut dl = dead_letter(Stage::Validate, "schema", e.to_string());
+                        let mut dl = dead_letter(DeadLetterClass::Schema, e.to_string());
                         dl.message_index = Some(index);
                         Box::new(dl)
                     })
@@ -153,6 +167,7 @@ pub fn messages(validator: &EnvelopeValidator, outputs: Vec<Value>, transformed:
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::dlq::Stage;
 
     fn v() -> EnvelopeValidator {
         EnvelopeValidator::new().unwrap()
@@ -186,7 +201,7 @@ mod tests {
             Value::Array(vec![Value::Null; 600]),
             Value::Array(vec![Value::Null; 600]),
         ]);
-        let p = transformed(&v(), outputs);
+        let p = record(&v(), Some(b"{}"), Some(|_| outputs));
         assert_eq!(p.failures()[0].stage, Stage::Transform, "{p:?}");
     }
 }

@@ -6,14 +6,20 @@
 //!
 //! The schemas are files users can reuse in their producers (`connector/schema/envelope.json`,
 //! `connector/schema/content.json`); they are embedded at build time and compiled once.
+//!
+//! [`EnvelopeValidator::validate`] runs the checks in this order, each a function below, and the
+//! first that fails is the reason: the envelope schema, the addressing rules (what a reply, a
+//! buzz and a webhook may be), the content's own schema, the size limits.
 
 use std::collections::HashMap;
 
 use jsonschema::Validator;
 use serde_json::Value;
 
-pub const ENVELOPE_SCHEMA: &str = include_str!("../schema/envelope.json");
-pub const CONTENT_SCHEMA: &str = include_str!("../schema/content.json");
+use super::{Envelope, IdType, Receiver, ReplyTo, Urgent, UrgentKind};
+
+pub const ENVELOPE_SCHEMA: &str = include_str!("../../schema/envelope.json");
+pub const CONTENT_SCHEMA: &str = include_str!("../../schema/content.json");
 
 /// The msg_types of lark-api.md §2.4, in the order the envelope schema lists them.
 pub const MSG_TYPES: &[&str] = &[
@@ -40,68 +46,8 @@ pub fn content_limit(msg_type: &str) -> Option<usize> {
     }
 }
 
-/// Who a message goes to, as the Lark send API wants it (`receive_id_type` + `receive_id`), or a
-/// phone number that must first be looked up to an open_id.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum Receiver {
-    /// `id_type` ∈ open_id | union_id | user_id | email | chat_id (lark-api.md §2.1).
-    Id {
-        id_type: &'static str,
-        id: String,
-    },
-    Phone(String),
-    /// A configured custom-bot webhook, by name (lark-api.md §8).
-    Webhook(String),
-    /// A reply without `receiveId`: the chat of the parent message, named by its message id.
-    /// Only ever paired with [`Envelope::reply`]; the id is the queue and rate-limit key, so
-    /// replies to one message keep their order.
-    Parent(String),
-}
-
 /// The msg_types a custom-bot webhook accepts (lark-api.md §8).
 pub const WEBHOOK_MSG_TYPES: &[&str] = &["text", "post", "image", "share_chat", "interactive"];
-
-impl Receiver {
-    /// A short form for logs and the DLQ, e.g. `chat_id:oc_ops`.
-    pub fn describe(&self) -> String {
-        match self {
-            Receiver::Id { id_type, id } => format!("{id_type}:{id}"),
-            Receiver::Phone(p) => format!("phone:{p}"),
-            Receiver::Webhook(w) => format!("webhook:{w}"),
-            Receiver::Parent(m) => format!("reply_to:{m}"),
-        }
-    }
-}
-
-/// Reply to an existing message instead of sending a new one (lark-api.md §2.5).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ReplyTo {
-    /// The parent's `om_…` id.
-    pub message_id: String,
-    /// Lark's `reply_in_thread`.
-    pub in_thread: bool,
-}
-
-/// An urgent (buzz) request sent after the message (lark-api.md §6).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Urgent {
-    /// `app`, `sms` or `phone`.
-    pub kind: String,
-    /// open_ids to buzz.
-    pub user_ids: Vec<String>,
-}
-
-/// A validated, normalised message ready for delivery.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Envelope {
-    pub receiver: Receiver,
-    pub msg_type: String,
-    /// The content object serialised to a string, exactly as Lark's `content` field wants it.
-    pub content: String,
-    pub urgent: Option<Urgent>,
-    /// Set when the envelope replies to a message (`replyTo`, `replyInThread`).
-    pub reply: Option<ReplyTo>,
-}
 
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 #[error("{}", .violations.join("; "))]
@@ -160,109 +106,73 @@ impl EnvelopeValidator {
         value: &Value,
         index: Option<usize>,
     ) -> Result<Envelope, ValidationError> {
-        let prefix = index.map(|i| format!("/{i}")).unwrap_or_default();
-        let at = |path: &str| {
-            let p = format!("{prefix}{path}");
-            if p.is_empty() {
-                "/".to_string()
-            } else {
-                p
-            }
-        };
+        let at = Paths(index.map(|i| format!("/{i}")).unwrap_or_default());
         let violations: Vec<String> = self
             .envelope
             .iter_errors(value)
-            .map(|e| violation(format!("{}: {}", at(e.instance_path().as_str()), e)))
+            .map(|e| violation(format!("{}: {}", at.of(e.instance_path().as_str()), e)))
             .collect();
         if !violations.is_empty() {
             return Err(ValidationError { violations });
         }
         // The schema guarantees the shapes below; fall back to defaults only for absent fields.
-        let field = |k: &str| value.get(k).and_then(Value::as_str);
-        let reply = field("replyTo").map(|id| ReplyTo {
-            message_id: id.to_string(),
-            in_thread: value
-                .get("replyInThread")
-                .and_then(Value::as_bool)
-                .unwrap_or(false),
-        });
-        let receive_id = field("receiveId").unwrap_or_default().to_string();
-        let receiver = match field("receiveType").unwrap_or("user") {
-            // The schema allows a missing receiveId only with replyTo (lark-api.md §2.5: a
-            // reply needs no receive_id); a webhook keeps its variant so the check below names it.
-            rt if field("receiveId").is_none() && rt != "webhook" => Receiver::Parent(
-                reply
-                    .as_ref()
-                    .map(|r| r.message_id.clone())
-                    .unwrap_or_default(),
-            ),
-            "user" | "open_id" => Receiver::Id {
-                id_type: "open_id",
-                id: receive_id,
-            },
-            "union_id" => Receiver::Id {
-                id_type: "union_id",
-                id: receive_id,
-            },
-            "user_id" => Receiver::Id {
-                id_type: "user_id",
-                id: receive_id,
-            },
-            "email" => Receiver::Id {
-                id_type: "email",
-                id: receive_id,
-            },
-            "chat" => Receiver::Id {
-                id_type: "chat_id",
-                id: receive_id,
-            },
-            "webhook" => Receiver::Webhook(receive_id),
-            _ => Receiver::Phone(receive_id),
-        };
-        let msg_type = field("contentType").unwrap_or("text");
-        let urgent = value.get("urgent").map(|u| Urgent {
-            kind: u
-                .get("type")
-                .and_then(Value::as_str)
-                .unwrap_or("app")
-                .to_string(),
-            user_ids: u
-                .get("userIds")
-                .and_then(Value::as_array)
-                .map(|ids| {
-                    ids.iter()
-                        .filter_map(Value::as_str)
-                        .map(str::to_string)
-                        .collect()
-                })
-                .unwrap_or_default(),
-        });
-        if let Some(r) = &reply {
-            if matches!(receiver, Receiver::Webhook(_)) {
+        let reply = reply_to(value);
+        let receiver = receiver(value, reply.as_ref());
+        let msg_type = value
+            .get("contentType")
+            .and_then(Value::as_str)
+            .unwrap_or("text");
+        let urgent = urgent(value);
+        self.check_addressing(&receiver, reply.as_ref(), urgent.is_some(), msg_type, &at)?;
+        let content_path = at.of("/content");
+        let (content_obj, content_str) = content(value, &content_path)?;
+        self.check_content(msg_type, &content_obj, &content_path)?;
+        check_size(msg_type, &content_obj, &content_str, &content_path)?;
+        Ok(Envelope {
+            receiver,
+            msg_type: msg_type.to_string(),
+            content: content_str,
+            urgent,
+            reply,
+        })
+    }
+
+    /// What a reply, a buzz and a webhook message may be: the rules that span fields.
+    fn check_addressing(
+        &self,
+        receiver: &Receiver,
+        reply: Option<&ReplyTo>,
+        urgent: bool,
+        msg_type: &str,
+        at: &Paths,
+    ) -> Result<(), ValidationError> {
+        let webhook = matches!(receiver, Receiver::Webhook(_));
+        if let Some(r) = reply {
+            if webhook {
                 return Err(single(format!(
                     "{}: custom-bot webhooks cannot reply to a message (replyTo {}); reply through the app instead",
-                    at("/replyTo"),
+                    at.of("/replyTo"),
                     r.message_id
                 )));
             }
             if msg_type == "system" {
                 return Err(single(format!(
                     "{}: a system message cannot be a reply (lark-api.md §2.5: reply msg_types exclude system)",
-                    at("/contentType")
+                    at.of("/contentType")
                 )));
             }
         }
-        if urgent.is_some() && matches!(receiver, Receiver::Webhook(_)) {
+        if urgent && webhook {
             return Err(single(format!(
                 "{}: custom-bot webhook messages cannot be buzzed (Lark returns no message_id for them)",
-                at("/urgent")
+                at.of("/urgent")
             )));
         }
-        if let Receiver::Webhook(name) = &receiver {
+        if let Receiver::Webhook(name) = receiver {
             if !self.webhooks.contains(name) {
                 return Err(single(format!(
                     "{}: no webhook named '{name}' is configured (lark.webhooks.{name}.url){}",
-                    at("/receiveId"),
+                    at.of("/receiveId"),
                     if self.webhooks.is_empty() {
                         String::new()
                     } else {
@@ -273,85 +183,170 @@ impl EnvelopeValidator {
             if !WEBHOOK_MSG_TYPES.contains(&msg_type) {
                 return Err(single(format!(
                     "{}: a custom-bot webhook cannot send '{msg_type}' messages (only {})",
-                    at("/contentType"),
+                    at.of("/contentType"),
                     WEBHOOK_MSG_TYPES.join(", ")
                 )));
             }
         }
-        let content_path = at("/content");
-        let (content_obj, content_str) = match value.get("content") {
-            Some(Value::String(s)) => match serde_json::from_str::<Value>(s) {
-                Ok(v @ Value::Object(_)) => (v, s.clone()),
-                Ok(other) => {
-                    return Err(single(format!(
-                        "{content_path}: holds a JSON {}, expected a JSON object",
-                        crate::decode::json_type(&other)
-                    )))
-                }
-                Err(e) => {
-                    return Err(single(format!(
-                        "{content_path}: is not a string holding JSON ({e})"
-                    )))
-                }
-            },
-            Some(obj @ Value::Object(_)) => (obj.clone(), obj.to_string()),
-            _ => return Err(single(format!("{content_path}: missing"))),
-        };
-        if let Some(v) = self.content.get(msg_type) {
-            let violations: Vec<String> = v
-                .iter_errors(&content_obj)
-                .map(|e| {
-                    // jsonschema's anyOf message ("… is not valid under any of the schemas")
-                    // names no field; a card's only anyOf is "which card form is this".
-                    let what = match e.kind() {
-                        jsonschema::error::ValidationErrorKind::AnyOf { .. }
-                            if msg_type == "interactive" =>
-                        {
-                            "not a card: card JSON needs elements, i18n_elements, body or header; a reference needs type template or card with data".to_string()
-                        }
-                        _ => e.to_string(),
-                    };
-                    violation(format!(
-                        "{content_path}{}: {what} (contentType {msg_type})",
-                        e.instance_path().as_str(),
-                    ))
-                })
-                .collect();
-            if !violations.is_empty() {
-                return Err(ValidationError { violations });
-            }
-        }
-        if let Some(limit) = content_limit(msg_type) {
-            if content_str.len() > limit {
-                return Err(single(format!(
-                    "{content_path}: {} bytes exceeds the {} KiB limit for {msg_type} messages (Lark would answer 230025)",
-                    content_str.len(),
-                    limit / 1024
-                )));
-            }
-        }
-        if msg_type == "system" {
-            // §2.4: divider text ≤ 20 characters, a CJK character counting two; the schema's
-            // maxLength only counts characters.
-            let text = content_obj
-                .pointer("/params/divider_text/text")
-                .and_then(Value::as_str)
-                .unwrap_or_default();
-            let width = text_width(text);
-            if width > SYSTEM_TEXT_WIDTH {
-                return Err(single(format!(
-                    "{content_path}/params/divider_text/text: {width} columns wide (CJK characters count two); Lark allows 20"
-                )));
-            }
-        }
-        Ok(Envelope {
-            receiver,
-            msg_type: msg_type.to_string(),
-            content: content_str,
-            urgent,
-            reply,
-        })
+        Ok(())
     }
+
+    /// The content object against its msg_type's schema.
+    fn check_content(
+        &self,
+        msg_type: &str,
+        content: &Value,
+        content_path: &str,
+    ) -> Result<(), ValidationError> {
+        let Some(v) = self.content.get(msg_type) else {
+            return Ok(());
+        };
+        let violations: Vec<String> = v
+            .iter_errors(content)
+            .map(|e| {
+                // jsonschema's anyOf message ("… is not valid under any of the schemas")
+                // names no field; a card's only anyOf is "which card form is this".
+                let what = match e.kind() {
+                    jsonschema::error::ValidationErrorKind::AnyOf { .. }
+                        if msg_type == "interactive" =>
+                    {
+                        "not a card: card JSON needs elements, i18n_elements, body or header; a reference needs type template or card with data".to_string()
+                    }
+                    _ => e.to_string(),
+                };
+                violation(format!(
+                    "{content_path}{}: {what} (contentType {msg_type})",
+                    e.instance_path().as_str(),
+                ))
+            })
+            .collect();
+        if violations.is_empty() {
+            Ok(())
+        } else {
+            Err(ValidationError { violations })
+        }
+    }
+}
+
+/// Reported JSON paths, prefixed with the element's index when the record was an array.
+struct Paths(String);
+
+impl Paths {
+    /// `path` as reported: `/2/receiveId`, or `/` for the whole (unindexed) envelope.
+    fn of(&self, path: &str) -> String {
+        let p = format!("{}{path}", self.0);
+        if p.is_empty() {
+            "/".to_string()
+        } else {
+            p
+        }
+    }
+}
+
+/// `replyTo` and `replyInThread`.
+fn reply_to(value: &Value) -> Option<ReplyTo> {
+    let id = value.get("replyTo").and_then(Value::as_str)?;
+    Some(ReplyTo {
+        message_id: id.to_string(),
+        in_thread: value
+            .get("replyInThread")
+            .and_then(Value::as_bool)
+            .unwrap_or(false),
+    })
+}
+
+/// `receiveType` and `receiveId` → the receiver (the schema has checked both).
+fn receiver(value: &Value, reply: Option<&ReplyTo>) -> Receiver {
+    let field = |k: &str| value.get(k).and_then(Value::as_str);
+    let receive_id = field("receiveId").unwrap_or_default().to_string();
+    match field("receiveType").unwrap_or("user") {
+        // The schema allows a missing receiveId only with replyTo (lark-api.md §2.5: a
+        // reply needs no receive_id); a webhook keeps its variant so the check below names it.
+        rt if field("receiveId").is_none() && rt != "webhook" => {
+            Receiver::Parent(reply.map(|r| r.message_id.clone()).unwrap_or_default())
+        }
+        "webhook" => Receiver::Webhook(receive_id),
+        rt => match IdType::from_receive_type(rt) {
+            Some(id_type) => Receiver::Id {
+                id_type,
+                id: receive_id,
+            },
+            None => Receiver::Phone(receive_id),
+        },
+    }
+}
+
+/// `urgent`, when present (the schema has checked its type and users).
+fn urgent(value: &Value) -> Option<Urgent> {
+    let u = value.get("urgent")?;
+    Some(Urgent {
+        kind: u
+            .get("type")
+            .and_then(Value::as_str)
+            .and_then(UrgentKind::from_type)
+            .unwrap_or_default(),
+        user_ids: u
+            .get("userIds")
+            .and_then(Value::as_array)
+            .map(|ids| {
+                ids.iter()
+                    .filter_map(Value::as_str)
+                    .map(str::to_string)
+                    .collect()
+            })
+            .unwrap_or_default(),
+    })
+}
+
+/// `content` as an object and as the string Lark wants: a JSON object, or a string holding one.
+fn content(value: &Value, content_path: &str) -> Result<(Value, String), ValidationError> {
+    match value.get("content") {
+        Some(Value::String(s)) => match serde_json::from_str::<Value>(s) {
+            Ok(v @ Value::Object(_)) => Ok((v, s.clone())),
+            Ok(other) => Err(single(format!(
+                "{content_path}: holds a JSON {}, expected a JSON object",
+                super::decode::json_type(&other)
+            ))),
+            Err(e) => Err(single(format!(
+                "{content_path}: is not a string holding JSON ({e})"
+            ))),
+        },
+        Some(obj @ Value::Object(_)) => Ok((obj.clone(), obj.to_string())),
+        _ => Err(single(format!("{content_path}: missing"))),
+    }
+}
+
+/// Lark's size limits: the content string per msg_type, a system divider's text width.
+fn check_size(
+    msg_type: &str,
+    content: &Value,
+    content_str: &str,
+    content_path: &str,
+) -> Result<(), ValidationError> {
+    if let Some(limit) = content_limit(msg_type) {
+        if content_str.len() > limit {
+            return Err(single(format!(
+                "{content_path}: {} bytes exceeds the {} KiB limit for {msg_type} messages (Lark would answer 230025)",
+                content_str.len(),
+                limit / 1024
+            )));
+        }
+    }
+    if msg_type == "system" {
+        // §2.4: divider text ≤ 20 characters, a CJK character counting two; the schema's
+        // maxLength only counts characters.
+        let text = content
+            .pointer("/params/divider_text/text")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let width = text_width(text);
+        if width > SYSTEM_TEXT_WIDTH {
+            return Err(single(format!(
+                "{content_path}/params/divider_text/text: {width} columns wide (CJK characters count two); Lark allows 20"
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// System divider text limit (lark-api.md §2.4: "≤ 20 chars / 10 CJK").
@@ -414,7 +409,7 @@ mod tests {
         assert_eq!(
             e.receiver,
             Receiver::Id {
-                id_type: "open_id",
+                id_type: IdType::OpenId,
                 id: "ou_a".into()
             }
         );
@@ -429,10 +424,10 @@ mod tests {
         assert_eq!(e.receiver.describe(), "chat_id:oc_1");
         assert_eq!(e.content, "{\"text\":\"x\"}");
         for (rt, id_type) in [
-            ("email", "email"),
-            ("union_id", "union_id"),
-            ("user_id", "user_id"),
-            ("open_id", "open_id"),
+            ("email", IdType::Email),
+            ("union_id", IdType::UnionId),
+            ("user_id", IdType::UserId),
+            ("open_id", IdType::OpenId),
         ] {
             let e = v()
                 .validate(
@@ -580,7 +575,7 @@ mod tests {
         assert_eq!(
             e.urgent,
             Some(Urgent {
-                kind: "sms".into(),
+                kind: UrgentKind::Sms,
                 user_ids: vec!["ou_1".into()]
             })
         );
