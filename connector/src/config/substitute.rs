@@ -10,11 +10,14 @@ use std::collections::BTreeMap;
 use super::{key_err, ConfigError};
 use crate::secret::mask_config_value;
 
+/// A flat key → value config.
+type ConfigMap = BTreeMap<String, String>;
+
 /// The `config` object's values as strings, substituted, and the same keys as written with
 /// literal secrets masked (what `GET /connectors/{name}` shows).
 pub(super) fn substitute_all(
     config: &serde_json::Map<String, serde_json::Value>,
-) -> Result<(BTreeMap<String, String>, BTreeMap<String, String>), ConfigError> {
+) -> Result<(ConfigMap, ConfigMap), ConfigError> {
     let mut map = BTreeMap::new();
     let mut as_given = BTreeMap::new();
     for (k, v) in config {
