@@ -41,6 +41,8 @@
 //! and Lark and librdkafka answers carry no credentials.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -79,6 +81,53 @@ pub const PROBE_OPEN_ID: &str = "ou_lark-sink-check-no-such-user";
 pub const PROBE_MOBILE: &str = "+12025550100";
 /// Header (and value) marking the DLQ probe record.
 pub const PROBE_HEADER: &str = "lark-sink.check";
+
+/// The command line of `lark-sink check`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Connector config file (see docs/configuration.md).
+    #[arg(long, short)]
+    pub config: PathBuf,
+    /// Time limit of each check, in milliseconds.
+    #[arg(long, default_value_t = 10_000)]
+    pub timeout_ms: u64,
+    /// Do not write the probe record that proves the dead-letter topic is writable.
+    #[arg(long)]
+    pub no_write: bool,
+    /// Checks not to run, comma-separated.
+    #[arg(long, value_delimiter = ',', value_parser = clap::builder::PossibleValuesParser::new(CHECK_IDS))]
+    pub skip: Vec<String>,
+}
+
+/// Prints the report and returns its exit code: 0 if nothing failed, 1 if a check failed, 2 if
+/// the config itself is invalid (printed here, so nothing is left for the caller to report).
+pub async fn command(args: Args) -> ExitCode {
+    // The config is loaded as `run` loads it, so its errors read the same; exit code 2 tells
+    // them apart from a failed check.
+    let cfg = match ConnectorConfig::from_file(&args.config) {
+        Ok(cfg) => cfg,
+        Err(e) => {
+            eprintln!("Error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    println!(
+        "lark-sink check: connector '{}' ({})",
+        cfg.name,
+        args.config.display()
+    );
+    let opts = CheckOptions {
+        timeout: Duration::from_millis(args.timeout_ms.max(1)),
+        write_probe: !args.no_write,
+        skip: args.skip,
+    };
+    let report = run(&cfg, &opts, |f| println!("{f}")).await;
+    println!("{}", report.summary());
+    match report.passed() {
+        true => ExitCode::SUCCESS,
+        false => ExitCode::FAILURE,
+    }
+}
 
 #[derive(Debug, Clone)]
 pub struct CheckOptions {
