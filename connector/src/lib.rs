@@ -16,8 +16,9 @@
 //!     (`sink/startup.rs`), the consumer loop (`intake.rs`), when to pause (`backpressure.rs`,
 //!     pure), and what happens after Lark answers (`settle.rs`).
 //!
-//! [`demo`] runs the whole path on an embedded broker and the Lark emulator; [`check`] tests a
-//! config against the real broker and Lark before going live.
+//! [`commands`] holds the subcommands of the binary, one module each: among them
+//! [`commands::demo`] runs the whole path on an embedded broker and the Lark emulator, and
+//! [`commands::check`] tests a config against the real broker and Lark before going live.
 //!
 //! [`prepare`] (decode, split, validate) and [`lark::classify`] are pure and build without the
 //! default `runtime` feature, for the fuzz targets in `fuzz/`; everything else needs it.
@@ -27,7 +28,7 @@ pub mod admin;
 #[cfg(feature = "runtime")]
 pub mod bench;
 #[cfg(feature = "runtime")]
-pub mod check;
+pub mod commands;
 #[cfg(feature = "runtime")]
 pub mod config;
 #[cfg(feature = "runtime")]
@@ -35,8 +36,6 @@ pub mod control;
 pub mod decode;
 #[cfg(feature = "runtime")]
 pub mod delivery;
-#[cfg(feature = "runtime")]
-pub mod demo;
 pub mod dlq;
 pub mod lark;
 pub mod prepare;
@@ -47,15 +46,11 @@ pub mod results;
 #[cfg(feature = "runtime")]
 pub mod secret;
 #[cfg(feature = "runtime")]
-pub mod send_command;
-#[cfg(feature = "runtime")]
 pub mod sink;
 #[cfg(feature = "runtime")]
 pub mod source;
 #[cfg(feature = "runtime")]
 pub mod telemetry;
-#[cfg(feature = "runtime")]
-pub mod transform_test;
 pub mod validate;
 
 #[cfg(feature = "runtime")]

@@ -5,8 +5,8 @@
 
 use std::path::{Path, PathBuf};
 
+use lark_sink::commands::transform_test::{self, Summary, TestOptions};
 use lark_sink::config::ConnectorConfig;
-use lark_sink::transform_test::{self, Summary, TestOptions};
 use lark_sink::validate::EnvelopeValidator;
 use lark_sink_transforms::{Chain, RecordMeta};
 use serde_json::{json, Value};
