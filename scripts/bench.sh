@@ -4,6 +4,10 @@
 # A full run takes about 10 minutes (the ceiling scenario alone runs 3 minutes at Lark's limit).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# The benchmark's figures include the broker's own speed, so it runs the optimised build of the
+# test broker (built once, like the tests' unoptimised one; docs/testing.md#build-time), unless
+# LARK_SINK_BROKER_PROFILE says otherwise.
+export LARK_SINK_BROKER_PROFILE=${LARK_SINK_BROKER_PROFILE:-release}
 scripts/broker.sh install
 cargo build --release --locked -p lark-sink
 export LARK_SINK_BROKER_PORT=${LARK_SINK_BROKER_PORT:-19092}

@@ -20,8 +20,9 @@
 //!     (`sink/startup.rs`), the consumer loop (`intake.rs`), when to pause (`backpressure.rs`,
 //!     pure), and what happens after Lark answers (`settle.rs`).
 //!
-//! [`demo`] runs the whole path on an embedded broker and the Lark emulator; [`check`] tests a
-//! config against the real broker and Lark before going live.
+//! [`commands`] holds the subcommands of the binary, one module each: among them
+//! [`commands::demo`] runs the whole path on an embedded broker and the Lark emulator, and
+//! [`commands::check`] tests a config against the real broker and Lark before going live.
 //!
 //! [`envelope`] (decode, validate, prepare), [`dlq::DeadLetter`] and [`lark::classify`] are pure and
 //! build without the default `runtime` feature, for the fuzz targets in `fuzz/`; everything else
@@ -32,15 +33,13 @@ pub mod admin;
 #[cfg(feature = "runtime")]
 pub mod bench;
 #[cfg(feature = "runtime")]
-pub mod check;
+pub mod commands;
 #[cfg(feature = "runtime")]
 pub mod config;
 #[cfg(feature = "runtime")]
 pub mod control;
 #[cfg(feature = "runtime")]
 pub mod delivery;
-#[cfg(feature = "runtime")]
-pub mod demo;
 pub mod dlq;
 pub mod envelope;
 pub mod lark;
@@ -51,8 +50,6 @@ pub mod results;
 #[cfg(feature = "runtime")]
 pub mod secret;
 #[cfg(feature = "runtime")]
-pub mod send_command;
-#[cfg(feature = "runtime")]
 pub mod sink;
 #[cfg(feature = "runtime")]
 pub mod source;
@@ -60,8 +57,6 @@ pub mod source;
 pub mod telemetry;
 #[cfg(feature = "runtime")]
 pub mod transform;
-#[cfg(feature = "runtime")]
-pub mod transform_test;
 
 #[cfg(feature = "runtime")]
 pub use lark_emulator as emulator;

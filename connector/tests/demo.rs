@@ -2,8 +2,10 @@
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn demo_delivers_the_good_records_and_dead_letters_the_bad_ones() {
-    let report = lark_sink::demo::run(false).await.expect("demo runs");
-    let samples = lark_sink::demo::sample_records();
+    let report = lark_sink::commands::demo::run(false)
+        .await
+        .expect("demo runs");
+    let samples = lark_sink::commands::demo::sample_records();
     assert_eq!(report.records, samples.len());
     let bad = samples.iter().filter(|(d, _)| d.starts_with("BAD")).count();
     assert_eq!(report.dead_letters.len(), bad, "{:#?}", report.dead_letters);

@@ -5,9 +5,9 @@
 
 use std::path::{Path, PathBuf};
 
+use lark_sink::commands::transform_test::{self, Summary, TestOptions};
 use lark_sink::config::ConnectorConfig;
 use lark_sink::envelope::validate::EnvelopeValidator;
-use lark_sink::transform_test::{self, Summary, TestOptions};
 use lark_sink_transforms::{Chain, RecordMeta};
 use serde_json::{json, Value};
 

@@ -12,11 +12,10 @@ use std::time::Duration;
 use backon::{ExponentialBuilder, Retryable};
 
 use super::limits::RateLimits;
-use crate::config::LarkConfig;
 use crate::envelope::{Envelope, IdType, Receiver, Urgent};
 use crate::lark::{ErrorClass, LarkClient, LarkError, SendOk, UserDirectory};
 
-/// How to retry, from the `errors.retry.*` keys.
+/// How to retry, from the `errors.retry.*` keys (config builds it from `LarkConfig`).
 #[derive(Debug, Clone)]
 pub struct RetryPolicy {
     pub initial: Duration,
@@ -24,12 +23,13 @@ pub struct RetryPolicy {
     pub timeout: Option<Duration>,
 }
 
-impl From<&LarkConfig> for RetryPolicy {
-    fn from(c: &LarkConfig) -> Self {
+impl Default for RetryPolicy {
+    /// The `errors.retry.*` defaults: 200 ms doubling to 60 s, for at most 5 minutes.
+    fn default() -> Self {
         RetryPolicy {
-            initial: c.retry_delay_initial,
-            max_delay: c.retry_delay_max,
-            timeout: c.retry_timeout,
+            initial: Duration::from_millis(200),
+            max_delay: Duration::from_secs(60),
+            timeout: Some(Duration::from_secs(300)),
         }
     }
 }

@@ -32,7 +32,6 @@ use tokio::sync::oneshot;
 
 use super::classify::{ErrorClass, LarkError};
 use super::client::{LarkClient, UserIdEntry};
-use crate::config::LarkConfig;
 use crate::envelope::{canonical_email, canonical_mobile};
 use crate::telemetry;
 
@@ -63,17 +62,6 @@ impl Default for LookupConfig {
             batch_window: Duration::from_millis(5),
             max_entries: 100_000,
             resolve_email: false,
-        }
-    }
-}
-
-impl From<&LarkConfig> for LookupConfig {
-    fn from(c: &LarkConfig) -> Self {
-        LookupConfig {
-            ttl: c.lookup_ttl,
-            negative_ttl: c.lookup_negative_ttl,
-            resolve_email: c.email_resolve,
-            ..LookupConfig::default()
         }
     }
 }

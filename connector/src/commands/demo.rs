@@ -7,6 +7,7 @@
 //! the truth about what happened rather than what was intended.
 
 use std::net::SocketAddr;
+use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -130,6 +131,16 @@ pub fn sample_records() -> Vec<(&'static str, String)> {
             ),
         ),
     ]
+}
+
+/// The command line of `lark-sink demo` (nothing to choose: everything is embedded).
+#[derive(Debug, clap::Args)]
+pub struct Args {}
+
+/// Runs the demo with its summary on stdout.
+pub async fn command(_args: Args) -> Result<ExitCode, DemoError> {
+    run(true).await?;
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Runs the demo and returns what happened. `print` writes the human summary to stdout.

@@ -24,6 +24,13 @@ pub enum TransformTestError {
     Schema(#[from] SchemaError),
     #[error("reading input or writing the report: {0}")]
     Io(#[from] std::io::Error),
+    /// `--input` could not be opened.
+    #[error("reading {}", path.display())]
+    Input {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// How input lines are read.
@@ -209,6 +216,44 @@ fn meta_line(line: &str, mut meta: RecordMeta) -> Result<(String, RecordMeta), S
     }
     let value = value.ok_or("missing 'value'")?;
     Ok((value.to_string(), meta))
+}
+
+/// The command line of `lark-sink transform test`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Connector config file whose `transforms*` keys define the chain.
+    #[arg(long, short)]
+    pub config: std::path::PathBuf,
+    /// Records, one JSON value per line (default: stdin).
+    #[arg(long, short)]
+    pub input: Option<std::path::PathBuf>,
+    /// Each line is {"value": ..., "topic", "partition", "offset", "key", "headers", "timestamp"}.
+    #[arg(long)]
+    pub with_meta: bool,
+}
+
+/// Runs the chain over `--input` (or stdin) with the report on stdout; exit code 1 if any record
+/// fails.
+pub fn command(args: Args) -> Result<std::process::ExitCode, TransformTestError> {
+    let cfg = ConnectorConfig::from_file(&args.config)?;
+    let options = TestOptions {
+        with_meta: args.with_meta,
+    };
+    let mut out = std::io::stdout().lock();
+    let summary = match &args.input {
+        Some(path) => {
+            let file = std::fs::File::open(path).map_err(|source| TransformTestError::Input {
+                path: path.clone(),
+                source,
+            })?;
+            run(&cfg, std::io::BufReader::new(file), &options, &mut out)?
+        }
+        None => run(&cfg, std::io::stdin().lock(), &options, &mut out)?,
+    };
+    Ok(match summary.success() {
+        true => std::process::ExitCode::SUCCESS,
+        false => std::process::ExitCode::FAILURE,
+    })
 }
 
 #[cfg(test)]

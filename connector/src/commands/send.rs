@@ -4,15 +4,47 @@
 //! It is the quickest way to check that a config's app or webhook can reach someone, and a handy
 //! tool for scripts. Each invocation uses a fresh idempotency uuid (its retries share it).
 
+use std::path::PathBuf;
+use std::process::ExitCode;
+
 use serde_json::{json, Value};
 
-use crate::config::ConnectorConfig;
+use crate::config::{ConfigError, ConnectorConfig};
 use crate::delivery::{deliver, DeliveryFailure, RateLimits, RetryPolicy};
 use crate::envelope::validate::{EnvelopeValidator, SchemaError, ValidationError};
 use crate::lark::{LarkClient, LookupConfig, SendOk, UserDirectory};
 
+/// The command line of `lark-sink send`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Connector config file (its lark.* keys are used).
+    #[arg(long, short)]
+    pub config: PathBuf,
+    /// user, open_id, union_id, user_id, email, chat, phone or webhook.
+    #[arg(long, default_value = "user")]
+    pub receive_type: String,
+    /// The receiver (an open_id, chat_id, email, phone number or webhook name).
+    #[arg(long)]
+    pub receive_id: String,
+    /// The Lark msg_type.
+    #[arg(long, default_value = "text")]
+    pub content_type: String,
+    /// The content JSON; `@FILE` reads it from a file, `-` from stdin.
+    #[arg(long)]
+    pub content: String,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum SendCommandError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// `--content @FILE` or `--content -` could not be read.
+    #[error("reading {what}")]
+    Read {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("--content is not JSON: {0}")]
     Content(serde_json::Error),
     #[error("the message is not valid: {0}")]
@@ -35,6 +67,41 @@ pub struct SendArgs {
     pub receive_id: String,
     pub content_type: String,
     pub content: String,
+}
+
+/// Loads the config, sends the message and prints its message_id (the classified error is the
+/// `Err`, which the binary prints before exiting 1).
+pub async fn command(args: Args) -> Result<ExitCode, SendCommandError> {
+    let cfg = ConnectorConfig::from_file(&args.config)?;
+    let content = read_content(&args.content)?;
+    let args = SendArgs {
+        receive_type: args.receive_type,
+        receive_id: args.receive_id,
+        content_type: args.content_type,
+        content,
+    };
+    let ok = send(&cfg, &args).await?;
+    if ok.message_id.is_empty() {
+        println!("sent ({})", ok.chat_id); // webhooks return no message_id
+    } else {
+        println!("{}", ok.message_id);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `--content`: inline JSON, `@FILE`, or `-` for stdin.
+fn read_content(content: &str) -> Result<String, SendCommandError> {
+    let read_error = |what: &str| {
+        let what = what.to_string();
+        move |source| SendCommandError::Read { what, source }
+    };
+    match content {
+        "-" => std::io::read_to_string(std::io::stdin()).map_err(read_error("stdin")),
+        c => match c.strip_prefix('@') {
+            Some(path) => std::fs::read_to_string(path).map_err(read_error(path)),
+            None => Ok(c.to_string()),
+        },
+    }
 }
 
 /// Validates and sends one message; returns what Lark answered.

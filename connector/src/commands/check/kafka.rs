@@ -1,0 +1,430 @@
+//! The Kafka checks of `lark-sink check`: `broker`, `topic`, `dlq` and `dlq-write`.
+//!
+//! One metadata answer serves the broker, topic and DLQ checks. librdkafka reports the *reason*
+//! of a failed connection only through its global error callback, so the client here captures
+//! those reasons and renders them as findings instead of logging them.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rdkafka::config::RDKafkaLogLevel;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::metadata::Metadata;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::{ClientConfig, ClientContext};
+use serde_json::json;
+
+use super::{fail, finding, needs, CheckOptions, Checks, Finding, Status, PROBE_HEADER};
+use crate::config::{ConnectorConfig, Tolerance, Topics};
+
+/// What a check that needs the broker's metadata says when there is none.
+const NEEDS_BROKER: &str = "not checked: needs the broker";
+
+/// Runs the Kafka checks in report order.
+pub(super) async fn checks(
+    c: &mut Checks<'_, impl FnMut(&Finding)>,
+    cfg: &ConnectorConfig,
+    opts: &CheckOptions,
+) {
+    let mut metadata = None;
+    if c.step("broker", [c.flag("broker")]) {
+        let (f, md) = check_broker(cfg, opts.timeout).await;
+        c.push(f);
+        metadata = md;
+    }
+    let broker = needs(metadata.is_some(), NEEDS_BROKER);
+    if c.step("topic", [c.flag("topic"), broker.clone()]) {
+        if let Some(md) = &metadata {
+            check_topics(cfg, md).into_iter().for_each(|f| c.push(f));
+        }
+    }
+    // Whether the DLQ is there: None when it could not be looked at.
+    let in_use = dlq_in_use(cfg);
+    let mut dlq_exists = None;
+    if c.step("dlq", [in_use.clone(), broker]) {
+        if let Some(md) = &metadata {
+            let f = check_dlq_exists(cfg, md);
+            dlq_exists = Some(f.status == Status::Ok);
+            // `--skip dlq` hides the line, not the answer `dlq-write` needs.
+            c.push_unless_flagged(f);
+        }
+    }
+    let write_gates = [
+        c.flag("dlq-write"),
+        needs(
+            opts.write_probe,
+            "not checked (--no-write): only a written record proves the topic is writable",
+        ),
+        needs(dlq_exists.is_some(), NEEDS_BROKER),
+        needs(
+            dlq_exists != Some(false),
+            "not checked: the topic is not there",
+        ),
+    ];
+    if in_use.is_ok() && c.step("dlq-write", write_gates) {
+        c.push(check_dlq_write(cfg, opts.timeout).await);
+    }
+}
+
+/// Whether the configuration uses a dead-letter topic at all; if not, why (the `dlq` line).
+fn dlq_in_use(cfg: &ConnectorConfig) -> Result<(), String> {
+    match (&cfg.errors.dlq_topic, cfg.errors.tolerance) {
+        (None, _) => Err("no dead-letter topic configured (errors.tolerance=none: a record that cannot be delivered stops the connector)".into()),
+        (Some(t), Tolerance::None) => Err(format!("'{t}' is configured but not used: errors.tolerance=none")),
+        (Some(_), Tolerance::All) => Ok(()),
+    }
+}
+
+/// Collects librdkafka's global errors (the only place the *reason* of a failed connection,
+/// TLS handshake or SASL login is reported) and keeps its log lines off the terminal.
+#[derive(Default)]
+struct Capture {
+    errors: Mutex<Vec<(Option<RDKafkaErrorCode>, String)>>,
+}
+
+impl Capture {
+    fn errors(&self) -> Vec<(Option<RDKafkaErrorCode>, String)> {
+        self.errors.lock().map(|e| e.clone()).unwrap_or_default()
+    }
+    /// librdkafka gave up on every broker, or a login / handshake failed: waiting longer will
+    /// not help.
+    fn conclusive(&self) -> bool {
+        self.errors().iter().any(|(c, _)| {
+            matches!(
+                c,
+                Some(
+                    RDKafkaErrorCode::AllBrokersDown
+                        | RDKafkaErrorCode::Authentication
+                        | RDKafkaErrorCode::SSL
+                        | RDKafkaErrorCode::SaslAuthenticationFailed
+                )
+            )
+        })
+    }
+}
+
+struct CheckContext(Arc<Capture>);
+
+impl ClientContext for CheckContext {
+    fn log(&self, _level: RDKafkaLogLevel, _fac: &str, _message: &str) {}
+    fn error(&self, error: KafkaError, reason: &str) {
+        if let Ok(mut errors) = self.0.errors.lock() {
+            let code = error.rdkafka_error_code();
+            if !errors.iter().any(|(_, r)| r == reason) {
+                errors.push((code, reason.to_string()));
+            }
+        }
+    }
+}
+
+impl ConsumerContext for CheckContext {}
+
+/// The client config of the check: the connector's own `kafka.*` (so TLS and SASL settings are
+/// the ones `run` uses), never creating topics by asking about them.
+fn kafka_config(kafka: &BTreeMap<String, String>) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    for (k, v) in kafka {
+        c.set(k, v);
+    }
+    c.set("allow.auto.create.topics", "false");
+    c
+}
+
+/// `broker`: a metadata request for all topics, retried in short steps until the deadline or
+/// until librdkafka says why it cannot connect.
+async fn check_broker(cfg: &ConnectorConfig, timeout: Duration) -> (Finding, Option<Metadata>) {
+    let servers = cfg
+        .kafka
+        .get("bootstrap.servers")
+        .cloned()
+        .unwrap_or_default();
+    let kafka = cfg.kafka.clone();
+    let result = tokio::task::spawn_blocking(move || {
+        let capture = Arc::new(Capture::default());
+        let consumer: BaseConsumer<CheckContext> = match kafka_config(&kafka)
+            .set_log_level(RDKafkaLogLevel::Error)
+            .create_with_context(CheckContext(capture.clone()))
+        {
+            Ok(c) => c,
+            Err(e) => return (Err(format!("cannot create a Kafka client: {e}")), capture),
+        };
+        let deadline = Instant::now() + timeout;
+        loop {
+            let step = deadline
+                .saturating_duration_since(Instant::now())
+                .min(Duration::from_millis(500));
+            match consumer.fetch_metadata(None, step) {
+                Ok(md) => return (Ok(md), capture),
+                Err(e) => {
+                    // Serves the queued error events, which call `CheckContext::error`.
+                    let _ = consumer.poll(Duration::ZERO);
+                    if capture.conclusive() || Instant::now() >= deadline {
+                        return (Err(e.to_string()), capture);
+                    }
+                }
+            }
+        }
+    })
+    .await;
+    let (result, capture) = match result {
+        Ok(r) => r,
+        Err(e) => {
+            return (
+                fail(
+                    "broker",
+                    format!("the check panicked: {e}"),
+                    "report this as a bug",
+                ),
+                None,
+            )
+        }
+    };
+    match result {
+        Ok(md) => {
+            let f = finding(
+                "broker",
+                Status::Ok,
+                format!(
+                    "{servers}: reachable, {} broker(s), {} topics visible",
+                    md.brokers().len(),
+                    md.topics().len()
+                ),
+            );
+            (f, Some(md))
+        }
+        Err(e) => {
+            let errors = capture.errors();
+            let has = |code: RDKafkaErrorCode| errors.iter().any(|(c, _)| *c == Some(code));
+            let reasons: Vec<&str> = errors.iter().map(|(_, r)| r.as_str()).take(2).collect();
+            let silent = reasons.is_empty();
+            let reason = if silent {
+                format!("{e}; the broker never answered")
+            } else {
+                reasons.join("; ")
+            };
+            let fix = if has(RDKafkaErrorCode::Authentication)
+                || has(RDKafkaErrorCode::SaslAuthenticationFailed)
+            {
+                "the broker refused the login: check kafka.sasl.mechanism, kafka.sasl.username and kafka.sasl.password (and that this principal exists on the cluster)"
+            } else if has(RDKafkaErrorCode::SSL) {
+                "the TLS handshake failed: check kafka.security.protocol (SSL / SASL_SSL must match the listener), kafka.ssl.ca.location (the broker's CA) and the host name in kafka.bootstrap.servers (it must match the certificate)"
+            } else if silent {
+                "a listener that accepts the connection but never answers usually speaks another protocol: check that kafka.security.protocol (PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL) matches the listener on kafka.bootstrap.servers; otherwise check the address and the network"
+            } else {
+                "check kafka.bootstrap.servers (host:port of a listener reachable from this host: DNS, firewall, advertised.listeners), and kafka.security.protocol if that listener expects TLS or SASL"
+            };
+            (
+                fail(
+                    "broker",
+                    format!("{servers}: no metadata (time limit {timeout:?}): {reason}"),
+                    fix,
+                ),
+                None,
+            )
+        }
+    }
+}
+
+/// Partitions of `topic` in the metadata, or `None` if the cluster does not show it.
+fn partitions(md: &Metadata, topic: &str) -> Option<Result<(usize, usize), String>> {
+    let t = md.topics().iter().find(|t| t.name() == topic)?;
+    if let Some(e) = t.error() {
+        return Some(Err(RDKafkaErrorCode::from(e).to_string()));
+    }
+    let leaderless = t
+        .partitions()
+        .iter()
+        .filter(|p| p.leader() < 0 || p.error().is_some())
+        .count();
+    Some(Ok((t.partitions().len(), leaderless)))
+}
+
+/// `topic`: one line per listed topic, or one line for the regex.
+fn check_topics(cfg: &ConnectorConfig, md: &Metadata) -> Vec<Finding> {
+    let describe = |name: &str, n: usize, leaderless: usize| -> Finding {
+        if leaderless > 0 {
+            Finding {
+                id: "topic",
+                status: Status::Warn,
+                detail: format!("{name}: {n} partitions, {leaderless} without a leader"),
+                fix: Some("the broker(s) leading them are down: see the cluster's health".into()),
+            }
+        } else {
+            finding("topic", Status::Ok, format!("{name}: {n} partition(s)"))
+        }
+    };
+    match &cfg.topics {
+        Topics::List(list) => list
+            .iter()
+            .map(|name| match partitions(md, name) {
+                Some(Ok((n, leaderless))) if n > 0 => describe(name, n, leaderless),
+                Some(Ok(_)) => fail(
+                    "topic",
+                    format!("{name}: has no partitions"),
+                    "the topic is being created or deleted; wait, or recreate it",
+                ),
+                Some(Err(e)) => fail(
+                    "topic",
+                    format!("{name}: the broker answered {e}"),
+                    format!("if it is an authorization error, grant the connector's principal DESCRIBE and READ on topic '{name}' and READ on group '{}'", cfg.kafka.get("group.id").map(String::as_str).unwrap_or("?")),
+                ),
+                None => fail(
+                    "topic",
+                    format!("{name}: no such topic on the cluster (or this principal may not DESCRIBE it)"),
+                    format!("create topic '{name}', or correct 'topics' (names are case-sensitive)"),
+                ),
+            })
+            .collect(),
+        Topics::Regex(re) => {
+            // As librdkafka matches the subscription: anchored at the start only.
+            let compiled = crate::config::topics_regex_matcher(re);
+            let Ok(compiled) = compiled else {
+                return vec![fail(
+                    "topic",
+                    format!("topics.regex '{re}' is not a valid regular expression"),
+                    "correct 'topics.regex'",
+                )];
+            };
+            let mut matched: Vec<(&str, usize)> = md
+                .topics()
+                .iter()
+                .filter(|t| compiled.is_match(t.name()))
+                .map(|t| (t.name(), t.partitions().len()))
+                .collect();
+            matched.sort();
+            if matched.is_empty() {
+                return vec![fail(
+                    "topic",
+                    format!("topics.regex '{re}' matches no topic on the cluster"),
+                    "correct 'topics.regex' (it is matched from the start of each name), or create a matching topic; the connector would subscribe and wait for one",
+                )];
+            }
+            let total: usize = matched.iter().map(|(_, n)| n).sum();
+            let names: Vec<String> = matched
+                .iter()
+                .take(10)
+                .map(|(t, n)| format!("{t} ({n})"))
+                .collect();
+            let more = if matched.len() > 10 {
+                format!(", and {} more", matched.len() - 10)
+            } else {
+                String::new()
+            };
+            vec![finding(
+                "topic",
+                Status::Ok,
+                format!(
+                    "topics.regex '{re}' matches {} topic(s), {total} partition(s): {}{more}",
+                    matched.len(),
+                    names.join(", ")
+                ),
+            )]
+        }
+    }
+}
+
+/// `dlq`: the dead-letter topic exists. A missing DLQ is a failure even though `run` tries to
+/// create it at start-up: a topic created implicitly gets broker defaults (retention,
+/// replication), and if the principal may not create topics the connector cannot start.
+fn check_dlq_exists(cfg: &ConnectorConfig, md: &Metadata) -> Finding {
+    let topic = cfg.errors.dlq_topic.as_deref().unwrap_or_default();
+    match partitions(md, topic) {
+        Some(Ok((n, _))) if n > 0 => finding(
+            "dlq",
+            Status::Ok,
+            format!("{topic}: exists, {n} partition(s)"),
+        ),
+        Some(Err(e)) => fail(
+            "dlq",
+            format!("{topic}: the broker answered {e}"),
+            format!("if it is an authorization error, grant the connector's principal DESCRIBE and WRITE on topic '{topic}'"),
+        ),
+        _ => fail(
+            "dlq",
+            format!("{topic}: no such topic on the cluster (errors.deadletterqueue.topic.name)"),
+            format!(
+                "create it with the retention you want for failed records (e.g. kafka-topics.sh --create --topic {topic} --partitions {}), or correct errors.deadletterqueue.topic.name; `run` would try to create it at start-up with broker defaults, which needs the CreateTopics permission",
+                cfg.errors.dlq_partitions
+            ),
+        ),
+    }
+}
+
+/// `dlq-write`: one marked probe record, acknowledged by all in-sync replicas (`acks=all`,
+/// as real dead letters are).
+async fn check_dlq_write(cfg: &ConnectorConfig, timeout: Duration) -> Finding {
+    let topic = cfg.errors.dlq_topic.clone().unwrap_or_default();
+    let capture = Arc::new(Capture::default());
+    let mut c = crate::dlq::producer_config(&cfg.kafka);
+    for k in ["acks", "request.required.acks"] {
+        c.remove(k);
+    }
+    let producer: FutureProducer<CheckContext> = match c
+        .set("acks", "all")
+        .set("allow.auto.create.topics", "false")
+        .set("message.timeout.ms", timeout.as_millis().max(1).to_string())
+        .set_log_level(RDKafkaLogLevel::Error)
+        .create_with_context(CheckContext(capture.clone()))
+    {
+        Ok(p) => p,
+        Err(e) => {
+            return fail(
+                "dlq-write",
+                format!("cannot create a Kafka producer: {e}"),
+                "check the kafka.* producer settings",
+            )
+        }
+    };
+    let value = json!({
+        PROBE_HEADER: "probe",
+        "connector": cfg.name,
+        "note": "written by `lark-sink check` to prove this dead-letter topic is writable; not a failed record, safe to ignore",
+    })
+    .to_string();
+    let headers = OwnedHeaders::new()
+        .insert(Header {
+            key: PROBE_HEADER,
+            value: Some("probe"),
+        })
+        .insert(Header {
+            key: "lark-sink.check.connector",
+            value: Some(cfg.name.as_str()),
+        });
+    let record = FutureRecord::to(&topic)
+        .key("lark-sink-check")
+        .payload(value.as_str())
+        .headers(headers);
+    match producer.send(record, timeout).await {
+        Ok(d) => finding(
+            "dlq-write",
+            Status::Ok,
+            format!(
+                "{topic}: accepted a probe record (partition {}, offset {}; header {PROBE_HEADER}=probe)",
+                d.partition, d.offset
+            ),
+        ),
+        Err((e, _)) => {
+            let reasons: Vec<String> = capture.errors().into_iter().map(|(_, r)| r).collect();
+            let authz = matches!(
+                e.rdkafka_error_code(),
+                Some(RDKafkaErrorCode::TopicAuthorizationFailed)
+                    | Some(RDKafkaErrorCode::ClusterAuthorizationFailed)
+            );
+            let fix = if authz {
+                format!("grant the connector's principal WRITE on topic '{topic}' (and IDEMPOTENT_WRITE on the cluster if your brokers require it)")
+            } else {
+                format!("the broker did not acknowledge the write with acks=all: check that topic '{topic}' has enough in-sync replicas (min.insync.replicas) and that its leaders are up")
+            };
+            let why = if reasons.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", reasons.join("; "))
+            };
+            fail("dlq-write", format!("{topic}: write refused: {e}{why}"), fix)
+        }
+    }
+}

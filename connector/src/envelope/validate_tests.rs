@@ -1,0 +1,293 @@
+//! Unit tests of [`super`]: the schemas, the addressing and content rules and the size limits,
+//! in their own file so that `validate.rs` reads as the rules alone.
+
+use super::*;
+use serde_json::json;
+
+fn v() -> EnvelopeValidator {
+    EnvelopeValidator::new().unwrap()
+}
+
+fn err(value: Value) -> String {
+    v().validate(&value, None).unwrap_err().to_string()
+}
+
+#[test]
+fn defaults_and_normalisation() {
+    let e = v()
+        .validate(
+            &json!({"receiveId": "ou_a", "content": {"text": "hi"}}),
+            None,
+        )
+        .unwrap();
+    assert_eq!(
+        e.receiver,
+        Receiver::Id {
+            id_type: IdType::OpenId,
+            id: "ou_a".into()
+        }
+    );
+    assert_eq!(e.msg_type, "text");
+    assert_eq!(e.content, r#"{"text":"hi"}"#);
+    let e = v()
+        .validate(
+            &json!({"receiveType": "chat", "receiveId": "oc_1", "contentType": "text", "content": "{\"text\":\"x\"}"}),
+            None,
+        )
+        .unwrap();
+    assert_eq!(e.receiver.describe(), "chat_id:oc_1");
+    assert_eq!(e.content, "{\"text\":\"x\"}");
+    for (rt, id_type) in [
+        ("email", IdType::Email),
+        ("union_id", IdType::UnionId),
+        ("user_id", IdType::UserId),
+        ("open_id", IdType::OpenId),
+    ] {
+        let e = v()
+            .validate(
+                &json!({"receiveType": rt, "receiveId": "x", "content": {"text": "t"}}),
+                None,
+            )
+            .unwrap();
+        assert_eq!(
+            e.receiver,
+            Receiver::Id {
+                id_type,
+                id: "x".into()
+            }
+        );
+    }
+    let e = v()
+        .validate(
+            &json!({"receiveType": "phone", "receiveId": "+86138", "content": {"text": "t"}}),
+            None,
+        )
+        .unwrap();
+    assert_eq!(e.receiver, Receiver::Phone("+86138".into()));
+}
+
+#[test]
+fn names_every_failing_path() {
+    let e = err(
+        json!({"receiveType": "fax", "receiveId": "", "contentType": "telex", "content": 5, "extra": 1}),
+    );
+    for p in [
+        "/receiveType",
+        "/receiveId",
+        "/contentType",
+        "/content",
+        "/:",
+    ] {
+        assert!(e.contains(p), "{p} missing in {e}");
+    }
+    assert!(err(json!({"content": "{}"})).contains("\"receiveId\" is a required property"));
+    let e = v()
+        .validate(&json!({"receiveId": "", "content": {"text": "x"}}), Some(2))
+        .unwrap_err()
+        .to_string();
+    assert!(e.starts_with("/2/receiveId:"), "{e}");
+}
+
+#[test]
+fn content_must_hold_a_json_object_of_the_right_shape() {
+    assert!(err(json!({"receiveId": "a", "content": "not json"}))
+        .contains("/content: is not a string holding JSON"));
+    assert!(err(json!({"receiveId": "a", "content": "[1]"})).contains("holds a JSON array"));
+    let e = err(json!({"receiveId": "a", "content": {"txt": "x"}}));
+    assert!(
+        e.contains("/content: \"text\" is a required property"),
+        "{e}"
+    );
+    let e = err(json!({"receiveId": "a", "contentType": "image", "content": {"image_key": ""}}));
+    assert!(e.contains("/content/image_key"), "{e}");
+    let e = err(
+        json!({"receiveId": "a", "contentType": "post", "content": {"en_us": {"content": [[{"tag": "a", "text": "x"}]]}}}),
+    );
+    assert!(e.contains("/content/en_us/content/0/0"), "{e}");
+    let e = err(
+        json!({"receiveId": "a", "contentType": "interactive", "content": {"type": "template", "data": {}}}),
+    );
+    assert!(e.contains("/content"), "{e}");
+}
+
+#[test]
+fn every_msg_type_accepts_its_documented_shape() {
+    let ok = [
+        ("text", json!({"text": "hi <at user_id=\"all\"></at>"})),
+        (
+            "post",
+            json!({"zh_cn": {"title": "t", "content": [[{"tag": "text", "text": "a"}, {"tag": "a", "text": "l", "href": "https://x"}], [{"tag": "at", "user_id": "ou_1"}], [{"tag": "img", "image_key": "img_1"}], [{"tag": "code_block", "language": "JSON", "text": "{}"}]]}, "en_us": {"content": [[{"tag": "md", "text": "**b**"}]]}}),
+        ),
+        ("image", json!({"image_key": "img_1"})),
+        ("file", json!({"file_key": "file_1"})),
+        ("audio", json!({"file_key": "file_1"})),
+        ("media", json!({"file_key": "file_1", "image_key": "img_1"})),
+        ("sticker", json!({"file_key": "file_1"})),
+        (
+            "interactive",
+            json!({"config": {"wide_screen_mode": true}, "header": {"title": {"tag": "plain_text", "content": "x"}}, "elements": [{"tag": "hr"}]}),
+        ),
+        (
+            "interactive",
+            json!({"schema": "2.0", "body": {"elements": []}}),
+        ),
+        (
+            "interactive",
+            json!({"type": "template", "data": {"template_id": "AAq1", "template_variable": {"k": "v"}}}),
+        ),
+        (
+            "interactive",
+            json!({"type": "card", "data": {"card_id": "c1"}}),
+        ),
+        ("share_chat", json!({"chat_id": "oc_1"})),
+        ("share_user", json!({"user_id": "ou_1"})),
+        (
+            "system",
+            json!({"type": "divider", "params": {"divider_text": {"text": "new"}}, "options": {"need_rollup": true}}),
+        ),
+    ];
+    for (t, c) in ok {
+        v().validate(
+            &json!({"receiveId": "a", "contentType": t, "content": c}),
+            None,
+        )
+        .unwrap_or_else(|e| panic!("{t}: {e}"));
+    }
+}
+
+#[test]
+fn webhook_receivers_must_be_configured_and_of_a_webhook_type() {
+    let v = EnvelopeValidator::with_webhooks(vec!["ops".into()]).unwrap();
+    let e = v
+        .validate(&json!({"receiveType": "webhook", "receiveId": "ops", "contentType": "interactive", "content": {"elements": []}}), None)
+        .unwrap();
+    assert_eq!(e.receiver, Receiver::Webhook("ops".into()));
+    let err = v
+        .validate(
+            &json!({"receiveType": "webhook", "receiveId": "nope", "content": {"text": "x"}}),
+            None,
+        )
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("no webhook named 'nope'") && err.contains("configured: ops"),
+        "{err}"
+    );
+    let err = v
+        .validate(&json!({"receiveType": "webhook", "receiveId": "ops", "contentType": "file", "content": {"file_key": "f"}}), None)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("cannot send 'file'"), "{err}");
+}
+
+#[test]
+fn urgent_requests_are_checked() {
+    let e = v()
+        .validate(&json!({"receiveId": "a", "content": {"text": "x"}, "urgent": {"type": "sms", "userIds": ["ou_1"]}}), None)
+        .unwrap();
+    assert_eq!(
+        e.urgent,
+        Some(Urgent {
+            kind: UrgentKind::Sms,
+            user_ids: vec!["ou_1".into()]
+        })
+    );
+    let err = err(
+        json!({"receiveId": "a", "content": {"text": "x"}, "urgent": {"type": "fax", "userIds": []}}),
+    );
+    assert!(
+        err.contains("/urgent/type") && err.contains("/urgent/userIds"),
+        "{err}"
+    );
+    let hooks = EnvelopeValidator::with_webhooks(vec!["ops".into()]).unwrap();
+    let err = hooks
+        .validate(&json!({"receiveType": "webhook", "receiveId": "ops", "content": {"text": "x"}, "urgent": {"type": "app", "userIds": ["ou_1"]}}), None)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("cannot be buzzed"), "{err}");
+}
+
+#[test]
+fn replies_need_no_receiver_but_not_webhooks_or_system() {
+    let e = v()
+        .validate(
+            &json!({"replyTo": "om_abc", "content": {"text": "x"}}),
+            None,
+        )
+        .unwrap();
+    assert_eq!(e.receiver, Receiver::Parent("om_abc".into()));
+    assert_eq!(
+        e.reply,
+        Some(ReplyTo {
+            message_id: "om_abc".into(),
+            in_thread: false
+        })
+    );
+    let e = v()
+        .validate(&json!({"receiveType": "chat", "receiveId": "oc_1", "replyTo": "om_abc", "replyInThread": true, "content": {"text": "x"}}), None)
+        .unwrap();
+    assert_eq!(e.receiver.describe(), "chat_id:oc_1");
+    assert!(e.reply.is_some_and(|r| r.in_thread));
+    // Without replyTo the receiver is still required; replyInThread needs replyTo.
+    assert!(err(json!({"content": {"text": "x"}})).contains("\"receiveId\" is a required property"));
+    let e = err(json!({"receiveId": "a", "replyInThread": true, "content": {"text": "x"}}));
+    assert!(e.contains("replyTo"), "{e}");
+    assert!(err(json!({"replyTo": "12345", "content": {"text": "x"}})).contains("/replyTo"));
+    assert!(err(json!({"replyTo": "om_a/../b", "content": {"text": "x"}})).contains("/replyTo"));
+    let hooks = EnvelopeValidator::with_webhooks(vec!["ops".into()]).unwrap();
+    let e = hooks
+        .validate(&json!({"receiveType": "webhook", "receiveId": "ops", "replyTo": "om_abc", "content": {"text": "x"}}), None)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("/replyTo") && e.contains("webhooks cannot reply"),
+        "{e}"
+    );
+    let e = err(
+        json!({"receiveId": "ou_a", "replyTo": "om_abc", "contentType": "system", "content": {"type": "divider", "params": {"divider_text": {"text": "x"}}}}),
+    );
+    assert!(
+        e.contains("/contentType") && e.contains("cannot be a reply"),
+        "{e}"
+    );
+}
+
+#[test]
+fn system_divider_text_counts_cjk_twice() {
+    let sys = |t: &str| json!({"receiveId": "ou_a", "contentType": "system", "content": {"type": "divider", "params": {"divider_text": {"text": t}}}});
+    v().validate(&sys(&"新".repeat(10)), None).unwrap();
+    let e = err(sys(&"新".repeat(11)));
+    assert!(
+        e.contains("/content/params/divider_text/text") && e.contains("22 columns"),
+        "{e}"
+    );
+    assert!(err(sys(&"x".repeat(21))).contains("divider_text/text"));
+}
+
+#[test]
+fn violations_quoting_huge_values_are_clipped() {
+    let e = err(json!({"receiveId": "x".repeat(100_000), "content": 5}));
+    assert!(e.len() < 2 * MAX_VIOLATION_BYTES, "{} bytes", e.len());
+    assert!(
+        e.contains("/receiveId: \"xxx") && e.contains("more bytes)"),
+        "{e}"
+    );
+    assert!(e.contains("/content: 5 is not of types"), "{e}");
+}
+
+#[test]
+fn size_limits() {
+    let big = "x".repeat(31 * 1024);
+    let e = err(
+        json!({"receiveId": "a", "contentType": "interactive", "content": {"elements": [{"tag": "markdown", "content": big}]}}),
+    );
+    assert!(
+        e.contains("exceeds the 30 KiB limit for interactive"),
+        "{e}"
+    );
+    // The same text is fine as a text message (150 KiB).
+    v().validate(&json!({"receiveId": "a", "content": {"text": big}}), None)
+        .unwrap();
+    let huge = "x".repeat(151 * 1024);
+    assert!(err(json!({"receiveId": "a", "content": {"text": huge}})).contains("150 KiB"));
+}
