@@ -1,7 +1,7 @@
 //! The bad-input corpus (`tests/corpus/`): every case has its expected dead-letter stage, class and
 //! reason, and none may stall its partition, crash the connector or lose a record.
 //!
-//! Two levels. `corpus_offline` runs each case through `lark_sink::prepare` (and, for transform
+//! Two levels. `corpus_offline` runs each case through `lark_sink::envelope::prepare::record` (and, for transform
 //! cases, the script engine), the code the sink runs per record, without a broker: a reason
 //! regression shows in a second. The end-to-end tests send every case through the real binary, a
 //! real broker and the emulator, each bad record after a valid one on the same key (so several
