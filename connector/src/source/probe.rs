@@ -26,6 +26,10 @@ use rdkafka::ClientContext;
 /// How long start-up waits for the cluster before going on without an answer.
 pub const CHECK_TIME: Duration = Duration::from_secs(10);
 
+/// How long each step serves librdkafka's queued events (see [`probe`]): long enough to serve
+/// every event queued by then, short against the 500 ms metadata request.
+const SERVE_EVENTS: Duration = Duration::from_millis(20);
+
 /// What to check after an authentication failure: the one wording of start-up's error and of
 /// `check`'s fix line.
 const AUTHENTICATION_FIX: &str = "check kafka.sasl.mechanism, kafka.sasl.username and kafka.sasl.password, and that the user exists on the cluster";
@@ -127,8 +131,12 @@ pub async fn probe(kafka: &BTreeMap<String, String>, within: Duration, wait: Wai
                 .saturating_duration_since(Instant::now())
                 .min(Duration::from_millis(500));
             let answer = producer.client().fetch_metadata(None, step);
-            // Serves the queued error events, which call `ErrorCapture::error`.
-            producer.poll(Duration::ZERO);
+            // Serves the queued events: logs, and the error reports that call
+            // `ErrorCapture::error`. rdkafka's `poll` serves events until its timeout has passed,
+            // so with a zero timeout it serves only one; librdkafka queues several per failed
+            // connection (a log line, the reason, "all brokers down"), so polling one at a time
+            // fell behind and the reason sometimes never arrived within the time limit.
+            producer.poll(SERVE_EVENTS);
             let probe = capture.probe(answer.map_err(NoMetadata::Request));
             if probe.metadata.is_ok() || probe.conclusive(wait) || Instant::now() >= deadline {
                 return probe;
