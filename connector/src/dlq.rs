@@ -15,7 +15,7 @@ use crate::lark::{ErrorClass, LarkError};
 #[cfg(feature = "runtime")]
 mod writer;
 #[cfg(feature = "runtime")]
-pub use writer::{acked_producer, ensure_topic, producer_config, DeadLetterWriter, DlqError};
+pub use writer::{DeadLetterWriter, DlqError};
 
 /// Where in the pipeline the record failed (`__connect.errors.stage`; Connect's own values are
 /// KEY_CONVERTER, VALUE_CONVERTER, TRANSFORMATION, TASK_PUT).

@@ -21,10 +21,11 @@ use std::time::Duration;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde_json::{json, Map, Value};
 
-use crate::dlq::{self, DeadLetter};
+use crate::dlq::DeadLetter;
 use crate::envelope::{Envelope, UrgentKind};
 use crate::lark::SendOk;
 use crate::record::SourceRecord;
+use crate::source::kafka::{acked_producer, ensure_topic};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ResultError {
@@ -165,7 +166,7 @@ pub struct ResultWriter {
 
 impl ResultWriter {
     pub fn new(kafka: &BTreeMap<String, String>, topic: String) -> Result<Self, ResultError> {
-        let producer = dlq::acked_producer(kafka).map_err(ResultError::Create)?;
+        let producer = acked_producer(kafka).map_err(ResultError::Create)?;
         Ok(ResultWriter { producer, topic })
     }
 
@@ -176,7 +177,7 @@ impl ResultWriter {
     /// Makes sure the topic exists (created with one partition and the broker's default
     /// replication when missing; create it yourself for more).
     pub async fn ensure_topic(&self, kafka: &BTreeMap<String, String>) -> Result<(), ResultError> {
-        dlq::ensure_topic(&self.producer, kafka, &self.topic, 1, -1)
+        ensure_topic(&self.producer, kafka, &self.topic, 1, -1)
             .await
             .map_err(|reason| ResultError::Topic {
                 topic: self.topic.clone(),

@@ -42,11 +42,7 @@ pub(super) async fn start(
     let validator = EnvelopeValidator::with_webhooks(cfg.lark.webhooks.keys().cloned().collect())
         .map_err(SinkError::Schema)?;
     let client = Arc::new(LarkClient::new(&cfg.lark).map_err(SinkError::HttpClient)?);
-    // Wrong Kafka credentials or an untrusted broker certificate stop start-up here, with
-    // librdkafka's reason, instead of being retried quietly forever.
-    probe::check(&cfg.kafka, probe::CHECK_TIME)
-        .await
-        .map_err(SinkError::KafkaAccess)?;
+    check_kafka(&cfg).await?;
     let outputs = outputs(&cfg).await?;
     check_token(&client, control).await?;
     let limits = Arc::new(RateLimits::new(cfg.rate));
@@ -114,6 +110,24 @@ async fn outputs(cfg: &ConnectorConfig) -> Result<Outputs, SinkError> {
         dlq,
         results,
     })
+}
+
+/// Wrong Kafka credentials or an untrusted broker certificate stop start-up here, with
+/// librdkafka's reason, instead of being retried quietly forever. No answer at all only warns.
+async fn check_kafka(cfg: &ConnectorConfig) -> Result<(), SinkError> {
+    let found = probe::probe(&cfg.kafka, probe::CHECK_TIME, probe::Wait::Full).await;
+    if let Some(e) = found.access_error() {
+        return Err(SinkError::KafkaAccess(e));
+    }
+    match found.metadata {
+        // A bad property: the consumer, created next, reports it with its own message.
+        Ok(_) | Err(probe::NoMetadata::Client(_) | probe::NoMetadata::Panicked(_)) => {}
+        Err(probe::NoMetadata::Request(_)) => tracing::warn!(
+            "Kafka did not answer within {:?} at start-up; consuming anyway (librdkafka keeps reconnecting)",
+            probe::CHECK_TIME
+        ),
+    }
+    Ok(())
 }
 
 /// Checks the credentials before consuming anything: a wrong app secret stops start-up with

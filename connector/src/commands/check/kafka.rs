@@ -1,25 +1,23 @@
 //! The Kafka checks of `lark-sink check`: `broker`, `topic`, `dlq` and `dlq-write`.
 //!
-//! One metadata answer serves the broker, topic and DLQ checks. librdkafka reports the *reason*
-//! of a failed connection only through its global error callback, so the client here captures
-//! those reasons and renders them as findings instead of logging them.
+//! One metadata answer serves the broker, topic and DLQ checks. It comes from the probe start-up
+//! runs too ([`crate::source::probe`]), which also collects librdkafka's reasons for a failed
+//! connection; `broker` renders them as its finding, with start-up's wording of the fix for an
+//! authentication or TLS failure.
 
-use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rdkafka::config::RDKafkaLogLevel;
-use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
-use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::metadata::Metadata;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::types::RDKafkaErrorCode;
-use rdkafka::{ClientConfig, ClientContext};
 use serde_json::json;
 
-use super::{fail, finding, needs, CheckOptions, Checks, Finding, Status, PROBE_HEADER};
+use super::{fail, finding, needs, warn, CheckOptions, Checks, Finding, Status, PROBE_HEADER};
 use crate::config::{ConnectorConfig, Tolerance, Topics};
+use crate::source::kafka::{producer_config, ACKS_FORCED};
+use crate::source::probe::{probe, ErrorCapture, NoMetadata, Probe, Wait};
 
 /// What a check that needs the broker's metadata says when there is none.
 const NEEDS_BROKER: &str = "not checked: needs the broker";
@@ -79,111 +77,17 @@ fn dlq_in_use(cfg: &ConnectorConfig) -> Result<(), String> {
     }
 }
 
-/// Collects librdkafka's global errors (the only place the *reason* of a failed connection,
-/// TLS handshake or SASL login is reported) and keeps its log lines off the terminal.
-#[derive(Default)]
-struct Capture {
-    errors: Mutex<Vec<(Option<RDKafkaErrorCode>, String)>>,
-}
-
-impl Capture {
-    fn errors(&self) -> Vec<(Option<RDKafkaErrorCode>, String)> {
-        self.errors.lock().map(|e| e.clone()).unwrap_or_default()
-    }
-    /// librdkafka gave up on every broker, or a login / handshake failed: waiting longer will
-    /// not help.
-    fn conclusive(&self) -> bool {
-        self.errors().iter().any(|(c, _)| {
-            matches!(
-                c,
-                Some(
-                    RDKafkaErrorCode::AllBrokersDown
-                        | RDKafkaErrorCode::Authentication
-                        | RDKafkaErrorCode::SSL
-                        | RDKafkaErrorCode::SaslAuthenticationFailed
-                )
-            )
-        })
-    }
-}
-
-struct CheckContext(Arc<Capture>);
-
-impl ClientContext for CheckContext {
-    fn log(&self, _level: RDKafkaLogLevel, _fac: &str, _message: &str) {}
-    fn error(&self, error: KafkaError, reason: &str) {
-        if let Ok(mut errors) = self.0.errors.lock() {
-            let code = error.rdkafka_error_code();
-            if !errors.iter().any(|(_, r)| r == reason) {
-                errors.push((code, reason.to_string()));
-            }
-        }
-    }
-}
-
-impl ConsumerContext for CheckContext {}
-
-/// The client config of the check: the connector's own `kafka.*` (so TLS and SASL settings are
-/// the ones `run` uses), never creating topics by asking about them.
-fn kafka_config(kafka: &BTreeMap<String, String>) -> ClientConfig {
-    let mut c = ClientConfig::new();
-    for (k, v) in kafka {
-        c.set(k, v);
-    }
-    c.set("allow.auto.create.topics", "false");
-    c
-}
-
-/// `broker`: a metadata request for all topics, retried in short steps until the deadline or
-/// until librdkafka says why it cannot connect.
+/// `broker`: the shared Kafka probe ([`probe`]), which stops early once librdkafka says why it
+/// cannot connect.
 async fn check_broker(cfg: &ConnectorConfig, timeout: Duration) -> (Finding, Option<Metadata>) {
     let servers = cfg
         .kafka
         .get("bootstrap.servers")
-        .cloned()
+        .map(String::as_str)
         .unwrap_or_default();
-    let kafka = cfg.kafka.clone();
-    let result = tokio::task::spawn_blocking(move || {
-        let capture = Arc::new(Capture::default());
-        let consumer: BaseConsumer<CheckContext> = match kafka_config(&kafka)
-            .set_log_level(RDKafkaLogLevel::Error)
-            .create_with_context(CheckContext(capture.clone()))
-        {
-            Ok(c) => c,
-            Err(e) => return (Err(format!("cannot create a Kafka client: {e}")), capture),
-        };
-        let deadline = Instant::now() + timeout;
-        loop {
-            let step = deadline
-                .saturating_duration_since(Instant::now())
-                .min(Duration::from_millis(500));
-            match consumer.fetch_metadata(None, step) {
-                Ok(md) => return (Ok(md), capture),
-                Err(e) => {
-                    // Serves the queued error events, which call `CheckContext::error`.
-                    let _ = consumer.poll(Duration::ZERO);
-                    if capture.conclusive() || Instant::now() >= deadline {
-                        return (Err(e.to_string()), capture);
-                    }
-                }
-            }
-        }
-    })
-    .await;
-    let (result, capture) = match result {
-        Ok(r) => r,
-        Err(e) => {
-            return (
-                fail(
-                    "broker",
-                    format!("the check panicked: {e}"),
-                    "report this as a bug",
-                ),
-                None,
-            )
-        }
-    };
-    match result {
+    let found = probe(&cfg.kafka, timeout, Wait::UntilAllBrokersDown).await;
+    let fix = broker_fix(&found);
+    match found.metadata {
         Ok(md) => {
             let f = finding(
                 "broker",
@@ -196,36 +100,38 @@ async fn check_broker(cfg: &ConnectorConfig, timeout: Duration) -> (Finding, Opt
             );
             (f, Some(md))
         }
-        Err(e) => {
-            let errors = capture.errors();
-            let has = |code: RDKafkaErrorCode| errors.iter().any(|(c, _)| *c == Some(code));
-            let reasons: Vec<&str> = errors.iter().map(|(_, r)| r.as_str()).take(2).collect();
-            let silent = reasons.is_empty();
-            let reason = if silent {
-                format!("{e}; the broker never answered")
-            } else {
-                reasons.join("; ")
-            };
-            let fix = if has(RDKafkaErrorCode::Authentication)
-                || has(RDKafkaErrorCode::SaslAuthenticationFailed)
-            {
-                "the broker refused the login: check kafka.sasl.mechanism, kafka.sasl.username and kafka.sasl.password (and that this principal exists on the cluster)"
-            } else if has(RDKafkaErrorCode::SSL) {
-                "the TLS handshake failed: check kafka.security.protocol (SSL / SASL_SSL must match the listener), kafka.ssl.ca.location (the broker's CA) and the host name in kafka.bootstrap.servers (it must match the certificate)"
-            } else if silent {
-                "a listener that accepts the connection but never answers usually speaks another protocol: check that kafka.security.protocol (PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL) matches the listener on kafka.bootstrap.servers; otherwise check the address and the network"
-            } else {
-                "check kafka.bootstrap.servers (host:port of a listener reachable from this host: DNS, firewall, advertised.listeners), and kafka.security.protocol if that listener expects TLS or SASL"
-            };
-            (
-                fail(
-                    "broker",
-                    format!("{servers}: no metadata (time limit {timeout:?}): {reason}"),
-                    fix,
-                ),
-                None,
-            )
+        Err(NoMetadata::Panicked(e)) => {
+            let f = fail(
+                "broker",
+                format!("the check panicked: {e}"),
+                "report this as a bug",
+            );
+            (f, None)
         }
+        Err(e) => {
+            let reasons: Vec<&str> = found
+                .errors
+                .iter()
+                .map(|(_, r)| r.as_str())
+                .take(2)
+                .collect();
+            let reason = match reasons.is_empty() {
+                true => format!("{e}; the broker never answered"),
+                false => reasons.join("; "),
+            };
+            let detail = format!("{servers}: no metadata (time limit {timeout:?}): {reason}");
+            (fail("broker", detail, fix), None)
+        }
+    }
+}
+
+/// The fix of a failed `broker` line: an access error's own wording (the one start-up uses),
+/// else what librdkafka's silence or its reasons point to.
+fn broker_fix(found: &Probe) -> &'static str {
+    match found.access_error() {
+        Some(e) => e.fix(),
+        None if found.errors.is_empty() => "a listener that accepts the connection but never answers usually speaks another protocol: check that kafka.security.protocol (PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL) matches the listener on kafka.bootstrap.servers; otherwise check the address and the network",
+        None => "check kafka.bootstrap.servers (host:port of a listener reachable from this host: DNS, firewall, advertised.listeners), and kafka.security.protocol if that listener expects TLS or SASL",
     }
 }
 
@@ -245,86 +151,85 @@ fn partitions(md: &Metadata, topic: &str) -> Option<Result<(usize, usize), Strin
 
 /// `topic`: one line per listed topic, or one line for the regex.
 fn check_topics(cfg: &ConnectorConfig, md: &Metadata) -> Vec<Finding> {
-    let describe = |name: &str, n: usize, leaderless: usize| -> Finding {
-        if leaderless > 0 {
-            Finding {
-                id: "topic",
-                status: Status::Warn,
-                detail: format!("{name}: {n} partitions, {leaderless} without a leader"),
-                fix: Some("the broker(s) leading them are down: see the cluster's health".into()),
-            }
-        } else {
-            finding("topic", Status::Ok, format!("{name}: {n} partition(s)"))
-        }
-    };
     match &cfg.topics {
         Topics::List(list) => list
             .iter()
-            .map(|name| match partitions(md, name) {
-                Some(Ok((n, leaderless))) if n > 0 => describe(name, n, leaderless),
-                Some(Ok(_)) => fail(
-                    "topic",
-                    format!("{name}: has no partitions"),
-                    "the topic is being created or deleted; wait, or recreate it",
-                ),
-                Some(Err(e)) => fail(
-                    "topic",
-                    format!("{name}: the broker answered {e}"),
-                    format!("if it is an authorization error, grant the connector's principal DESCRIBE and READ on topic '{name}' and READ on group '{}'", cfg.kafka.get("group.id").map(String::as_str).unwrap_or("?")),
-                ),
-                None => fail(
-                    "topic",
-                    format!("{name}: no such topic on the cluster (or this principal may not DESCRIBE it)"),
-                    format!("create topic '{name}', or correct 'topics' (names are case-sensitive)"),
-                ),
-            })
+            .map(|name| check_listed_topic(cfg, md, name))
             .collect(),
-        Topics::Regex(re) => {
-            // As librdkafka matches the subscription: anchored at the start only.
-            let compiled = crate::config::topics_regex_matcher(re);
-            let Ok(compiled) = compiled else {
-                return vec![fail(
-                    "topic",
-                    format!("topics.regex '{re}' is not a valid regular expression"),
-                    "correct 'topics.regex'",
-                )];
-            };
-            let mut matched: Vec<(&str, usize)> = md
-                .topics()
-                .iter()
-                .filter(|t| compiled.is_match(t.name()))
-                .map(|t| (t.name(), t.partitions().len()))
-                .collect();
-            matched.sort();
-            if matched.is_empty() {
-                return vec![fail(
-                    "topic",
-                    format!("topics.regex '{re}' matches no topic on the cluster"),
-                    "correct 'topics.regex' (it is matched from the start of each name), or create a matching topic; the connector would subscribe and wait for one",
-                )];
-            }
-            let total: usize = matched.iter().map(|(_, n)| n).sum();
-            let names: Vec<String> = matched
-                .iter()
-                .take(10)
-                .map(|(t, n)| format!("{t} ({n})"))
-                .collect();
-            let more = if matched.len() > 10 {
-                format!(", and {} more", matched.len() - 10)
-            } else {
-                String::new()
-            };
-            vec![finding(
-                "topic",
-                Status::Ok,
-                format!(
-                    "topics.regex '{re}' matches {} topic(s), {total} partition(s): {}{more}",
-                    matched.len(),
-                    names.join(", ")
-                ),
-            )]
-        }
+        Topics::Regex(re) => vec![check_topics_regex(md, re)],
     }
+}
+
+/// The `topic` line of one topic named in `topics`.
+fn check_listed_topic(cfg: &ConnectorConfig, md: &Metadata, name: &str) -> Finding {
+    match partitions(md, name) {
+        Some(Ok((n, leaderless))) if leaderless > 0 => warn(
+            "topic",
+            format!("{name}: {n} partitions, {leaderless} without a leader"),
+        )
+        .with_fix("the broker(s) leading them are down: see the cluster's health"),
+        Some(Ok((n, _))) if n > 0 => finding("topic", Status::Ok, format!("{name}: {n} partition(s)")),
+        Some(Ok(_)) => fail(
+            "topic",
+            format!("{name}: has no partitions"),
+            "the topic is being created or deleted; wait, or recreate it",
+        ),
+        Some(Err(e)) => fail(
+            "topic",
+            format!("{name}: the broker answered {e}"),
+            format!("if it is an authorization error, grant the connector's principal DESCRIBE and READ on topic '{name}' and READ on group '{}'", cfg.kafka.get("group.id").map(String::as_str).unwrap_or("?")),
+        ),
+        None => fail(
+            "topic",
+            format!("{name}: no such topic on the cluster (or this principal may not DESCRIBE it)"),
+            format!("create topic '{name}', or correct 'topics' (names are case-sensitive)"),
+        ),
+    }
+}
+
+/// The one `topic` line of `topics.regex`: the topics it matches, with partition counts.
+fn check_topics_regex(md: &Metadata, re: &str) -> Finding {
+    // As librdkafka matches the subscription: anchored at the start only.
+    let Ok(compiled) = crate::config::topics_regex_matcher(re) else {
+        return fail(
+            "topic",
+            format!("topics.regex '{re}' is not a valid regular expression"),
+            "correct 'topics.regex'",
+        );
+    };
+    let mut matched: Vec<(&str, usize)> = md
+        .topics()
+        .iter()
+        .filter(|t| compiled.is_match(t.name()))
+        .map(|t| (t.name(), t.partitions().len()))
+        .collect();
+    matched.sort();
+    if matched.is_empty() {
+        return fail(
+            "topic",
+            format!("topics.regex '{re}' matches no topic on the cluster"),
+            "correct 'topics.regex' (it is matched from the start of each name), or create a matching topic; the connector would subscribe and wait for one",
+        );
+    }
+    let total: usize = matched.iter().map(|(_, n)| n).sum();
+    let names: Vec<String> = matched
+        .iter()
+        .take(10)
+        .map(|(t, n)| format!("{t} ({n})"))
+        .collect();
+    let more = match matched.len() > 10 {
+        true => format!(", and {} more", matched.len() - 10),
+        false => String::new(),
+    };
+    finding(
+        "topic",
+        Status::Ok,
+        format!(
+            "topics.regex '{re}' matches {} topic(s), {total} partition(s): {}{more}",
+            matched.len(),
+            names.join(", ")
+        ),
+    )
 }
 
 /// `dlq`: the dead-letter topic exists. A missing DLQ is a failure even though `run` tries to
@@ -358,17 +263,17 @@ fn check_dlq_exists(cfg: &ConnectorConfig, md: &Metadata) -> Finding {
 /// as real dead letters are).
 async fn check_dlq_write(cfg: &ConnectorConfig, timeout: Duration) -> Finding {
     let topic = cfg.errors.dlq_topic.clone().unwrap_or_default();
-    let capture = Arc::new(Capture::default());
-    let mut c = crate::dlq::producer_config(&cfg.kafka);
-    for k in ["acks", "request.required.acks"] {
+    let capture = ErrorCapture::default();
+    let mut c = producer_config(&cfg.kafka);
+    for k in ACKS_FORCED {
         c.remove(k);
     }
-    let producer: FutureProducer<CheckContext> = match c
+    let producer: FutureProducer<ErrorCapture> = match c
         .set("acks", "all")
         .set("allow.auto.create.topics", "false")
         .set("message.timeout.ms", timeout.as_millis().max(1).to_string())
         .set_log_level(RDKafkaLogLevel::Error)
-        .create_with_context(CheckContext(capture.clone()))
+        .create_with_context(capture.clone())
     {
         Ok(p) => p,
         Err(e) => {

@@ -10,7 +10,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use super::{
-    fail, finding, needs, CheckOptions, Checks, Finding, Status, PROBE_MOBILE, PROBE_OPEN_ID,
+    fail, finding, needs, warn, CheckOptions, Checks, Finding, Status, PROBE_MOBILE, PROBE_OPEN_ID,
 };
 use crate::config::{ConnectorConfig, WebhookConfig};
 use crate::lark::client::read_response;
@@ -152,12 +152,9 @@ fn lark_unreachable(id: &'static str, e: &LarkError, cfg: &ConnectorConfig) -> F
             format!("{base} did not answer like Lark: {e}"),
             "check lark.domain (feishu, lark or the base URL of the OpenAPI, without /open-apis) and any proxy in between",
         ),
-        (Some(_), _) => Finding {
-            id,
-            status: Status::Warn,
-            detail: format!("unexpected answer: {e}"),
-            fix: Some("see Lark's error code documentation; run check again later if it is transient".into()),
-        },
+        (Some(_), _) => warn(id, format!("unexpected answer: {e}")).with_fix(
+            "see Lark's error code documentation; run check again later if it is transient",
+        ),
     }
 }
 
@@ -166,93 +163,88 @@ fn lark_unreachable(id: &'static str, e: &LarkError, cfg: &ConnectorConfig) -> F
 async fn check_bot(client: &LarkClient) -> (Finding, Finding) {
     let uuid = format!("ls-check-{:016x}", rand::random::<u64>());
     let content = json!({"text": "lark-sink check probe (addressed to no one)"}).to_string();
-    let result = client
+    match client
         .send_message("open_id", PROBE_OPEN_ID, "text", &content, &uuid)
-        .await;
-    let scope_ok = || {
-        finding(
-            "send-scope",
-            Status::Ok,
-            "the send API accepted the app's scopes",
-        )
-    };
-    let not_reached = |why: &str| finding("bot", Status::Skip, format!("not checked: {why}"));
-    match result {
+        .await
+    {
         Ok(ok) => (
             scope_ok(),
-            Finding {
-                id: "bot",
-                status: Status::Warn,
-                detail: format!(
+            warn(
+                "bot",
+                format!(
                     "Lark accepted a message to the made-up receiver {PROBE_OPEN_ID} (message_id {}): the bot can send, but this answer is not what Lark documents",
                     ok.message_id
                 ),
-                fix: None,
-            },
+            ),
         ),
-        Err(e) => match e.code {
-            Some(99991672) => (
-                fail(
-                    "send-scope",
-                    format!("the app may not send messages: {e}"),
-                    "in the developer console (Permissions & Scopes) add im:message:send_as_bot (\"Send messages as an app\"; im:message also works), then create and publish a new app version",
-                ),
-                not_reached("the request stopped at the scope check"),
+        Err(e) => bot_refusal(&e),
+    }
+}
+
+/// The `send-scope` line of a probe that got past the scope check.
+fn scope_ok() -> Finding {
+    finding(
+        "send-scope",
+        Status::Ok,
+        "the send API accepted the app's scopes",
+    )
+}
+
+/// `send-scope` and `bot` from the probe's refusal: which check stopped it tells what is on.
+fn bot_refusal(e: &LarkError) -> (Finding, Finding) {
+    let not_reached = |why: &str| finding("bot", Status::Skip, format!("not checked: {why}"));
+    // Refused before the bot-ability check: the scope line fails, the bot line is not reached.
+    let refused_before =
+        |fix: &str, why: &str| (fail("send-scope", format!("{e}"), fix), not_reached(why));
+    match e.code {
+        Some(99991672) => (
+            fail(
+                "send-scope",
+                format!("the app may not send messages: {e}"),
+                "in the developer console (Permissions & Scopes) add im:message:send_as_bot (\"Send messages as an app\"; im:message also works), then create and publish a new app version",
             ),
-            Some(230006) => (
-                scope_ok(),
-                fail(
-                    "bot",
-                    format!("{e}"),
-                    "enable the Bot feature (developer console: Features > Bot), then create and publish a new app version; a tenant admin may have to approve it",
-                ),
+            not_reached("the request stopped at the scope check"),
+        ),
+        Some(230006) => (
+            scope_ok(),
+            fail(
+                "bot",
+                format!("{e}"),
+                "enable the Bot feature (developer console: Features > Bot), then create and publish a new app version; a tenant admin may have to approve it",
             ),
-            // The made-up receiver was refused after the bot-ability check: the bot is on.
-            Some(230001) | Some(230034) | Some(99992351) | Some(99992361) => (
-                scope_ok(),
-                finding(
-                    "bot",
-                    Status::Ok,
-                    format!(
-                        "bot ability on (Lark refused the made-up receiver with code {}, as expected)",
-                        e.code.unwrap_or_default()
-                    ),
-                ),
+        ),
+        // The made-up receiver was refused after the bot-ability check: the bot is on.
+        Some(code @ (230001 | 230034 | 99992351 | 99992361)) => (
+            scope_ok(),
+            finding(
+                "bot",
+                Status::Ok,
+                format!("bot ability on (Lark refused the made-up receiver with code {code}, as expected)"),
             ),
-            Some(99991401) => {
-                let f = fail(
+        ),
+        Some(99991401) => refused_before(
+            "this host's IP is not on the app's IP allow-list: add it (developer console: Security Settings)",
+            "the request was refused by the IP allow-list",
+        ),
+        Some(99991403) => refused_before(
+            "the tenant's monthly API quota is spent (Basic plan): wait for the 1st or upgrade the plan",
+            "the monthly quota is spent",
+        ),
+        code => {
+            let scope = match code {
+                Some(_) => warn(
                     "send-scope",
-                    format!("{e}"),
-                    "this host's IP is not on the app's IP allow-list: add it (developer console: Security Settings)",
-                );
-                (f, not_reached("the request was refused by the IP allow-list"))
-            }
-            Some(99991403) => {
-                let f = fail(
-                    "send-scope",
-                    format!("{e}"),
-                    "the tenant's monthly API quota is spent (Basic plan): wait for the 1st or upgrade the plan",
-                );
-                (f, not_reached("the monthly quota is spent"))
-            }
-            _ => {
-                let w = Finding {
-                    id: "bot",
-                    status: Status::Warn,
-                    detail: format!("cannot tell whether the bot ability is on: unexpected answer {e}"),
-                    fix: Some("send one message with `lark-sink send` to a test user to be sure".into()),
-                };
-                let scope = match e.code {
-                    Some(_) => finding(
-                        "send-scope",
-                        Status::Warn,
-                        "not proven: the probe got an unexpected answer (see bot)",
-                    ),
-                    None => finding("send-scope", Status::Warn, format!("no Lark answer: {e}")),
-                };
-                (scope, w)
-            }
-        },
+                    "not proven: the probe got an unexpected answer (see bot)",
+                ),
+                None => warn("send-scope", format!("no Lark answer: {e}")),
+            };
+            let bot = warn(
+                "bot",
+                format!("cannot tell whether the bot ability is on: unexpected answer {e}"),
+            )
+            .with_fix("send one message with `lark-sink send` to a test user to be sure");
+            (scope, bot)
+        }
     }
 }
 
@@ -269,12 +261,7 @@ async fn check_contact_scope(client: &LarkClient) -> Finding {
             format!("the app may not look users up by phone: {e}"),
             "in the developer console (Permissions & Scopes) add contact:user.id:readonly, then publish a new app version. Without it a record with receiveType \"phone\" stops the connector; if no record ever uses phone numbers, run check with --skip contact-scope",
         ),
-        Err(e) => Finding {
-            id: "contact-scope",
-            status: Status::Warn,
-            detail: format!("not proven: unexpected answer {e}"),
-            fix: None,
-        },
+        Err(e) => warn("contact-scope", format!("not proven: unexpected answer {e}")),
     }
 }
 
@@ -292,19 +279,61 @@ async fn check_webhook(http: &reqwest::Client, name: &str, hook: &WebhookConfig)
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64);
     // §8: timestamp (seconds, as a string) and sign at the top level; no msg_type on purpose.
-    let probe = |sign: Option<String>| match sign {
-        Some(s) => json!({"timestamp": now.to_string(), "sign": s}),
-        None => json!({}),
+    let post = |sign: Option<String>| async move {
+        let body = match sign {
+            Some(s) => json!({"timestamp": now.to_string(), "sign": s}),
+            None => json!({}),
+        };
+        read_response(http.post(&hook.url).json(&body)).await
     };
-    let post = |body: Value| async move { read_response(http.post(&hook.url).json(&body)).await };
-    let key = |o: &str| format!("lark.webhooks.{name}.{o}");
     let signature = hook
         .secret
         .as_ref()
         .map(|s| crate::lark::webhook::sign(s.expose(), now));
-    let first = post(probe(signature.clone())).await;
+    let first = post(signature).await;
+    match webhook_code(&first) {
+        // Past the token and signature, refused for the missing msg_type: nothing was posted.
+        Some(19002 | 9499) if hook.secret.is_none() => finding(
+            "webhook",
+            Status::Ok,
+            format!("{name}: token valid, no signature required (probe refused for its missing msg_type; nothing posted)"),
+        ),
+        Some(19002 | 9499) => {
+            // Control probe: a wrong signature must be refused, or the first answer proves
+            // nothing about the secret (Lark would have looked at the message first).
+            let control = post(Some("lark-sink-check-wrong-signature".into())).await;
+            match webhook_code(&control) {
+                Some(19021) => finding(
+                    "webhook",
+                    Status::Ok,
+                    format!("{name}: token and signature verified (nothing posted)"),
+                ),
+                _ => warn(
+                    "webhook",
+                    format!("{name}: token valid; signature not verified (Lark checked the probe's message before its signature, so only a posted message proves {})", webhook_key(name, "secret")),
+                )
+                .with_fix(format!("send a test message: lark-sink send --receive-type webhook --receive-id {name} ...")),
+            }
+        }
+        _ => webhook_refusal(name, hook, &first),
+    }
+}
+
+/// The config key `lark.webhooks.<name>.<option>`, for the fix lines.
+fn webhook_key(name: &str, option: &str) -> String {
+    format!("lark.webhooks.{name}.{option}")
+}
+
+/// The `webhook` line of a probe that did not get past the token or the signature, or that Lark
+/// did not refuse as expected.
+fn webhook_refusal(
+    name: &str,
+    hook: &WebhookConfig,
+    first: &Result<(Value, Option<String>), LarkError>,
+) -> Finding {
+    let key = |o: &str| webhook_key(name, o);
     let failed = |detail: String, fix: String| fail("webhook", format!("{name}: {detail}"), fix);
-    match (webhook_code(&first), &first) {
+    match (webhook_code(first), first) {
         (Some(19001), _) => failed(
             "Lark does not know this webhook (19001: token invalid)".into(),
             format!("copy the webhook address from the group's bot settings into {} (or its token into {}); the bot may have been removed from the group", key("url"), key("token")),
@@ -321,36 +350,10 @@ async fn check_webhook(http: &reqwest::Client, name: &str, hook: &WebhookConfig)
             "this host's IP is not allowed (19022)".into(),
             "add this host's public IP to the bot's IP allow-list (bot settings > Security), or remove the list".into(),
         ),
-        // Past the token and signature, refused for the missing msg_type: nothing was posted.
-        (Some(19002) | Some(9499), _) if hook.secret.is_none() => finding(
+        (Some(0), _) => warn(
             "webhook",
-            Status::Ok,
-            format!("{name}: token valid, no signature required (probe refused for its missing msg_type; nothing posted)"),
+            format!("{name}: Lark accepted an empty probe (code 0): the token works, but this is not what Lark documents and the group may show an empty message"),
         ),
-        (Some(19002) | Some(9499), _) => {
-            // Control probe: a wrong signature must be refused, or the first answer proves
-            // nothing about the secret (Lark would have looked at the message first).
-            let control = post(probe(Some("lark-sink-check-wrong-signature".into()))).await;
-            match webhook_code(&control) {
-                Some(19021) => finding(
-                    "webhook",
-                    Status::Ok,
-                    format!("{name}: token and signature verified (nothing posted)"),
-                ),
-                _ => Finding {
-                    id: "webhook",
-                    status: Status::Warn,
-                    detail: format!("{name}: token valid; signature not verified (Lark checked the probe's message before its signature, so only a posted message proves {})", key("secret")),
-                    fix: Some(format!("send a test message: lark-sink send --receive-type webhook --receive-id {name} ...")),
-                },
-            }
-        }
-        (Some(0), _) => Finding {
-            id: "webhook",
-            status: Status::Warn,
-            detail: format!("{name}: Lark accepted an empty probe (code 0): the token works, but this is not what Lark documents and the group may show an empty message"),
-            fix: None,
-        },
         (_, Err(e)) if e.code.is_none() => {
             let detail = match e.http_status {
                 None => format!("cannot reach the webhook: {e}"),
@@ -358,17 +361,12 @@ async fn check_webhook(http: &reqwest::Client, name: &str, hook: &WebhookConfig)
             };
             failed(detail, format!("check {} (https://open.feishu.cn/open-apis/bot/v2/hook/<token> or the larksuite.com equivalent) and this host's network", key("url")))
         }
-        (_, r) => Finding {
-            id: "webhook",
-            status: Status::Warn,
-            detail: format!(
-                "{name}: unexpected answer {}",
-                match r {
-                    Err(e) => e.to_string(),
-                    Ok(_) => "code 0".into(),
-                }
-            ),
-            fix: None,
-        },
+        (_, r) => {
+            let answer = match r {
+                Err(e) => e.to_string(),
+                Ok(_) => "code 0".into(),
+            };
+            warn("webhook", format!("{name}: unexpected answer {answer}"))
+        }
     }
 }

@@ -192,6 +192,21 @@ pub(super) fn finding(id: &'static str, status: Status, detail: impl Into<String
     }
 }
 
+/// A WARN line: an answer that does not fail the run but is not a pass either.
+pub(super) fn warn(id: &'static str, detail: impl Into<String>) -> Finding {
+    finding(id, Status::Warn, detail)
+}
+
+impl Finding {
+    /// The same line, with what to do about it.
+    pub(super) fn with_fix(self, fix: impl Into<String>) -> Finding {
+        Finding {
+            fix: Some(fix.into()),
+            ..self
+        }
+    }
+}
+
 pub(super) fn fail(id: &'static str, detail: impl Into<String>, fix: impl Into<String>) -> Finding {
     Finding {
         id,
