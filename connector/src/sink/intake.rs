@@ -18,7 +18,7 @@ use tokio::task::JoinSet;
 
 use super::backpressure::{self, Backpressure, Load};
 use super::settle::{Deliverer, InFlight, Outgoing, Settle};
-use super::{SinkError, SinkStats};
+use super::SinkError;
 use crate::config::ConnectorConfig;
 use crate::delivery::Scheduler;
 use crate::lark::directory;
@@ -106,9 +106,7 @@ impl Intake {
 
     /// One record: begin it, prepare it, dispatch its messages.
     async fn take(&mut self, record: SourceRecord) -> Result<(), SinkError> {
-        let stats = &self.settle.stats;
-        SinkStats::add(&stats.records_received, 1);
-        telemetry::record_received(&record.topic);
+        self.settle.stats.received(&record.topic);
         let (ticket, revoked) = self
             .settle
             .offsets
@@ -192,13 +190,8 @@ impl Intake {
             bytes: self.scheduler.bytes(),
         };
         let stats = &self.settle.stats;
-        let buffered = load.messages as u64;
-        stats.buffered_messages.store(buffered, Ordering::Relaxed);
-        stats
-            .buffered_messages_peak
-            .fetch_max(buffered, Ordering::Relaxed);
+        stats.buffered(load.messages, load.bytes);
         let user_paused = self.settle.control.is_paused();
-        telemetry::buffered(load.messages, load.bytes);
         // Partitions assigned since the last step start unpaused in librdkafka.
         let reassigned = self
             .consumer

@@ -28,7 +28,6 @@ mod settle;
 mod startup;
 
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use tokio::sync::mpsc;
@@ -37,6 +36,7 @@ use crate::config::{ConfigError, ConnectorConfig};
 use crate::control::Control;
 use crate::dlq::DlqError;
 use crate::results::ResultError;
+use crate::telemetry::SinkStats;
 use crate::validate::SchemaError;
 use intake::Intake;
 use settle::Settle;
@@ -78,35 +78,6 @@ pub enum SinkError {
     /// Kafka refused the credentials, or its certificate was not trusted (checked at start-up).
     #[error("cannot start: {0}")]
     KafkaAccess(crate::source::probe::KafkaAccessError),
-}
-
-/// Live counters, readable while the sink runs (the demo, tests and benchmarks watch them).
-#[derive(Debug, Default)]
-pub struct SinkStats {
-    pub records_received: AtomicU64,
-    pub records_finished: AtomicU64,
-    pub messages_delivered: AtomicU64,
-    /// Dead letters written (one per failed message, or one per record that failed before
-    /// it was split into messages).
-    pub dead_letters: AtomicU64,
-    /// Records written to the result topic (`lark.result.topic`).
-    pub results_written: AtomicU64,
-    /// Records a transform turned into zero messages.
-    pub records_dropped: AtomicU64,
-    /// How many times the partitions were paused because the buffer was full.
-    pub pauses: AtomicU64,
-    /// Messages buffered right now, and the most ever buffered.
-    pub buffered_messages: AtomicU64,
-    pub buffered_messages_peak: AtomicU64,
-}
-
-impl SinkStats {
-    fn add(counter: &AtomicU64, n: u64) {
-        counter.fetch_add(n, Ordering::Relaxed);
-    }
-    pub fn get(counter: &AtomicU64) -> u64 {
-        counter.load(Ordering::Relaxed)
-    }
 }
 
 /// Runs the connector until `shutdown` resolves or a restart is requested through `control`

@@ -17,7 +17,7 @@ use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::{SinkError, SinkStats};
+use super::SinkError;
 use crate::control::Control;
 use crate::delivery::{
     buzz, deliver, Delivered, DeliveryFailure, Handler, Queued, RateLimits, RetryPolicy,
@@ -27,7 +27,7 @@ use crate::lark::{LarkClient, UserDirectory};
 use crate::record::SourceRecord;
 use crate::results::{self, ResultWriter, UrgentOutcome};
 use crate::source::{Offsets, Ticket};
-use crate::telemetry;
+use crate::telemetry::SinkStats;
 use crate::validate::{Envelope, Urgent};
 
 /// A record whose messages are being delivered. Finished when `pending` reaches zero.
@@ -87,6 +87,7 @@ pub(super) struct Settle {
     pub outputs: Outputs,
     /// Where a finished record's offset is stored.
     pub offsets: Offsets,
+    /// The sink's events: metrics, and the figures the demo reads.
     pub stats: Arc<SinkStats>,
     pub control: Arc<Control>,
     /// Where a queue reports an error that stops the connector (the loop ends on it).
@@ -151,8 +152,7 @@ impl Settle {
     /// Lark took the message: buzz it if it is urgent, then write its `delivered` result.
     async fn delivered(&self, m: &Outgoing, done: Delivered) -> Result<(), SinkError> {
         let record = &m.record.record;
-        SinkStats::add(&self.stats.messages_delivered, 1);
-        telemetry::delivered(&m.envelope.msg_type, record.timestamp);
+        self.stats.delivered(&m.envelope.msg_type, record.timestamp);
         tracing::debug!(record = %record.coordinates(), index = m.index,
             message_id = %done.ok.message_id, attempts = done.attempts, "delivered");
         let urgent = match &m.envelope.urgent {
@@ -257,18 +257,14 @@ impl Settle {
 
     /// A record a transform turned into zero messages: finished at once.
     pub fn dropped(&self, rec: &InFlight) {
-        SinkStats::add(&self.stats.records_dropped, 1);
-        SinkStats::add(&self.stats.records_finished, 1);
-        telemetry::record_dropped();
-        telemetry::record_finished(&rec.record.topic);
+        self.stats.dropped(&rec.record.topic);
         self.offsets.finish(&rec.ticket);
     }
 
     /// One message of `rec` is finished; the record is when its last message is.
     fn message_done(&self, rec: &InFlight) {
         if rec.pending.fetch_sub(1, Ordering::SeqCst) == 1 {
-            SinkStats::add(&self.stats.records_finished, 1);
-            telemetry::record_finished(&rec.record.topic);
+            self.stats.finished(&rec.record.topic);
             self.offsets.finish(&rec.ticket);
         }
     }
@@ -287,8 +283,7 @@ impl Settle {
             "dead-lettered: {}", dl.reason);
         // The DLQ write must succeed before the offset moves.
         durably(|| writer.write(record, &dl)).await?;
-        SinkStats::add(&self.stats.dead_letters, 1);
-        telemetry::dead_letter(&dl.class);
+        self.stats.dead_lettered(&dl.class);
         Ok(())
     }
 
@@ -322,7 +317,6 @@ impl Settle {
             return Ok(());
         };
         durably(|| writer.write(record, &result)).await?;
-        SinkStats::add(&self.stats.results_written, 1);
         Ok(())
     }
 
