@@ -236,6 +236,13 @@ mod tests {
             .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
     }
 
+    /// Asserts each `(series, value)` in a `/metrics` text.
+    fn assert_series(text: &str, expected: &[(&str, f64)]) {
+        for (series, v) in expected {
+            assert_eq!(value(text, series), Some(*v), "{series} in\n{text}");
+        }
+    }
+
     #[test]
     fn finished_counts_the_record_for_the_demo_and_by_topic() {
         let (stats, text) = recorded(|s| {
@@ -243,34 +250,26 @@ mod tests {
             s.finished("alerts");
             s.finished("audit");
         });
-        assert_eq!(stats.records_finished(), 3);
-        let finished = "lark_sink_records_finished_total";
-        assert_eq!(
-            value(&text, &format!("{finished}{{topic=\"alerts\"}}")),
-            Some(2.0),
-            "{text}"
+        assert_eq!((stats.records_finished(), stats.dead_letters()), (3, 0));
+        assert_series(
+            &text,
+            &[
+                ("lark_sink_records_finished_total{topic=\"alerts\"}", 2.0),
+                ("lark_sink_records_finished_total{topic=\"audit\"}", 1.0),
+            ],
         );
-        assert_eq!(
-            value(&text, &format!("{finished}{{topic=\"audit\"}}")),
-            Some(1.0),
-            "{text}"
-        );
-        assert_eq!(stats.dead_letters(), 0);
     }
 
     #[test]
     fn a_dropped_record_is_finished_too() {
         let (stats, text) = recorded(|s| s.dropped("alerts"));
         assert_eq!(stats.records_finished(), 1);
-        assert_eq!(
-            value(&text, "lark_sink_records_dropped_total"),
-            Some(1.0),
-            "{text}"
-        );
-        assert_eq!(
-            value(&text, "lark_sink_records_finished_total{topic=\"alerts\"}"),
-            Some(1.0),
-            "{text}"
+        assert_series(
+            &text,
+            &[
+                ("lark_sink_records_dropped_total", 1.0),
+                ("lark_sink_records_finished_total{topic=\"alerts\"}", 1.0),
+            ],
         );
     }
 
@@ -281,19 +280,17 @@ mod tests {
             s.dead_lettered("R-bo-exhausted");
             s.dead_lettered("schema");
         });
-        assert_eq!(stats.dead_letters(), 3);
-        let letters = "lark_sink_dead_letters_total";
-        assert_eq!(
-            value(&text, &format!("{letters}{{class=\"schema\"}}")),
-            Some(2.0),
-            "{text}"
+        assert_eq!((stats.dead_letters(), stats.records_finished()), (3, 0));
+        assert_series(
+            &text,
+            &[
+                ("lark_sink_dead_letters_total{class=\"schema\"}", 2.0),
+                (
+                    "lark_sink_dead_letters_total{class=\"R-bo-exhausted\"}",
+                    1.0,
+                ),
+            ],
         );
-        assert_eq!(
-            value(&text, &format!("{letters}{{class=\"R-bo-exhausted\"}}")),
-            Some(1.0),
-            "{text}"
-        );
-        assert_eq!(stats.records_finished(), 0);
     }
 
     #[test]
@@ -306,21 +303,21 @@ mod tests {
             s.paused(2);
         });
         assert_eq!((stats.records_finished(), stats.dead_letters()), (0, 0));
-        let expect = [
-            ("lark_sink_records_received_total{topic=\"alerts\"}", 1.0),
-            ("lark_sink_messages_delivered_total{msg_type=\"text\"}", 1.0),
-            ("lark_sink_messages_delivered_total{msg_type=\"post\"}", 1.0),
-            ("lark_sink_buffered_messages", 3.0),
-            ("lark_sink_buffered_bytes", 4096.0),
-            ("lark_sink_paused_partitions", 2.0),
-            // Only the message with a timestamp has a latency.
-            ("lark_sink_delivery_latency_seconds_count", 1.0),
-        ];
-        for (series, v) in expect {
-            assert_eq!(value(&text, series), Some(v), "{series} in\n{text}");
-        }
+        assert_series(
+            &text,
+            &[
+                ("lark_sink_records_received_total{topic=\"alerts\"}", 1.0),
+                ("lark_sink_messages_delivered_total{msg_type=\"text\"}", 1.0),
+                ("lark_sink_messages_delivered_total{msg_type=\"post\"}", 1.0),
+                ("lark_sink_buffered_messages", 3.0),
+                ("lark_sink_buffered_bytes", 4096.0),
+                ("lark_sink_paused_partitions", 2.0),
+                // Only the message with a timestamp has a latency.
+                ("lark_sink_delivery_latency_seconds_count", 1.0),
+            ],
+        );
         let (_, resumed) = recorded(|s| s.paused(0));
-        assert_eq!(value(&resumed, "lark_sink_paused_partitions"), Some(0.0));
+        assert_series(&resumed, &[("lark_sink_paused_partitions", 0.0)]);
     }
 
     #[test]
