@@ -16,6 +16,8 @@
 //! 3. `backpressure.rs`: when the loop stops taking records and pauses the partitions (pure).
 //! 4. `settle.rs`: each queue sends a message to Lark and settles it: buzz, result or dead letter,
 //!    and the offset once the record's last message is finished.
+//! 5. `verdict.rs`: what Lark's final answer means for the message: done, dead-letter it (with
+//!    which class and reason), or stop the connector (pure).
 //!
 //! [`run`] composes them: start → intake → stop (drain the queues, commit).
 //!
@@ -26,6 +28,7 @@ mod backpressure;
 mod intake;
 mod settle;
 mod startup;
+mod verdict;
 
 use std::future::Future;
 use std::sync::Arc;

@@ -17,12 +17,11 @@ use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use super::verdict::{self, Subject, Verdict};
 use super::SinkError;
 use crate::control::Control;
-use crate::delivery::{
-    buzz, deliver, Delivered, DeliveryFailure, Handler, Queued, RateLimits, RetryPolicy,
-};
-use crate::dlq::{DeadLetter, DeadLetterWriter, Stage};
+use crate::delivery::{buzz, deliver, Delivered, Handler, Queued, RateLimits, RetryPolicy};
+use crate::dlq::{DeadLetter, DeadLetterWriter};
 use crate::lark::{LarkClient, UserDirectory};
 use crate::record::SourceRecord;
 use crate::results::{self, ResultWriter, UrgentOutcome};
@@ -50,6 +49,17 @@ pub(super) struct Outgoing {
     pub queue: String,
     /// Bytes it counts for the buffer bound (`buffer.max.bytes`).
     pub size: usize,
+}
+
+impl Outgoing {
+    /// The message as its dead letter names it.
+    fn subject(&self) -> Subject {
+        Subject {
+            index: self.index,
+            receiver: self.envelope.receiver.describe(),
+            uuid: self.uuid.clone(),
+        }
+    }
 }
 
 impl Queued for Outgoing {
@@ -131,13 +141,15 @@ impl Settle {
                 &m.uuid,
             ) => r,
         };
-        let settled = match result {
-            Ok(done) => self.delivered(&m, done).await,
-            Err(f) if f.is_fatal() => Err(SinkError::LarkConfig {
-                coordinates: m.record.record.coordinates(),
-                reason: f.to_string(),
-            }),
-            Err(f) => self.failed(&m, f).await,
+        let record = &m.record.record;
+        let settled = match verdict::sent(result, || m.subject()) {
+            Verdict::Done(done) => self.delivered(&m, done).await,
+            Verdict::Stop(reason) => Err(lark_config(record, reason)),
+            // Lark refused the message for good, or retries ran out.
+            Verdict::DeadLetter(dl) => {
+                self.dead_letter_and_report(record, dl, Some(&m.envelope))
+                    .await
+            }
         };
         match settled {
             Ok(()) => self.message_done(&m.record),
@@ -174,27 +186,6 @@ impl Settle {
         self.write_result(record, result).await
     }
 
-    /// Lark refused the message for good, or retries ran out: dead-letter it.
-    async fn failed(&self, m: &Outgoing, f: DeliveryFailure) -> Result<(), SinkError> {
-        let class = if f.exhausted {
-            format!("{}-exhausted", f.error.class.label())
-        } else {
-            f.error.class.label().to_string()
-        };
-        let dl = DeadLetter {
-            stage: Stage::Deliver,
-            class,
-            reason: f.to_string(),
-            message_index: Some(m.index),
-            receiver: Some(m.envelope.receiver.describe()),
-            uuid: Some(m.uuid.clone()),
-            attempts: f.attempts,
-            lark: Some(f.error),
-        };
-        self.dead_letter_and_report(&m.record.record, dl, Some(&m.envelope))
-            .await
-    }
-
     /// Buzzes the users of an urgent message after it was delivered. Users Lark skipped are
     /// logged; a refused buzz is dead-lettered (the message itself was delivered, so the reason
     /// names its message_id) and never retried forever. Returns the outcome for the result.
@@ -205,8 +196,9 @@ impl Settle {
         urgent: &Urgent,
     ) -> Result<UrgentOutcome, SinkError> {
         let record = &m.record.record;
-        match buzz(&self.lark.client, &self.lark.policy, message_id, urgent).await {
-            Ok(skipped) => {
+        let answer = buzz(&self.lark.client, &self.lark.policy, message_id, urgent).await;
+        match verdict::buzzed(answer, message_id, &urgent.kind, || m.subject()) {
+            Verdict::Done(skipped) => {
                 if !skipped.is_empty() {
                     tracing::warn!(record = %record.coordinates(), message_id, kind = %urgent.kind,
                         skipped = ?skipped, "urgent: Lark skipped users not in the message's chat");
@@ -216,24 +208,8 @@ impl Settle {
                     skipped,
                 })
             }
-            Err(f) if f.is_fatal() => Err(SinkError::LarkConfig {
-                coordinates: record.coordinates(),
-                reason: f.to_string(),
-            }),
-            Err(f) => {
-                let dl = DeadLetter {
-                    stage: Stage::Deliver,
-                    class: format!("urgent-{}", f.error.class.label()),
-                    reason: format!(
-                        "message {message_id} was delivered, but the urgent_{} buzz failed: {f}",
-                        urgent.kind
-                    ),
-                    message_index: Some(m.index),
-                    receiver: Some(m.envelope.receiver.describe()),
-                    uuid: Some(m.uuid.clone()),
-                    attempts: f.attempts,
-                    lark: Some(f.error),
-                };
+            Verdict::Stop(reason) => Err(lark_config(record, reason)),
+            Verdict::DeadLetter(dl) => {
                 let outcome = UrgentOutcome::Failed {
                     kind: urgent.kind.clone(),
                     reason: dl.reason.clone(),
@@ -325,6 +301,15 @@ impl Settle {
     pub fn lark_ready(&self) -> bool {
         let client = &self.lark.client;
         !client.has_app() || client.tokens().has_valid_token()
+    }
+}
+
+/// The error that stops the connector on an app-wide Lark configuration error met delivering
+/// `record` (it stays uncommitted).
+fn lark_config(record: &SourceRecord, reason: String) -> SinkError {
+    SinkError::LarkConfig {
+        coordinates: record.coordinates(),
+        reason,
     }
 }
 
