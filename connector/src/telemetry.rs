@@ -5,7 +5,14 @@
 //! server's `/metrics`. Every name is listed in [`METRICS`] with its type and help text, and
 //! documented in `docs/operations.md`; the Grafana dashboard in `deploy/` is built on them.
 //! Labels never carry secrets or message content, only topics, partitions, codes and classes.
+//!
+//! Each occurrence is one typed call. The sink's own events (a record received, finished or
+//! dropped, a message delivered, a dead letter, the buffer's load, paused partitions) are methods
+//! of [`SinkStats`], which also keeps the few figures the process reads back itself; the events of
+//! the layers below (Lark answers, retries, rate-limit waits, look-ups, token fetches, consumer
+//! lag, transform errors) are the free functions further down, since only `/metrics` reads them.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -99,28 +106,75 @@ fn labelled_counter(name: &'static str, label: &'static str, value: &str) -> met
     })
 }
 
-pub fn record_received(topic: &str) {
-    labelled_counter("lark_sink_records_received_total", "topic", topic).increment(1);
+/// The sink's events, one method per occurrence: each records its Prometheus metric and, only
+/// where something in the process reads the figure back, an atomic too. One per process (shared
+/// by the sink's restarts), so, like the metrics, the figures count from the process's start.
+#[derive(Debug, Default)]
+pub struct SinkStats {
+    /// Records finished (every message delivered or dead-lettered, or none to send): the demo
+    /// stops the sink once all its sample records are.
+    records_finished: AtomicU64,
+    /// Dead letters written (one per failed message, or one per record that failed before it was
+    /// split into messages): the demo reads back this many from its DLQ.
+    dead_letters: AtomicU64,
 }
 
-pub fn record_finished(topic: &str) {
-    labelled_counter("lark_sink_records_finished_total", "topic", topic).increment(1);
-}
+impl SinkStats {
+    /// A record taken from Kafka.
+    pub fn received(&self, topic: &str) {
+        labelled_counter("lark_sink_records_received_total", "topic", topic).increment(1);
+    }
 
-pub fn record_dropped() {
-    counter!("lark_sink_records_dropped_total").increment(1);
-}
+    /// A record finished: every message of it delivered or dead-lettered; its offset may move.
+    pub fn finished(&self, topic: &str) {
+        self.records_finished.fetch_add(1, Ordering::Relaxed);
+        labelled_counter("lark_sink_records_finished_total", "topic", topic).increment(1);
+    }
 
-/// A message Lark accepted; `timestamp_ms` is the record's Kafka timestamp, when it had one.
-pub fn delivered(msg_type: &str, timestamp_ms: Option<i64>) {
-    labelled_counter("lark_sink_messages_delivered_total", "msg_type", msg_type).increment(1);
-    if let Some(ts) = timestamp_ms {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as i64);
-        if now >= ts {
-            histogram!("lark_sink_delivery_latency_seconds").record((now - ts) as f64 / 1000.0);
+    /// A record a transform turned into no message: dropped, and so finished at once.
+    pub fn dropped(&self, topic: &str) {
+        counter!("lark_sink_records_dropped_total").increment(1);
+        self.finished(topic);
+    }
+
+    /// A message Lark accepted; `timestamp_ms` is the record's Kafka timestamp, when it had one.
+    pub fn delivered(&self, msg_type: &str, timestamp_ms: Option<i64>) {
+        labelled_counter("lark_sink_messages_delivered_total", "msg_type", msg_type).increment(1);
+        if let Some(ts) = timestamp_ms {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as i64);
+            if now >= ts {
+                histogram!("lark_sink_delivery_latency_seconds").record((now - ts) as f64 / 1000.0);
+            }
         }
+    }
+
+    /// A dead letter the broker acknowledged, by class (`decode`, `F-rec`, `R-bo-exhausted`, ...).
+    pub fn dead_lettered(&self, class: &str) {
+        self.dead_letters.fetch_add(1, Ordering::Relaxed);
+        counter!("lark_sink_dead_letters_total", "class" => class.to_string()).increment(1);
+    }
+
+    /// What the receiver queues hold now (the load backpressure bounds).
+    pub fn buffered(&self, messages: usize, bytes: usize) {
+        gauge!("lark_sink_buffered_messages").set(messages as f64);
+        gauge!("lark_sink_buffered_bytes").set(bytes as f64);
+    }
+
+    /// How many partitions are paused now (0 once resumed).
+    pub fn paused(&self, partitions: usize) {
+        gauge!("lark_sink_paused_partitions").set(partitions as f64);
+    }
+
+    /// Records finished so far.
+    pub fn records_finished(&self) -> u64 {
+        self.records_finished.load(Ordering::Relaxed)
+    }
+
+    /// Dead letters written so far.
+    pub fn dead_letters(&self) -> u64 {
+        self.dead_letters.load(Ordering::Relaxed)
     }
 }
 
@@ -138,22 +192,9 @@ pub fn rate_limit_wait(limiter: &'static str, waited: Duration) {
         .record(waited.as_secs_f64());
 }
 
-pub fn buffered(messages: usize, bytes: usize) {
-    gauge!("lark_sink_buffered_messages").set(messages as f64);
-    gauge!("lark_sink_buffered_bytes").set(bytes as f64);
-}
-
-pub fn paused_partitions(n: usize) {
-    gauge!("lark_sink_paused_partitions").set(n as f64);
-}
-
 pub fn consumer_lag(topic: &str, partition: i32, lag: i64) {
     gauge!("lark_sink_consumer_lag", "topic" => topic.to_string(), "partition" => partition.to_string())
         .set(lag as f64);
-}
-
-pub fn dead_letter(class: &str) {
-    counter!("lark_sink_dead_letters_total", "class" => class.to_string()).increment(1);
 }
 
 pub fn token_refresh() {
@@ -172,4 +213,138 @@ pub fn lookup_call() {
 
 pub fn transform_error(transform: &str) {
     counter!("lark_sink_transform_errors_total", "transform" => transform.to_string()).increment(1);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Runs `events` on fresh stats under a recorder of its own (the process-wide one is never
+    /// installed in unit tests, so `labelled_counter` keeps no handles) and returns the stats
+    /// with the `/metrics` text they produced.
+    fn recorded(events: impl FnOnce(&SinkStats)) -> (SinkStats, String) {
+        let recorder = PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        let stats = SinkStats::default();
+        metrics::with_local_recorder(&recorder, || events(&stats));
+        (stats, handle.render())
+    }
+
+    /// The value of one series (`name` or `name{labels}`) in a `/metrics` text.
+    fn value(text: &str, series: &str) -> Option<f64> {
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+    }
+
+    /// Asserts each `(series, value)` in a `/metrics` text.
+    fn assert_series(text: &str, expected: &[(&str, f64)]) {
+        for (series, v) in expected {
+            assert_eq!(value(text, series), Some(*v), "{series} in\n{text}");
+        }
+    }
+
+    #[test]
+    fn finished_counts_the_record_for_the_demo_and_by_topic() {
+        let (stats, text) = recorded(|s| {
+            s.finished("alerts");
+            s.finished("alerts");
+            s.finished("audit");
+        });
+        assert_eq!((stats.records_finished(), stats.dead_letters()), (3, 0));
+        assert_series(
+            &text,
+            &[
+                ("lark_sink_records_finished_total{topic=\"alerts\"}", 2.0),
+                ("lark_sink_records_finished_total{topic=\"audit\"}", 1.0),
+            ],
+        );
+    }
+
+    #[test]
+    fn a_dropped_record_is_finished_too() {
+        let (stats, text) = recorded(|s| s.dropped("alerts"));
+        assert_eq!(stats.records_finished(), 1);
+        assert_series(
+            &text,
+            &[
+                ("lark_sink_records_dropped_total", 1.0),
+                ("lark_sink_records_finished_total{topic=\"alerts\"}", 1.0),
+            ],
+        );
+    }
+
+    #[test]
+    fn dead_lettered_counts_the_letters_for_the_demo_and_by_class() {
+        let (stats, text) = recorded(|s| {
+            s.dead_lettered("schema");
+            s.dead_lettered("R-bo-exhausted");
+            s.dead_lettered("schema");
+        });
+        assert_eq!((stats.dead_letters(), stats.records_finished()), (3, 0));
+        assert_series(
+            &text,
+            &[
+                ("lark_sink_dead_letters_total{class=\"schema\"}", 2.0),
+                (
+                    "lark_sink_dead_letters_total{class=\"R-bo-exhausted\"}",
+                    1.0,
+                ),
+            ],
+        );
+    }
+
+    #[test]
+    fn the_other_events_only_feed_the_metrics() {
+        let (stats, text) = recorded(|s| {
+            s.received("alerts");
+            s.delivered("text", None);
+            s.delivered("post", Some(0));
+            s.buffered(3, 4096);
+            s.paused(2);
+        });
+        assert_eq!((stats.records_finished(), stats.dead_letters()), (0, 0));
+        assert_series(
+            &text,
+            &[
+                ("lark_sink_records_received_total{topic=\"alerts\"}", 1.0),
+                ("lark_sink_messages_delivered_total{msg_type=\"text\"}", 1.0),
+                ("lark_sink_messages_delivered_total{msg_type=\"post\"}", 1.0),
+                ("lark_sink_buffered_messages", 3.0),
+                ("lark_sink_buffered_bytes", 4096.0),
+                ("lark_sink_paused_partitions", 2.0),
+                // Only the message with a timestamp has a latency.
+                ("lark_sink_delivery_latency_seconds_count", 1.0),
+            ],
+        );
+        let (_, resumed) = recorded(|s| s.paused(0));
+        assert_series(&resumed, &[("lark_sink_paused_partitions", 0.0)]);
+    }
+
+    #[test]
+    fn every_sink_event_is_a_listed_metric() {
+        let (_, text) = recorded(|s| {
+            s.received("t");
+            s.dropped("t");
+            s.delivered("text", Some(0));
+            s.dead_lettered("decode");
+            s.buffered(1, 1);
+            s.paused(1);
+        });
+        let names = text
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.is_empty())
+            .filter_map(|l| l.split(['{', ' ']).next())
+            .collect::<Vec<_>>();
+        assert!(names.len() >= 9, "{text}");
+        for name in names {
+            let base = ["_count", "_sum"]
+                .iter()
+                .find_map(|s| name.strip_suffix(s))
+                .unwrap_or(name);
+            assert!(
+                METRICS.iter().any(|(n, _, _)| *n == base),
+                "{name} is not in METRICS (docs/operations.md lists them)"
+            );
+        }
+    }
 }

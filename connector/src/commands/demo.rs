@@ -20,7 +20,8 @@ use serde_json::json;
 
 use crate::config::ConnectorConfig;
 use crate::emulator::{AcceptedMessage, Emulator, EmulatorConfig};
-use crate::sink::{self, SinkStats};
+use crate::sink;
+use crate::telemetry::SinkStats;
 
 const TOPIC: &str = "alerts";
 const DLQ: &str = "alerts-dlq";
@@ -198,19 +199,17 @@ pub async fn run(print: bool) -> Result<DemoReport, DemoError> {
     let total = samples.len() as u64;
     let started = Instant::now();
     let done = async move {
-        while SinkStats::get(&watch.records_finished) < total
-            && started.elapsed() < Duration::from_secs(60)
-        {
+        while watch.records_finished() < total && started.elapsed() < Duration::from_secs(60) {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     };
     let control = Arc::new(crate::control::Control::default());
     sink::run(cfg, stats.clone(), control, done).await?;
-    if SinkStats::get(&stats.records_finished) < total {
+    if stats.records_finished() < total {
         return Err(DemoError::Timeout(samples.len()));
     }
 
-    let dead_letters = read_dead_letters(&bootstrap, SinkStats::get(&stats.dead_letters) as usize)?;
+    let dead_letters = read_dead_letters(&bootstrap, stats.dead_letters() as usize)?;
     let report = DemoReport {
         records: samples.len(),
         delivered: emulator.messages(),

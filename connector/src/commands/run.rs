@@ -15,7 +15,8 @@ use std::sync::Arc;
 use crate::admin::AdminState;
 use crate::config::{ConfigError, ConnectorConfig};
 use crate::control::Control;
-use crate::sink::{self, SinkError, SinkStats};
+use crate::sink::{self, SinkError};
+use crate::telemetry::SinkStats;
 
 /// The command line of `lark-sink run`.
 #[derive(Debug, clap::Args)]

@@ -18,7 +18,6 @@
 
 use std::collections::HashMap;
 use std::num::NonZeroU32;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -114,7 +113,6 @@ pub struct RateLimits {
     /// Per-webhook per-minute limiters, created on first use.
     webhooks: Mutex<HashMap<String, Arc<DefaultDirectRateLimiter>>>,
     app_hold: Mutex<Option<Instant>>,
-    waited_nanos: AtomicU64,
 }
 
 /// Permission to send to one receiver. Hold it across the request; dropping it records the send.
@@ -147,7 +145,6 @@ impl RateLimits {
             webhook_interval: interval(cfg.webhook_per_second, Duration::from_secs(1)),
             webhooks: Mutex::new(HashMap::new()),
             app_hold: Mutex::new(None),
-            waited_nanos: AtomicU64::new(0),
             cfg,
         }
     }
@@ -216,8 +213,6 @@ impl RateLimits {
             break;
         }
         let waited = started.elapsed();
-        self.waited_nanos
-            .fetch_add(waited.as_nanos() as u64, Ordering::Relaxed);
         crate::telemetry::rate_limit_wait("receiver", receiver_waited);
         crate::telemetry::rate_limit_wait("app", waited.saturating_sub(receiver_waited));
         Permit { gate }
@@ -289,11 +284,6 @@ impl RateLimits {
 
     pub fn share(&self) -> f64 {
         self.app.read().map(|a| a.share).unwrap_or(1.0)
-    }
-
-    /// Total time spent waiting for permission, all receivers together.
-    pub fn waited(&self) -> Duration {
-        Duration::from_nanos(self.waited_nanos.load(Ordering::Relaxed))
     }
 
     /// Forgets receivers idle for longer than their interval (keeps memory flat with many

@@ -103,10 +103,6 @@ impl<T: Queued, H: Handler<T>> Scheduler<T, H> {
         self.inner.queues.lock().map(|q| q.len()).unwrap_or(0)
     }
 
-    pub fn handler(&self) -> &H {
-        &self.inner.handler
-    }
-
     /// Stops taking items off the queues: each queue's task finishes the item in hand and drops
     /// the rest (their records stay uncommitted and are replayed on the next start).
     pub fn stop(&self) {

@@ -16,10 +16,9 @@ use std::time::Instant;
 
 use rdkafka::consumer::Consumer;
 
-use super::SinkStats;
 use crate::config::BufferConfig;
 use crate::source::SinkConsumer;
-use crate::telemetry;
+use crate::telemetry::SinkStats;
 
 /// What the receiver queues hold right now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -115,14 +114,13 @@ pub(super) fn apply(
         Action::Pause { newly, by_user } => match consumer.pause(&assignment) {
             Ok(()) => {
                 if newly {
-                    SinkStats::add(&stats.pauses, 1);
                     if by_user {
                         tracing::info!("paused: partitions paused");
                     } else {
                         tracing::info!(messages, bytes, "buffer full: partitions paused");
                     }
                 }
-                telemetry::paused_partitions(assignment.count());
+                stats.paused(assignment.count());
                 true
             }
             Err(e) => {
@@ -133,7 +131,7 @@ pub(super) fn apply(
         Action::Resume => match consumer.resume(&assignment) {
             Ok(()) => {
                 tracing::info!(messages, bytes, "buffer drained: partitions resumed");
-                telemetry::paused_partitions(0);
+                stats.paused(0);
                 true
             }
             Err(e) => {

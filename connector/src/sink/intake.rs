@@ -17,14 +17,13 @@ use tokio::task::JoinSet;
 
 use super::backpressure::{self, Backpressure, Load};
 use super::settle::{Deliverer, InFlight, Outgoing, Settle};
-use super::{SinkError, SinkStats};
+use super::SinkError;
 use crate::config::ConnectorConfig;
 use crate::delivery::Scheduler;
 use crate::envelope::prepare::Prepared;
 use crate::envelope::validate::EnvelopeValidator;
 use crate::record::SourceRecord;
 use crate::source::SinkConsumer;
-use crate::telemetry;
 use crate::transform::TransformRunner;
 
 /// How often the loop re-checks the buffer bound while no record arrives (e.g. while paused).
@@ -107,9 +106,7 @@ impl Intake {
 
     /// One record: begin it, prepare it, dispatch its messages.
     async fn take(&mut self, record: SourceRecord) -> Result<(), SinkError> {
-        let stats = &self.settle.stats;
-        SinkStats::add(&stats.records_received, 1);
-        telemetry::record_received(&record.topic);
+        self.settle.stats.received(&record.topic);
         let (ticket, revoked) = self
             .settle
             .offsets
@@ -193,13 +190,8 @@ impl Intake {
             bytes: self.scheduler.bytes(),
         };
         let stats = &self.settle.stats;
-        let buffered = load.messages as u64;
-        stats.buffered_messages.store(buffered, Ordering::Relaxed);
-        stats
-            .buffered_messages_peak
-            .fetch_max(buffered, Ordering::Relaxed);
+        stats.buffered(load.messages, load.bytes);
         let user_paused = self.settle.control.is_paused();
-        telemetry::buffered(load.messages, load.bytes);
         // Partitions assigned since the last step start unpaused in librdkafka.
         let reassigned = self
             .consumer

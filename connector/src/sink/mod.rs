@@ -16,6 +16,8 @@
 //! 3. `backpressure.rs`: when the loop stops taking records and pauses the partitions (pure).
 //! 4. `settle.rs`: each queue sends a message to Lark and settles it: buzz, result or dead letter,
 //!    and the offset once the record's last message is finished.
+//! 5. `verdict.rs`: what Lark's final answer means for the message: done, dead-letter it (with
+//!    which class and reason), or stop the connector (pure).
 //!
 //! [`run`] composes them: start → intake → stop (drain the queues, commit).
 //!
@@ -26,9 +28,9 @@ mod backpressure;
 mod intake;
 mod settle;
 mod startup;
+mod verdict;
 
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use tokio::sync::mpsc;
@@ -38,6 +40,7 @@ use crate::control::Control;
 use crate::dlq::DlqError;
 use crate::envelope::validate::SchemaError;
 use crate::results::ResultError;
+use crate::telemetry::SinkStats;
 use intake::Intake;
 use settle::Settle;
 
@@ -78,35 +81,6 @@ pub enum SinkError {
     /// Kafka refused the credentials, or its certificate was not trusted (checked at start-up).
     #[error("cannot start: {0}")]
     KafkaAccess(crate::source::probe::KafkaAccessError),
-}
-
-/// Live counters, readable while the sink runs (the demo, tests and benchmarks watch them).
-#[derive(Debug, Default)]
-pub struct SinkStats {
-    pub records_received: AtomicU64,
-    pub records_finished: AtomicU64,
-    pub messages_delivered: AtomicU64,
-    /// Dead letters written (one per failed message, or one per record that failed before
-    /// it was split into messages).
-    pub dead_letters: AtomicU64,
-    /// Records written to the result topic (`lark.result.topic`).
-    pub results_written: AtomicU64,
-    /// Records a transform turned into zero messages.
-    pub records_dropped: AtomicU64,
-    /// How many times the partitions were paused because the buffer was full.
-    pub pauses: AtomicU64,
-    /// Messages buffered right now, and the most ever buffered.
-    pub buffered_messages: AtomicU64,
-    pub buffered_messages_peak: AtomicU64,
-}
-
-impl SinkStats {
-    fn add(counter: &AtomicU64, n: u64) {
-        counter.fetch_add(n, Ordering::Relaxed);
-    }
-    pub fn get(counter: &AtomicU64) -> u64 {
-        counter.load(Ordering::Relaxed)
-    }
 }
 
 /// Runs the connector until `shutdown` resolves or a restart is requested through `control`

@@ -17,18 +17,17 @@ use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::{SinkError, SinkStats};
+use super::verdict::{self, Subject, Verdict};
+use super::SinkError;
 use crate::control::Control;
-use crate::delivery::{
-    buzz, deliver, Delivered, DeliveryFailure, Handler, Queued, RateLimits, RetryPolicy,
-};
-use crate::dlq::{DeadLetter, DeadLetterClass, DeadLetterWriter, Stage};
+use crate::delivery::{buzz, deliver, Delivered, Handler, Queued, RateLimits, RetryPolicy};
+use crate::dlq::{DeadLetter, DeadLetterWriter};
 use crate::envelope::{Envelope, Urgent};
 use crate::lark::{LarkClient, UserDirectory};
 use crate::record::SourceRecord;
 use crate::results::{self, ResultWriter, UrgentOutcome};
 use crate::source::{Offsets, Ticket};
-use crate::telemetry;
+use crate::telemetry::SinkStats;
 
 /// A record whose messages are being delivered. Finished when `pending` reaches zero.
 pub(super) struct InFlight {
@@ -50,6 +49,17 @@ pub(super) struct Outgoing {
     pub queue: String,
     /// Bytes it counts for the buffer bound (`buffer.max.bytes`).
     pub size: usize,
+}
+
+impl Outgoing {
+    /// The message as its dead letter names it.
+    fn subject(&self) -> Subject {
+        Subject {
+            index: self.index,
+            receiver: self.envelope.receiver.describe(),
+            uuid: self.uuid.clone(),
+        }
+    }
 }
 
 impl Queued for Outgoing {
@@ -87,6 +97,7 @@ pub(super) struct Settle {
     pub outputs: Outputs,
     /// Where a finished record's offset is stored.
     pub offsets: Offsets,
+    /// The sink's events: metrics, and the figures the demo reads.
     pub stats: Arc<SinkStats>,
     pub control: Arc<Control>,
     /// Where a queue reports an error that stops the connector (the loop ends on it).
@@ -130,13 +141,15 @@ impl Settle {
                 &m.uuid,
             ) => r,
         };
-        let settled = match result {
-            Ok(done) => self.delivered(&m, done).await,
-            Err(f) if f.is_fatal() => Err(SinkError::LarkConfig {
-                coordinates: m.record.record.coordinates(),
-                reason: f.to_string(),
-            }),
-            Err(f) => self.failed(&m, f).await,
+        let record = &m.record.record;
+        let settled = match verdict::sent(result, || m.subject()) {
+            Verdict::Done(done) => self.delivered(&m, done).await,
+            Verdict::Stop(reason) => Err(lark_config(record, reason)),
+            // Lark refused the message for good, or retries ran out.
+            Verdict::DeadLetter(dl) => {
+                self.dead_letter_and_report(record, dl, Some(&m.envelope))
+                    .await
+            }
         };
         match settled {
             Ok(()) => self.message_done(&m.record),
@@ -151,8 +164,7 @@ impl Settle {
     /// Lark took the message: buzz it if it is urgent, then write its `delivered` result.
     async fn delivered(&self, m: &Outgoing, done: Delivered) -> Result<(), SinkError> {
         let record = &m.record.record;
-        SinkStats::add(&self.stats.messages_delivered, 1);
-        telemetry::delivered(&m.envelope.msg_type, record.timestamp);
+        self.stats.delivered(&m.envelope.msg_type, record.timestamp);
         tracing::debug!(record = %record.coordinates(), index = m.index,
             message_id = %done.ok.message_id, attempts = done.attempts, "delivered");
         let urgent = match &m.envelope.urgent {
@@ -174,27 +186,6 @@ impl Settle {
         self.write_result(record, result).await
     }
 
-    /// Lark refused the message for good, or retries ran out: dead-letter it.
-    async fn failed(&self, m: &Outgoing, f: DeliveryFailure) -> Result<(), SinkError> {
-        let class = if f.exhausted {
-            DeadLetterClass::Exhausted(f.error.class)
-        } else {
-            DeadLetterClass::Lark(f.error.class)
-        };
-        let dl = DeadLetter {
-            stage: Stage::Deliver,
-            class,
-            reason: f.to_string(),
-            message_index: Some(m.index),
-            receiver: Some(m.envelope.receiver.describe()),
-            uuid: Some(m.uuid.clone()),
-            attempts: f.attempts,
-            lark: Some(f.error),
-        };
-        self.dead_letter_and_report(&m.record.record, dl, Some(&m.envelope))
-            .await
-    }
-
     /// Buzzes the users of an urgent message after it was delivered. Users Lark skipped are
     /// logged; a refused buzz is dead-lettered (the message itself was delivered, so the reason
     /// names its message_id) and never retried forever. Returns the outcome for the result.
@@ -205,8 +196,9 @@ impl Settle {
         urgent: &Urgent,
     ) -> Result<UrgentOutcome, SinkError> {
         let record = &m.record.record;
-        match buzz(&self.lark.client, &self.lark.policy, message_id, urgent).await {
-            Ok(skipped) => {
+        let answer = buzz(&self.lark.client, &self.lark.policy, message_id, urgent).await;
+        match verdict::buzzed(answer, message_id, urgent.kind, || m.subject()) {
+            Verdict::Done(skipped) => {
                 if !skipped.is_empty() {
                     tracing::warn!(record = %record.coordinates(), message_id, kind = %urgent.kind,
                         skipped = ?skipped, "urgent: Lark skipped users not in the message's chat");
@@ -216,24 +208,8 @@ impl Settle {
                     skipped,
                 })
             }
-            Err(f) if f.is_fatal() => Err(SinkError::LarkConfig {
-                coordinates: record.coordinates(),
-                reason: f.to_string(),
-            }),
-            Err(f) => {
-                let dl = DeadLetter {
-                    stage: Stage::Deliver,
-                    class: DeadLetterClass::Urgent(f.error.class),
-                    reason: format!(
-                        "message {message_id} was delivered, but the urgent_{} buzz failed: {f}",
-                        urgent.kind
-                    ),
-                    message_index: Some(m.index),
-                    receiver: Some(m.envelope.receiver.describe()),
-                    uuid: Some(m.uuid.clone()),
-                    attempts: f.attempts,
-                    lark: Some(f.error),
-                };
+            Verdict::Stop(reason) => Err(lark_config(record, reason)),
+            Verdict::DeadLetter(dl) => {
                 let outcome = UrgentOutcome::Failed {
                     kind: urgent.kind,
                     reason: dl.reason.clone(),
@@ -257,18 +233,14 @@ impl Settle {
 
     /// A record a transform turned into zero messages: finished at once.
     pub fn dropped(&self, rec: &InFlight) {
-        SinkStats::add(&self.stats.records_dropped, 1);
-        SinkStats::add(&self.stats.records_finished, 1);
-        telemetry::record_dropped();
-        telemetry::record_finished(&rec.record.topic);
+        self.stats.dropped(&rec.record.topic);
         self.offsets.finish(&rec.ticket);
     }
 
     /// One message of `rec` is finished; the record is when its last message is.
     fn message_done(&self, rec: &InFlight) {
         if rec.pending.fetch_sub(1, Ordering::SeqCst) == 1 {
-            SinkStats::add(&self.stats.records_finished, 1);
-            telemetry::record_finished(&rec.record.topic);
+            self.stats.finished(&rec.record.topic);
             self.offsets.finish(&rec.ticket);
         }
     }
@@ -287,8 +259,7 @@ impl Settle {
             "dead-lettered: {}", dl.reason);
         // The DLQ write must succeed before the offset moves.
         durably(|| writer.write(record, &dl)).await?;
-        SinkStats::add(&self.stats.dead_letters, 1);
-        telemetry::dead_letter(dl.class.label());
+        self.stats.dead_lettered(dl.class.label());
         Ok(())
     }
 
@@ -322,7 +293,6 @@ impl Settle {
             return Ok(());
         };
         durably(|| writer.write(record, &result)).await?;
-        SinkStats::add(&self.stats.results_written, 1);
         Ok(())
     }
 
@@ -331,6 +301,15 @@ impl Settle {
     pub fn lark_ready(&self) -> bool {
         let client = &self.lark.client;
         !client.has_app() || client.tokens().has_valid_token()
+    }
+}
+
+/// The error that stops the connector on an app-wide Lark configuration error met delivering
+/// `record` (it stays uncommitted).
+fn lark_config(record: &SourceRecord, reason: String) -> SinkError {
+    SinkError::LarkConfig {
+        coordinates: record.coordinates(),
+        reason,
     }
 }
 
