@@ -1,18 +1,21 @@
-//! `lark-sink bench`: the delivery engine's figures, measured end to end.
+//! `lark-sink-bench`: the delivery engine's figures, measured end to end.
 //!
 //! Each scenario produces records to a real broker, runs the real `lark-sink run` binary as a
 //! child process against an in-process Lark emulator, and reads the figures off what the emulator
 //! accepted and what the child process used (`/proc/<pid>`: CPU ticks, peak RSS). Nothing here is
 //! a pass/fail test; the figures and their goals are printed side by side, and
-//! `docs/performance.md` records them with the command that produced them.
+//! `docs/performance.md` records them with the command that produced them. It was the
+//! `lark-sink bench` subcommand; it lives outside the product so the shipped binary carries no
+//! benchmark. `scripts/bench.sh` builds both binaries and runs it.
 
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitCode, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use clap::Parser;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
@@ -20,10 +23,85 @@ use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::ClientConfig;
 use serde_json::{json, Value};
 
-use crate::emulator::{Directory, Emulator, EmulatorConfig, EmulatorHandle, Limits};
+use lark_emulator::{Directory, Emulator, EmulatorConfig, EmulatorHandle, Limits};
+
+/// The same allocator as the `lark-sink` binary: the in-process emulator's figures stay
+/// comparable with those measured when the benchmark was a subcommand of it.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// Measure the delivery engine (see docs/performance.md); needs a running broker.
+#[derive(Parser)]
+#[command(name = "lark-sink-bench")]
+struct Cli {
+    /// Bootstrap servers of the broker to produce to and consume from.
+    #[arg(long, default_value = "127.0.0.1:19092")]
+    broker: String,
+    /// Scenarios to run, comma-separated: ceiling, hot, engine, latency, memory, and soak
+    /// (not in the default set: fault-injected endurance run, docs/reliability.md).
+    #[arg(long, default_value = "ceiling,hot,engine,latency,memory")]
+    scenario: String,
+    /// Smaller volumes and shorter runs.
+    #[arg(long)]
+    quick: bool,
+    /// Record count for the soak (default 1 000 000; 100 000 with --quick).
+    #[arg(long)]
+    records: Option<usize>,
+    /// The `lark-sink` binary to measure (default: target/release/lark-sink of this workspace).
+    #[arg(long, env = "LARK_SINK_BIN")]
+    bin: Option<PathBuf>,
+}
+
+/// The release `lark-sink` of the workspace this benchmark was built in: the bench binary sits in
+/// `target/<profile>/`, so `target/release/lark-sink` is two levels up.
+fn default_bin() -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    exe.parent()
+        .and_then(|d| d.parent())
+        .map(|t| t.join("release").join("lark-sink"))
+        .ok_or_else(|| anyhow::anyhow!("no target directory above {}", exe.display()))
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<ExitCode> {
+    let cli = Cli::parse();
+    // The bench process's own log (the emulator, the producers): warnings only, as before.
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_env("LARK_SINK_LOG").unwrap_or_else(|_| {
+            tracing_subscriber::EnvFilter::new("warn,librdkafka=error,rdkafka=error")
+        });
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr)
+        .init();
+    let bin = match cli.bin {
+        Some(b) => b,
+        None => default_bin()?,
+    };
+    anyhow::ensure!(
+        bin.is_file(),
+        "{} not found: build it with `cargo build --release -p lark-sink`, or name the binary to \
+         measure with --bin or LARK_SINK_BIN",
+        bin.display()
+    );
+    let opts = BenchOptions {
+        broker: cli.broker,
+        scenarios: cli
+            .scenario
+            .split(',')
+            .map(|s| s.trim().to_string())
+            .collect(),
+        quick: cli.quick,
+        records: cli.records,
+        bin,
+    };
+    run(&opts).await?;
+    Ok(ExitCode::SUCCESS)
+}
 
 #[derive(Debug, thiserror::Error)]
-pub enum BenchError {
+enum BenchError {
     #[error("Kafka: {0}")]
     Kafka(#[from] KafkaError),
     #[error("I/O: {0}")]
@@ -34,19 +112,18 @@ pub enum BenchError {
 
 /// Which scenarios to run and how big.
 #[derive(Debug, Clone)]
-pub struct BenchOptions {
+struct BenchOptions {
     pub broker: String,
     pub scenarios: Vec<String>,
     /// Smaller volumes and shorter runs (minutes instead of a quarter hour).
     pub quick: bool,
     /// Overrides the record count of `soak`.
     pub records: Option<usize>,
+    /// The `lark-sink` binary under measurement.
+    pub bin: PathBuf,
 }
 
-/// `soak` is not in the default set: it runs for a long time (docs/reliability.md).
-pub const SCENARIOS: &[&str] = &["ceiling", "hot", "engine", "latency", "memory", "soak"];
-
-pub async fn run(opts: &BenchOptions) -> Result<(), BenchError> {
+async fn run(opts: &BenchOptions) -> Result<(), BenchError> {
     println!(
         "lark-sink bench: broker {}, {} mode, {} cores",
         opts.broker,
@@ -178,7 +255,7 @@ struct Sink {
 
 impl Sink {
     fn start(
-        broker: &str,
+        o: &BenchOptions,
         topic: &str,
         lark: &EmulatorHandle,
         extra: Value,
@@ -187,7 +264,7 @@ impl Sink {
         std::fs::create_dir_all(&dir)?;
         let mut cfg = json!({
             "topics": topic,
-            "kafka.bootstrap.servers": broker,
+            "kafka.bootstrap.servers": o.broker,
             "kafka.group.id": unique("group"),
             "lark.app.id": "cli_demo_app",
             "lark.app.secret": "demo-secret",
@@ -226,10 +303,10 @@ impl Sink {
         let mut cmd = match words.next() {
             Some(program) => {
                 let mut c = Command::new(program);
-                c.args(words).arg(std::env::current_exe()?);
+                c.args(words).arg(&o.bin);
                 c
             }
-            None => Command::new(std::env::current_exe()?),
+            None => Command::new(&o.bin),
         };
         cmd.args(["run", "--config"])
             .arg(&path)
@@ -343,7 +420,7 @@ async fn ceiling(o: &BenchOptions) -> Result<(), BenchError> {
     })
     .await?;
     let lark = emulator(Limits::default(), receivers).await?;
-    let sink = Sink::start(&o.broker, &topic, &lark, json!({}))?;
+    let sink = Sink::start(o, &topic, &lark, json!({}))?;
     wait_for("first delivery", startup_timeout(), || {
         lark.stats().accepted > 0
     })
@@ -397,7 +474,7 @@ async fn hot_receiver(o: &BenchOptions) -> Result<(), BenchError> {
     })
     .await?;
     let lark = emulator(Limits::default(), 1).await?;
-    let sink = Sink::start(&o.broker, &topic, &lark, json!({}))?;
+    let sink = Sink::start(o, &topic, &lark, json!({}))?;
     wait_for("all delivered", Duration::from_secs(120), || {
         lark.stats().accepted as usize >= n
     })
@@ -449,7 +526,7 @@ async fn engine(o: &BenchOptions) -> Result<(), BenchError> {
         "lark.rate.app.per.second": "0", "lark.rate.app.per.minute": "0",
         "lark.rate.receiver.per.second": "0", "buffer.max.messages": "20000",
     });
-    let sink = Sink::start(&o.broker, &topic, &lark, extra)?;
+    let sink = Sink::start(o, &topic, &lark, extra)?;
     wait_for("first delivery", startup_timeout(), || {
         lark.stats().accepted > 0
     })
@@ -518,7 +595,7 @@ async fn latency(o: &BenchOptions) -> Result<(), BenchError> {
         // soon as data arrives), so with librdkafka's 500 ms default this would measure tansu.
         "kafka.fetch.wait.max.ms": "10",
     });
-    let sink = Sink::start(&o.broker, &topic, &lark, extra)?;
+    let sink = Sink::start(o, &topic, &lark, extra)?;
     let producer: FutureProducer = ClientConfig::new()
         .set("bootstrap.servers", &o.broker)
         .set("linger.ms", "0")
@@ -607,7 +684,7 @@ async fn memory(o: &BenchOptions) -> Result<(), BenchError> {
     })
     .await?;
     let lark = emulator(Limits::default(), 500).await?;
-    let sink = Sink::start(&o.broker, &topic, &lark, json!({}))?;
+    let sink = Sink::start(o, &topic, &lark, json!({}))?;
     let mut samples = Vec::new();
     for _ in 0..(minutes * 60 / 5) {
         tokio::time::sleep(Duration::from_secs(5)).await;
@@ -700,7 +777,7 @@ async fn soak(o: &BenchOptions) -> Result<(), BenchError> {
     let invalid = n / INVALID_EVERY;
     let valid = n - invalid;
 
-    let base = crate::emulator::FaultConfig {
+    let base = lark_emulator::FaultConfig {
         error_5xx_rate: 0.10,
         slow_rate: 0.05,
         slow_ms: 1_500,
@@ -734,7 +811,7 @@ async fn soak(o: &BenchOptions) -> Result<(), BenchError> {
 
     let started = Instant::now();
     let (mut cpu, mut rss, mut kills, mut tick) = (0.0f64, 0.0f64, 0, 0u64);
-    let mut sink = Sink::start(&o.broker, &topic, &lark, extra.clone())?;
+    let mut sink = Sink::start(o, &topic, &lark, extra.clone())?;
     let mut since_kill = Instant::now();
     let mut accepted_at_kill = 0u64;
     // A soak that stops making progress is a failure, not a long run: no new message in Lark for
@@ -762,7 +839,7 @@ async fn soak(o: &BenchOptions) -> Result<(), BenchError> {
             lark.revoke_tokens();
         }
         match tick % 80 {
-            0 => lark.set_fault_config(crate::emulator::FaultConfig {
+            0 => lark.set_fault_config(lark_emulator::FaultConfig {
                 throttle_rate: 1.0,
                 ..base.clone()
             }),
@@ -780,7 +857,7 @@ async fn soak(o: &BenchOptions) -> Result<(), BenchError> {
             let _ = sink.child.kill();
             let _ = sink.child.wait();
             kills += 1;
-            sink = Sink::start(&o.broker, &topic, &lark, extra.clone())?;
+            sink = Sink::start(o, &topic, &lark, extra.clone())?;
             since_kill = Instant::now();
         }
         if tick % 40 == 0 {
