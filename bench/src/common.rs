@@ -61,6 +61,24 @@ pub fn row(name: &str, value: String, goal: &str) {
     println!("  {name:<44} {value:>16}   goal {goal}");
 }
 
+/// The row every scenario at Lark's real limits ends with: a client within them is never throttled.
+pub fn throttle_row(lark: &EmulatorHandle) {
+    row(
+        "throttle responses from Lark",
+        throttles(lark).to_string(),
+        "0",
+    );
+}
+
+/// The broker's produce rate, printed beside the figures it bounds.
+pub fn produce_rate_row(rate: f64) {
+    row(
+        "broker produce rate (records/s, for context)",
+        format!("{rate:.0}"),
+        "-",
+    );
+}
+
 /// Waits (checking every [`POLL`]) until `f` is true; panics naming `what` after `timeout`.
 pub async fn wait_for(what: &str, timeout: Duration, f: impl FnMut() -> bool) {
     lark_sink_e2e::wait_until_every(what, timeout, POLL, f).await

@@ -327,18 +327,23 @@ fn partition_count(consumer: &BaseConsumer, topic: &str) -> i32 {
         .unwrap_or(0)
 }
 
+/// A consumer that reads without joining a used group or committing anything.
+fn reader(kafka: &KafkaAccess) -> BaseConsumer {
+    kafka
+        .client_config()
+        .set("group.id", unique("reader"))
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer")
+}
+
 fn read_topic_unscanned(
     kafka: &KafkaAccess,
     topic: &str,
     expected: usize,
     timeout: Duration,
 ) -> Vec<ReadRecord> {
-    let consumer: BaseConsumer = kafka
-        .client_config()
-        .set("group.id", unique("reader"))
-        .set("enable.auto.commit", "false")
-        .create()
-        .expect("consumer");
+    let consumer = reader(kafka);
     let deadline = Instant::now() + timeout;
     let partitions = loop {
         let n = partition_count(&consumer, topic);
@@ -409,12 +414,7 @@ pub fn read_to_end(topic: &str, timeout: Duration) -> Vec<ReadRecord> {
 /// The (low, high) watermarks of every partition of `topic`, in partition order (none when the
 /// topic does not exist).
 pub fn watermarks_on(kafka: &KafkaAccess, topic: &str) -> Vec<(i64, i64)> {
-    let consumer: BaseConsumer = kafka
-        .client_config()
-        .set("group.id", unique("reader"))
-        .set("enable.auto.commit", "false")
-        .create()
-        .expect("consumer");
+    let consumer = reader(kafka);
     (0..partition_count(&consumer, topic))
         .map(|p| {
             consumer

@@ -7,7 +7,7 @@ use lark_emulator::{AcceptedMessage, Limits};
 use lark_sink_e2e::create_topic_on;
 use serde_json::json;
 
-use crate::common::{emulator, name, produce_many, row, text, throttles, wait_for};
+use crate::common::{emulator, name, produce_many, row, text, throttle_row, wait_for};
 use crate::sink::{startup_timeout, Sink};
 use crate::Options;
 
@@ -53,11 +53,7 @@ pub async fn run(o: &Options) -> anyhow::Result<()> {
         busiest_minute(&msgs).to_string(),
         "≤ 1000",
     );
-    row(
-        "throttle responses from Lark",
-        throttles(&lark).to_string(),
-        "0",
-    );
+    throttle_row(&lark);
     lark.shutdown().await;
     Ok(())
 }

@@ -8,7 +8,7 @@ use lark_emulator::Limits;
 use lark_sink_e2e::create_topic_on;
 use serde_json::json;
 
-use crate::common::{emulator, name, produce_many, row, text, wait_for};
+use crate::common::{emulator, name, produce_many, produce_rate_row, row, text, wait_for};
 use crate::proc::{cpu_seconds, Process};
 use crate::sink::{startup_timeout, Sink};
 use crate::Options;
@@ -61,11 +61,7 @@ pub async fn run(o: &Options) -> anyhow::Result<()> {
     let delivered = (lark.stats().accepted - done0) as f64;
     let rss = sink.peak_rss_mib();
     sink.stop();
-    row(
-        "broker produce rate (records/s, for context)",
-        format!("{produce_rate:.0}"),
-        "-",
-    );
+    produce_rate_row(produce_rate);
     row(
         "messages delivered per second",
         format!("{:.0}", delivered / secs),

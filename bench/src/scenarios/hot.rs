@@ -7,7 +7,7 @@ use lark_emulator::Limits;
 use lark_sink_e2e::create_topic_on;
 use serde_json::json;
 
-use crate::common::{emulator, name, produce_many, row, text, throttles, wait_for};
+use crate::common::{emulator, name, produce_many, row, text, throttle_row, wait_for};
 use crate::sink::Sink;
 use crate::Options;
 
@@ -48,11 +48,7 @@ pub async fn run(o: &Options) -> anyhow::Result<()> {
         "5 (at most)",
     );
     row("delivered in offset order", in_order.to_string(), "true");
-    row(
-        "throttle responses from Lark",
-        throttles(&lark).to_string(),
-        "0",
-    );
+    throttle_row(&lark);
     lark.shutdown().await;
     Ok(())
 }

@@ -7,7 +7,7 @@ use lark_emulator::Limits;
 use lark_sink_e2e::create_topic_on;
 use serde_json::json;
 
-use crate::common::{emulator, name, produce_many, row, text, throttles};
+use crate::common::{emulator, name, produce_many, produce_rate_row, row, text, throttle_row};
 use crate::sink::Sink;
 use crate::Options;
 
@@ -39,11 +39,7 @@ pub async fn run(o: &Options) -> anyhow::Result<()> {
     let delivered = lark.stats().accepted;
     let rss = sink.peak_rss_mib();
     sink.stop();
-    row(
-        "broker produce rate (records/s, for context)",
-        format!("{produce_rate:.0}"),
-        "-",
-    );
+    produce_rate_row(produce_rate);
     row(
         "messages delivered while measuring",
         delivered.to_string(),
@@ -59,11 +55,7 @@ pub async fn run(o: &Options) -> anyhow::Result<()> {
         ),
         "flat",
     );
-    row(
-        "throttle responses from Lark",
-        throttles(&lark).to_string(),
-        "0",
-    );
+    throttle_row(&lark);
     lark.shutdown().await;
     Ok(())
 }

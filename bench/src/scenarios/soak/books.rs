@@ -10,7 +10,7 @@ use lark_sink_e2e::{read_topic_on, try_committed_on, watermarks_on};
 use serde_json::Value;
 
 use super::{Drive, Soak, INVALID_EVERY, PARTITIONS};
-use crate::common::{row, throttles};
+use crate::common::{produce_rate_row, row, throttles};
 use crate::Options;
 
 /// Waits for the commits, stops the connector, counts, and prints the figures.
@@ -38,11 +38,7 @@ pub(super) async fn balance(
         format!("{valid} / {invalid}"),
         "-",
     );
-    row(
-        "broker produce rate (records/s, for context)",
-        format!("{produce_rate:.0}"),
-        "-",
-    );
+    produce_rate_row(produce_rate);
     row("messages lost", lost.to_string(), "0");
     row("messages delivered twice", duplicated.to_string(), "0");
     row(
