@@ -31,8 +31,6 @@
 #[cfg(feature = "runtime")]
 pub mod admin;
 #[cfg(feature = "runtime")]
-pub mod bench;
-#[cfg(feature = "runtime")]
 pub mod commands;
 #[cfg(feature = "runtime")]
 pub mod config;

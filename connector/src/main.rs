@@ -1,5 +1,5 @@
-//! The `lark-sink` command line: `run`, `check`, `send`, `demo`, `emulator`, `bench` and
-//! `transform test`.
+//! The `lark-sink` command line: `run`, `check`, `send`, `demo`, `emulator` and `transform test`
+//! (the benchmark is its own binary, `bench/`).
 //!
 //! This is the binary edge, so errors are `anyhow` here and typed everywhere below. Each
 //! subcommand lives in `lark_sink::commands` with its own arguments; this file only parses the
@@ -48,22 +48,6 @@ enum Command {
     /// Send one message with a connector config's app or webhook (no Kafka involved); prints
     /// the message_id, or the classified error and exits 1.
     Send(commands::send::Args),
-    /// Measure the delivery engine (see docs/performance.md); needs a running broker.
-    Bench {
-        /// Bootstrap servers of the broker to produce to and consume from.
-        #[arg(long, default_value = "127.0.0.1:19092")]
-        broker: String,
-        /// Scenarios to run, comma-separated: ceiling, hot, engine, latency, memory, and soak
-        /// (not in the default set: fault-injected endurance run, docs/reliability.md).
-        #[arg(long, default_value = "ceiling,hot,engine,latency,memory")]
-        scenario: String,
-        /// Smaller volumes and shorter runs.
-        #[arg(long)]
-        quick: bool,
-        /// Record count for the soak (default 1 000 000; 100 000 with --quick).
-        #[arg(long)]
-        records: Option<usize>,
-    },
     /// Serve the Lark Open Platform emulator for your own pipeline tests.
     Emulator(commands::emulator::Args),
     /// Work with the transform chain of a connector config.
@@ -83,7 +67,6 @@ impl Command {
             Command::Check(_) => "error,librdkafka=off,rdkafka=off",
             Command::Demo(_) => "error",
             Command::Send(_) => "warn,librdkafka=warn,rdkafka=warn",
-            Command::Bench { .. } => "warn,librdkafka=error,rdkafka=error",
             Command::Emulator(_) | Command::Transform { .. } => "info",
         }
     }
@@ -149,20 +132,5 @@ async fn main() -> anyhow::Result<ExitCode> {
         Command::Transform {
             command: TransformCommand::Test(args),
         } => commands::transform_test::command(args)?,
-        Command::Bench {
-            broker,
-            scenario,
-            quick,
-            records,
-        } => {
-            let opts = lark_sink::bench::BenchOptions {
-                broker,
-                scenarios: scenario.split(',').map(|s| s.trim().to_string()).collect(),
-                quick,
-                records,
-            };
-            lark_sink::bench::run(&opts).await?;
-            ExitCode::SUCCESS
-        }
     })
 }

@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaResult;
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
@@ -77,8 +78,13 @@ fn secure_env(var: &str) -> String {
 impl KafkaAccess {
     /// The plain broker (`LARK_SINK_TEST_BROKER`), as every other test uses it.
     pub fn plain() -> Self {
+        Self::at(&broker())
+    }
+
+    /// A plain broker at `bootstrap` (the benchmark's `--broker`).
+    pub fn at(bootstrap: &str) -> Self {
         KafkaAccess {
-            props: vec![("bootstrap.servers".into(), broker())],
+            props: vec![("bootstrap.servers".into(), bootstrap.into())],
         }
     }
 
@@ -321,18 +327,23 @@ fn partition_count(consumer: &BaseConsumer, topic: &str) -> i32 {
         .unwrap_or(0)
 }
 
+/// A consumer that reads without joining a used group or committing anything.
+fn reader(kafka: &KafkaAccess) -> BaseConsumer {
+    kafka
+        .client_config()
+        .set("group.id", unique("reader"))
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer")
+}
+
 fn read_topic_unscanned(
     kafka: &KafkaAccess,
     topic: &str,
     expected: usize,
     timeout: Duration,
 ) -> Vec<ReadRecord> {
-    let consumer: BaseConsumer = kafka
-        .client_config()
-        .set("group.id", unique("reader"))
-        .set("enable.auto.commit", "false")
-        .create()
-        .expect("consumer");
+    let consumer = reader(kafka);
     let deadline = Instant::now() + timeout;
     let partitions = loop {
         let n = partition_count(&consumer, topic);
@@ -383,20 +394,10 @@ fn read_topic_unscanned(
 /// Reads every record `topic` holds right now (up to the high watermarks at the call), for
 /// audits that must not guess how many records to expect. Empty if the topic does not exist.
 pub fn read_to_end(topic: &str, timeout: Duration) -> Vec<ReadRecord> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", broker())
-        .set("group.id", unique("reader"))
-        .set("enable.auto.commit", "false")
-        .create()
-        .expect("consumer");
-    let partitions = partition_count(&consumer, topic);
-    let mut expected = 0usize;
-    for p in 0..partitions {
-        let (low, high) = consumer
-            .fetch_watermarks(topic, p, Duration::from_secs(5))
-            .expect("watermarks");
-        expected += (high - low).max(0) as usize;
-    }
+    let expected: usize = watermarks_on(&KafkaAccess::plain(), topic)
+        .iter()
+        .map(|(low, high)| (high - low).max(0) as usize)
+        .sum();
     if expected == 0 {
         return Vec::new();
     }
@@ -408,6 +409,19 @@ pub fn read_to_end(topic: &str, timeout: Duration) -> Vec<ReadRecord> {
         got.len()
     );
     got
+}
+
+/// The (low, high) watermarks of every partition of `topic`, in partition order (none when the
+/// topic does not exist).
+pub fn watermarks_on(kafka: &KafkaAccess, topic: &str) -> Vec<(i64, i64)> {
+    let consumer = reader(kafka);
+    (0..partition_count(&consumer, topic))
+        .map(|p| {
+            consumer
+                .fetch_watermarks(topic, p, Duration::from_secs(5))
+                .expect("watermarks")
+        })
+        .collect()
 }
 
 /// Whether `topic` exists on the broker (a metadata request that never creates it).
@@ -429,34 +443,49 @@ pub fn committed(group: &str, topic: &str, partitions: i32) -> Vec<i64> {
 }
 
 pub fn committed_on(kafka: &KafkaAccess, group: &str, topic: &str, partitions: i32) -> Vec<i64> {
-    let consumer: BaseConsumer = kafka
-        .client_config()
-        .set("group.id", group)
-        .create()
-        .expect("consumer");
+    try_committed_on(kafka, group, topic, partitions).expect("committed_offsets")
+}
+
+/// [`committed_on`] that returns the broker's error instead of panicking, for callers that poll
+/// through a passing failure (the benchmark's soak waits for its commits this way).
+pub fn try_committed_on(
+    kafka: &KafkaAccess,
+    group: &str,
+    topic: &str,
+    partitions: i32,
+) -> KafkaResult<Vec<i64>> {
+    let consumer: BaseConsumer = kafka.client_config().set("group.id", group).create()?;
     let mut tpl = TopicPartitionList::new();
     for p in 0..partitions {
         tpl.add_partition(topic, p);
     }
-    let res = consumer
-        .committed_offsets(tpl, Duration::from_secs(10))
-        .expect("committed_offsets");
-    (0..partitions)
+    let res = consumer.committed_offsets(tpl, Duration::from_secs(10))?;
+    Ok((0..partitions)
         .map(|p| match res.find_partition(topic, p).map(|e| e.offset()) {
             Some(Offset::Offset(o)) => o,
             _ => -1,
         })
-        .collect()
+        .collect())
 }
 
 /// Polls `f` every 100 ms until it is true; panics with `what` after `timeout`.
-pub async fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+pub async fn wait_until(what: &str, timeout: Duration, f: impl FnMut() -> bool) {
+    wait_until_every(what, timeout, Duration::from_millis(100), f).await
+}
+
+/// [`wait_until`], polling every `every` (the benchmark times its runs by it: 50 ms).
+pub async fn wait_until_every(
+    what: &str,
+    timeout: Duration,
+    every: Duration,
+    mut f: impl FnMut() -> bool,
+) {
     let deadline = Instant::now() + timeout;
     while !f() {
         if Instant::now() > deadline {
             panic!("timed out after {timeout:?} waiting for: {what}");
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::sleep(every).await;
     }
 }
 
@@ -647,6 +676,20 @@ pub fn sink_bin() -> PathBuf {
     bin
 }
 
+/// How [`Connector::launch`] starts `lark-sink run`, for a caller that measures the process
+/// rather than tests it (the benchmark, `bench/`).
+#[derive(Clone, Debug)]
+pub struct Launch {
+    /// The `lark-sink` binary (the tests use [`sink_bin`]).
+    pub bin: PathBuf,
+    /// A program and its arguments to run the binary under, e.g. a profiler; empty: none.
+    pub wrapper: Vec<String>,
+    /// The connector's `LARK_SINK_LOG`.
+    pub log_filter: String,
+    /// The connector's log on this process's stderr instead of its log file.
+    pub log_to_stderr: bool,
+}
+
 /// A running `lark-sink run` process.
 pub struct Connector {
     child: Option<Child>,
@@ -670,6 +713,38 @@ impl Connector {
     }
 
     fn spawn(config: &Value, env: &[(&str, &str)], args: &[&str]) -> Connector {
+        let mut cmd = Command::new(sink_bin());
+        cmd.args(args);
+        // LARK_SINK_TEST_LOG replaces the filter, e.g. to see librdkafka's debug lines.
+        let filter = std::env::var("LARK_SINK_TEST_LOG")
+            .unwrap_or_else(|_| "info,lark_sink=debug,librdkafka=warn,rdkafka=warn".into());
+        Self::spawn_command(config, cmd, env, &filter, false)
+    }
+
+    /// Starts `lark-sink run --config` the way `launch` says: another binary, under a wrapper,
+    /// with another log filter. For callers that measure the process rather than test it.
+    pub fn launch(config: &Value, launch: &Launch) -> Connector {
+        let mut words = launch.wrapper.iter();
+        let cmd = match words.next() {
+            Some(program) => {
+                let mut c = Command::new(program);
+                c.args(words).arg(&launch.bin);
+                c
+            }
+            None => Command::new(&launch.bin),
+        };
+        Self::spawn_command(config, cmd, &[], &launch.log_filter, launch.log_to_stderr)
+    }
+
+    /// `cmd` (the binary, with what goes before `run`) `run --config <config in a temp dir>`,
+    /// its log in that directory (or on this process's stderr with `log_to_stderr`).
+    fn spawn_command(
+        config: &Value,
+        mut cmd: Command,
+        env: &[(&str, &str)],
+        log_filter: &str,
+        log_to_stderr: bool,
+    ) -> Connector {
         let dir = std::env::temp_dir().join(unique("lark-sink-e2e"));
         std::fs::create_dir_all(&dir).expect("temp dir");
         let cfg_path = dir.join("connector.json");
@@ -677,27 +752,28 @@ impl Connector {
             .expect("write config");
         let log = dir.join("connector.log");
         let log_file = std::fs::File::create(&log).expect("log file");
-        let child = Command::new(sink_bin())
-            .args(args)
-            .arg("run")
+        cmd.arg("run")
             .arg("--config")
             .arg(&cfg_path)
             .envs(env.iter().copied())
-            // LARK_SINK_TEST_LOG replaces the filter, e.g. to see librdkafka's debug lines.
-            .env(
-                "LARK_SINK_LOG",
-                std::env::var("LARK_SINK_TEST_LOG")
-                    .unwrap_or_else(|_| "info,lark_sink=debug,librdkafka=warn,rdkafka=warn".into()),
-            )
-            .stdout(Stdio::null())
-            .stderr(log_file)
-            .spawn()
-            .expect("spawn lark-sink");
+            .env("LARK_SINK_LOG", log_filter)
+            .stdout(Stdio::null());
+        if log_to_stderr {
+            cmd.stderr(Stdio::inherit());
+        } else {
+            cmd.stderr(log_file);
+        }
+        let child = cmd.spawn().expect("spawn lark-sink");
         Connector {
             child: Some(child),
             log,
             dir,
         }
+    }
+
+    /// The process id while it runs (for `/proc/<pid>`); `None` once it was stopped or killed.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     pub fn logs(&self) -> String {
