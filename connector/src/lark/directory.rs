@@ -438,14 +438,7 @@ fn found(key: &Key, open_id: Option<String>) -> Result<String, LarkError> {
 }
 
 fn record_error(msg: String) -> LarkError {
-    LarkError {
-        class: ErrorClass::Record,
-        http_status: None,
-        code: None,
-        msg,
-        log_id: None,
-        retry_after: None,
-    }
+    LarkError::local(ErrorClass::Record, msg)
 }
 
 #[cfg(test)]

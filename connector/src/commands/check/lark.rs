@@ -5,8 +5,6 @@
 //! [`super`] says how): a token, a send to an open_id that cannot exist, a read-only lookup, and
 //! a webhook post without `msg_type`.
 
-use std::time::Duration;
-
 use serde_json::{json, Value};
 
 use super::{
@@ -83,12 +81,7 @@ pub(super) async fn webhook_checks(
         return;
     }
     let timeout = with_timeout(cfg, opts).request_timeout;
-    match reqwest::Client::builder()
-        .timeout(timeout)
-        .connect_timeout(timeout.min(Duration::from_secs(5)))
-        .user_agent(concat!("lark-sink/", env!("CARGO_PKG_VERSION")))
-        .build()
-    {
+    match crate::lark::http::http_client(timeout, &cfg.lark.tls_ca) {
         Err(e) => c.push(no_http_client("webhook", &e)),
         Ok(http) => {
             for (name, hook) in &cfg.lark.webhooks {
