@@ -11,10 +11,11 @@ use std::io::{BufRead, Write};
 use lark_sink_transforms::{Chain, RecordMeta};
 use serde_json::Value;
 
-use crate::config::{ConfigError, ConnectorConfig, Topics};
+use crate::config::{ConfigError, ConnectorConfig};
 use crate::decode::decode_value;
 use crate::dlq::Stage;
 use crate::prepare::{self, Prepared};
+use crate::source::Topics;
 use crate::validate::{EnvelopeValidator, SchemaError};
 
 /// Why a `transform test` run could not run at all (per-record failures are part of the report).
