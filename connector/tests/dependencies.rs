@@ -99,6 +99,25 @@ struct File {
     code: String,
 }
 
+impl File {
+    /// The file at `rel` (a path under `connector/src`, `/`-separated) with source `text`.
+    fn read(rel: String, text: &str) -> File {
+        let mut module: Vec<String> = rel
+            .trim_end_matches(".rs")
+            .split('/')
+            .map(str::to_string)
+            .collect();
+        if module.last().is_some_and(|m| m == "mod") {
+            module.pop();
+        }
+        File {
+            code: without_test_items(&strip(&mark_runtime(text))),
+            rel,
+            module,
+        }
+    }
+}
+
 fn files() -> Vec<File> {
     let root = src();
     let mut out = Vec::new();
@@ -116,19 +135,7 @@ fn files() -> Vec<File> {
             let rel = path.strip_prefix(&root).expect("under src");
             let rel = rel.to_string_lossy().replace('\\', "/");
             let text = std::fs::read_to_string(&path).expect("source is UTF-8");
-            let mut module: Vec<String> = rel
-                .trim_end_matches(".rs")
-                .split('/')
-                .map(str::to_string)
-                .collect();
-            if module.last().is_some_and(|m| m == "mod") {
-                module.pop();
-            }
-            out.push(File {
-                code: without_test_items(&strip(&mark_runtime(&text))),
-                rel,
-                module,
-            });
+            out.push(File::read(rel, &text));
         }
     }
     out.sort_by(|a, b| a.rel.cmp(&b.rel));
@@ -671,21 +678,7 @@ fn the_pure_core_does_no_io() {
 #[test]
 fn the_reader_sees_what_the_code_names() {
     // The reader itself, on the shapes it must get right.
-    let file = |rel: &str, text: &str| {
-        let mut module: Vec<String> = rel
-            .trim_end_matches(".rs")
-            .split('/')
-            .map(str::to_string)
-            .collect();
-        if module.last().is_some_and(|m| m == "mod") {
-            module.pop();
-        }
-        File {
-            rel: rel.to_string(),
-            module,
-            code: without_test_items(&strip(text)),
-        }
-    };
+    let file = |rel: &str, text: &str| File::read(rel.to_string(), text);
     let f = file(
         "lark/client.rs",
         r####"

@@ -33,6 +33,7 @@ pub type SinkConsumer = StreamConsumer<SinkContext>;
 pub struct ConsumerConfig {
     /// librdkafka properties (the `kafka.*` keys, with lark-sink's defaults).
     pub kafka: BTreeMap<String, String>,
+    /// What to subscribe to; also the denominator of the partition share.
     pub topics: Topics,
     /// `offset.flush.interval.ms`: how often librdkafka commits the stored offsets.
     pub commit_interval: Duration,
@@ -46,7 +47,8 @@ pub struct ConsumerConfig {
 /// (pausing new partitions while the buffer is full, scaling the app's rate budget).
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Assignment {
-    /// How many partitions the last assignment added.
+    /// How many partitions the rebalance assigned (with the cooperative protocol, the ones it
+    /// added).
     pub partitions: usize,
     /// This instance's partitions over all partitions of the subscribed topics, when asked for
     /// ([`ConsumerConfig::partition_share`]) and the metadata request answered.
@@ -57,9 +59,13 @@ pub struct Assignment {
 /// an assignment, publish it (with this instance's share of the partitions when asked for).
 /// Also reports, from librdkafka's statistics, the consumer lag and whether a broker is up.
 pub struct SinkContext {
+    /// Forgets revoked partitions, so their late completions store nothing.
     tracker: Arc<Mutex<OffsetTracker>>,
+    /// The subscription, to count the partitions it consumes for the share.
     topics: Topics,
+    /// [`ConsumerConfig::partition_share`].
     partition_share: bool,
+    /// The last assignment; a new value after each one.
     assignment: watch::Sender<Assignment>,
     /// Whether any broker connection is up, from the last statistics (for `/readyz`).
     broker_up: watch::Sender<bool>,
