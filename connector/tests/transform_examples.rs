@@ -45,7 +45,7 @@ fn inputs(name: &str) -> Vec<Value> {
 fn run(example: &str, input: &str) -> Vec<Result<Vec<Value>, String>> {
     let (cfg, mut chain) = chain_of(example);
     let topic = match &cfg.topics {
-        lark_sink::config::Topics::List(l) => l[0].clone(),
+        lark_sink::source::Topics::List(l) => l[0].clone(),
         _ => unreachable!(),
     };
     let validator = EnvelopeValidator::new().unwrap();

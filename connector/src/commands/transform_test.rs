@@ -11,9 +11,10 @@ use std::io::{BufRead, Write};
 use lark_sink_transforms::{Chain, RecordMeta};
 use serde_json::Value;
 
-use crate::config::{ConfigError, ConnectorConfig, Topics};
+use crate::config::{ConfigError, ConnectorConfig};
 use crate::envelope::prepare::{self, Prepared};
 use crate::envelope::validate::{EnvelopeValidator, SchemaError};
+use crate::source::Topics;
 
 /// Why a `transform test` run could not run at all (per-record failures are part of the report).
 #[derive(Debug, thiserror::Error)]

@@ -2,23 +2,15 @@
 //! passthrough (`kafka.*`) with lark-sink's defaults and reserved keys, and the check that no
 //! output topic is also a source topic.
 //!
-//! The subscription matcher lives here because three places must agree with librdkafka about
-//! which topics a `topics.regex` consumes: the output-topic check, the `lark.rate.share=auto`
-//! partition count (`source/consumer.rs`) and `lark-sink check`.
+//! Which topics a `topics.regex` consumes is `source/subscription.rs`'s to say (librdkafka's
+//! reading of it); the output-topic check here asks it.
 
 use std::collections::BTreeMap;
 
 use super::keys::Keys;
-use super::{key_err, ConfigError};
+use super::{key_err, ConfigError, ConnectorConfig};
 use crate::secret::is_secret_key;
-
-/// Which topics to consume.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Topics {
-    List(Vec<String>),
-    /// A regex; librdkafka subscribes to it as `^...` ([`regex_subscription`]).
-    Regex(String),
-}
+use crate::source::{topics_include, ConsumerConfig, Topics};
 
 /// librdkafka settings lark-sink owns, with what to do instead.
 const RESERVED_KAFKA: &[(&str, &str)] = &[
@@ -72,6 +64,18 @@ impl std::fmt::Debug for KafkaProps {
                 (k, v)
             }))
             .finish()
+    }
+}
+
+impl ConnectorConfig {
+    /// What the Kafka consumer is built from.
+    pub fn consumer(&self) -> ConsumerConfig {
+        ConsumerConfig {
+            kafka: (*self.kafka).clone(),
+            topics: self.topics.clone(),
+            commit_interval: self.offset_flush_interval,
+            partition_share: self.rate.share_auto,
+        }
     }
 }
 
@@ -159,40 +163,6 @@ pub(super) fn check_outputs(
         ));
     }
     Ok(())
-}
-
-/// Whether the subscription `topics` would consume `topic`: start-up refuses output topics that
-/// are also source topics. A `topics.regex` goes through [`topics_regex_matcher`]; one the `regex`
-/// crate cannot parse is not checked here (librdkafka reports it at subscribe time).
-pub(crate) fn topics_include(topics: &Topics, topic: &str) -> bool {
-    match topics {
-        Topics::List(list) => list.iter().any(|t| t == topic),
-        Topics::Regex(re) => topics_regex_matcher(re).is_ok_and(|r| r.is_match(topic)),
-    }
-}
-
-/// The subscription lark-sink hands librdkafka for `topics.regex`. librdkafka reads a
-/// subscription starting with `^` as a regex (anything else is one literal topic name), so a `^`
-/// is added when the pattern lacks one.
-pub fn regex_subscription(re: &str) -> String {
-    if re.starts_with('^') {
-        re.to_string()
-    } else {
-        format!("^{re}")
-    }
-}
-
-/// Which topic names a `topics.regex` subscription consumes, for everything that must agree with
-/// librdkafka about it: the output-topic check above, the `lark.rate.share=auto` partition count
-/// (a different set of topics means a wrong share of the app quota) and `lark-sink check`.
-/// librdkafka matches its subscription with POSIX `regexec`, a search, so the pattern is anchored
-/// only where it says: at the start by the `^` of [`regex_subscription`], not at the end (`^alerts`
-/// also consumes `alerts-archive`; `^alerts$` is one topic), and in `a|b` the `^` binds to `a`
-/// alone. Compiling that exact string with the `regex` crate (whose `is_match` also searches)
-/// keeps all of this. The two syntaxes differ at the edges (POSIX has no `\d`, the `regex` crate
-/// no back-references); a pattern the `regex` crate rejects is an error.
-pub fn topics_regex_matcher(re: &str) -> Result<regex::Regex, regex::Error> {
-    regex::Regex::new(&regex_subscription(re))
 }
 
 #[cfg(test)]

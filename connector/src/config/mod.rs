@@ -28,17 +28,14 @@ use std::time::Duration;
 use lark_sink_transforms::{Chain, TransformConfigError};
 
 use crate::delivery::RateConfig;
+use crate::source::Topics;
 use keys::Keys;
 
-/// For `source/consumer.rs`'s test that its share count agrees with the output-topic check.
-#[cfg(test)]
-pub(crate) use kafka::topics_include;
-pub use kafka::{regex_subscription, topics_regex_matcher, KafkaProps, Topics};
+pub use kafka::KafkaProps;
 pub use keys::{is_known_key, KNOWN_KEYS};
 pub use sections::{
     AdminConfig, BufferConfig, ErrorsConfig, LarkConfig, Tolerance, FEISHU_BASE_URL, LARK_BASE_URL,
 };
-pub use webhooks::WebhookConfig;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {

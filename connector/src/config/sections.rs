@@ -12,10 +12,10 @@ use std::path::Path;
 use std::time::Duration;
 
 use super::keys::Keys;
-use super::webhooks::{self, WebhookConfig};
+use super::webhooks;
 use super::{key_err, ConfigError};
 use crate::delivery::{RateConfig, RetryPolicy};
-use crate::lark::LookupConfig;
+use crate::lark::{ClientConfig, LookupConfig, WebhookConfig};
 use crate::secret::Secret;
 
 pub const FEISHU_BASE_URL: &str = "https://open.feishu.cn";
@@ -157,6 +157,20 @@ impl From<&LarkConfig> for RetryPolicy {
             initial: c.retry_delay_initial,
             max_delay: c.retry_delay_max,
             timeout: c.retry_timeout,
+        }
+    }
+}
+
+impl From<&LarkConfig> for ClientConfig {
+    fn from(c: &LarkConfig) -> Self {
+        ClientConfig {
+            app_id: c.app_id.clone(),
+            app_secret: c.app_secret.clone(),
+            base_url: c.base_url.clone(),
+            request_timeout: c.request_timeout,
+            token_refresh_margin: c.token_refresh_margin,
+            webhooks: c.webhooks.clone(),
+            tls_ca: c.tls_ca.clone(),
         }
     }
 }

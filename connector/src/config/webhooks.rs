@@ -7,36 +7,8 @@
 use std::collections::BTreeMap;
 
 use super::{key_err, ConfigError};
+use crate::lark::WebhookConfig;
 use crate::secret::Secret;
-
-/// One custom-bot webhook (`lark.webhooks.<name>.*`, lark-api.md §8).
-#[derive(Clone, PartialEq, Eq)]
-pub struct WebhookConfig {
-    /// The full hook URL (`…/open-apis/bot/v2/hook/<token>`). A credential: it ends in the hook
-    /// token, so `Debug` shows only what comes before the token.
-    pub url: String,
-    /// The signing secret ("签名校验"), when the bot has one.
-    pub secret: Option<Secret>,
-}
-
-impl WebhookConfig {
-    /// The URL without its last path segment (the hook token): `https://h/open-apis/bot/v2/hook/***`.
-    fn masked_url(&self) -> String {
-        match self.url.rsplit_once('/') {
-            Some((base, _token)) => format!("{base}/***"),
-            None => "***".to_string(),
-        }
-    }
-}
-
-impl std::fmt::Debug for WebhookConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("WebhookConfig")
-            .field("url", &self.masked_url())
-            .field("secret", &self.secret)
-            .finish()
-    }
-}
 
 /// `lark.webhooks.<name>.url` (or `.token`, joined to `lark.domain`) and `.secret`.
 pub(super) fn parse(

@@ -13,7 +13,7 @@ use backon::{ExponentialBuilder, Retryable};
 
 use super::limits::RateLimits;
 use crate::envelope::{Envelope, IdType, Receiver, Urgent};
-use crate::lark::{ErrorClass, LarkClient, LarkError, SendOk, UserDirectory};
+use crate::lark::{ErrorClass, LarkClient, LarkError, SendOk, Throttle, UserDirectory};
 
 /// How to retry, from the `errors.retry.*` keys (config builds it from `LarkConfig`).
 #[derive(Debug, Clone)]
@@ -80,9 +80,10 @@ pub async fn deliver(
                 let result = client
                     .send_webhook(name, &envelope.msg_type, &envelope.content)
                     .await;
-                match result.as_ref().err().and_then(|e| e.code) {
-                    Some(11232) => permit.hold(THROTTLE_HOLD),
-                    _ => permit.sent(),
+                // A bot has one quota of its own, so any throttle answer holds that bot back.
+                match result.as_ref().err().and_then(LarkError::throttle) {
+                    Some(_) => permit.hold(THROTTLE_HOLD),
+                    None => permit.sent(),
                 }
                 return result;
             }
@@ -117,17 +118,13 @@ pub async fn deliver(
             }
         };
         // Throttle answers slow the matching scope down for the time Lark names (lark-api.md §3-4).
-        match result.as_ref().err().map(|e| (e.code, e.retry_after)) {
-            Some((Some(99991400), reset)) => {
+        match result.as_ref().err().and_then(LarkError::throttle) {
+            Some(Throttle::App(reset)) => {
                 limits.hold_app(reset.unwrap_or(THROTTLE_HOLD));
                 permit.sent();
             }
-            Some((Some(11232), _)) => {
-                limits.hold_app(THROTTLE_HOLD);
-                permit.sent();
-            }
-            Some((Some(230020 | 11233), _)) => permit.hold(THROTTLE_HOLD),
-            _ => permit.sent(),
+            Some(Throttle::Receiver) => permit.hold(THROTTLE_HOLD),
+            None => permit.sent(),
         }
         result
     };

@@ -22,6 +22,8 @@ pub mod validate;
 
 use std::fmt;
 
+use crate::lark::address::{canonical_email, canonical_mobile};
+
 /// Lark's `receive_id_type` (lark-api.md §2.1): how a [`Receiver::Id`] names its receiver.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum IdType {
@@ -123,41 +125,6 @@ impl Receiver {
     pub fn rate_key(&self) -> String {
         self.describe()
     }
-}
-
-/// The canonical form of an email: case does not matter to Lark (§5: the answer may change it).
-/// The receiver queues and the look-up cache both key on it.
-pub fn canonical_email(email: &str) -> String {
-    email.trim().to_lowercase()
-}
-
-/// The canonical form of a mobile number: `+` and the digits, separators (spaces, `-`, `.`,
-/// parentheses) dropped. A number without `+` is a mainland number (§5: "non-mainland mobiles
-/// need +<country code>"), so `+86` is added: both spellings share one queue and one cache entry.
-/// `None` when it is not a phone number at all.
-pub fn canonical_mobile(mobile: &str) -> Option<String> {
-    let trimmed = mobile.trim();
-    let (plus, rest) = match trimmed.strip_prefix('+') {
-        Some(rest) => (true, rest),
-        None => (false, trimmed),
-    };
-    let mut digits = String::with_capacity(rest.len());
-    for c in rest.chars() {
-        match c {
-            '0'..='9' => digits.push(c),
-            '-' | '.' | '(' | ')' => {}
-            c if c.is_whitespace() => {}
-            _ => return None,
-        }
-    }
-    if digits.is_empty() {
-        return None;
-    }
-    Some(if plus {
-        format!("+{digits}")
-    } else {
-        format!("+86{digits}")
-    })
 }
 
 /// Reply to an existing message instead of sending a new one (lark-api.md §2.5).

@@ -60,15 +60,53 @@ pub struct LarkError {
     pub retry_after: Option<Duration>,
 }
 
+/// Which quota a throttle answer says was exceeded (lark-api.md §3, §4), so the sender holds back
+/// that scope, and only that one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Throttle {
+    /// The app's quota (99991400 from the gateway, 11232 from the message service): every send
+    /// waits. The duration is the gateway's `x-ogw-ratelimit-reset` for 99991400; the header
+    /// belongs to the gateway's limit (§4), so 11232 carries none and the sender picks the hold.
+    App(Option<Duration>),
+    /// One receiver's 5 QPS, a user's or a chat's (230020, 11233): only that receiver waits.
+    Receiver,
+}
+
 impl LarkError {
-    pub fn transport(msg: impl Into<String>) -> Self {
+    /// An error lark-sink decided on itself, with no answer from Lark behind it (no status, code or
+    /// log id): a configuration the record cannot be sent with, a failed look-up, a transport
+    /// failure.
+    pub fn local(class: ErrorClass, msg: impl Into<String>) -> Self {
         LarkError {
-            class: ErrorClass::Backoff,
+            class,
             http_status: None,
             code: None,
             msg: msg.into(),
             log_id: None,
             retry_after: None,
+        }
+    }
+
+    /// A request that got no answer (refused, reset, timed out): transient (R-bo).
+    pub fn transport(msg: impl Into<String>) -> Self {
+        LarkError::local(ErrorClass::Backoff, msg)
+    }
+
+    /// The same error in another class: a token rejected twice is a configuration error
+    /// (lark-api.md §1.6), not a token to re-mint again.
+    pub fn with_class(mut self, class: ErrorClass) -> Self {
+        self.class = class;
+        self
+    }
+
+    /// The scope this answer throttles, if it is a throttle answer (lark-api.md §3, §4); the
+    /// retry class says *whether* to retry, this says *what* waits meanwhile.
+    pub fn throttle(&self) -> Option<Throttle> {
+        match self.code? {
+            99991400 => Some(Throttle::App(self.retry_after)),
+            11232 => Some(Throttle::App(None)),
+            230020 | 11233 => Some(Throttle::Receiver),
+            _ => None,
         }
     }
 
@@ -297,6 +335,66 @@ mod tests {
             let e = answer(429, r#"{"code":99991400}"#, Some(reset)).unwrap_err();
             assert_eq!(e.retry_after, None, "{reset}");
         }
+    }
+
+    #[test]
+    fn throttle_answers_name_their_scope() {
+        let reset = Some(" 7 ");
+        let throttle =
+            |status, body: &str, reset| answer(status, body, reset).unwrap_err().throttle();
+        // §4: the gateway's app quota, with its reset when it sends one.
+        assert_eq!(
+            throttle(429, r#"{"code":99991400}"#, reset),
+            Some(Throttle::App(Some(Duration::from_secs(7))))
+        );
+        assert_eq!(
+            throttle(400, r#"{"code":99991400}"#, None),
+            Some(Throttle::App(None))
+        );
+        // §3: the message service's overall throttle (also a webhook's, §8) is app-wide; a reset
+        // header is the gateway's and not read for it.
+        assert_eq!(
+            throttle(200, r#"{"code":11232}"#, reset),
+            Some(Throttle::App(None))
+        );
+        // §3, §4: 5 QPS per user or chat.
+        for code in [230020, 11233] {
+            let body = format!(r#"{{"code":{code}}}"#);
+            assert_eq!(
+                throttle(400, &body, reset),
+                Some(Throttle::Receiver),
+                "{code}"
+            );
+        }
+        // Not throttles: the monthly quota (F-cfg), the batch_send daily quota, a webhook's
+        // "too many request" (retried, but no scope to hold), a record error, no code at all.
+        for body in [
+            r#"{"code":99991403}"#,
+            r#"{"code":11247}"#,
+            r#"{"code":9499,"msg":"too many request"}"#,
+            r#"{"code":230001}"#,
+            "<html>",
+        ] {
+            assert_eq!(throttle(429, body, reset), None, "{body}");
+        }
+        assert_eq!(LarkError::transport("reset").throttle(), None);
+    }
+
+    #[test]
+    fn local_errors_carry_no_answer() {
+        let e = LarkError::local(Config, "no webhook named 'x' is configured");
+        assert_eq!(
+            (
+                e.class,
+                e.http_status,
+                e.code,
+                e.log_id.clone(),
+                e.retry_after
+            ),
+            (Config, None, None, None, None)
+        );
+        assert_eq!(e.to_string(), "no webhook named 'x' is configured");
+        assert_eq!(e.with_class(Fatal).class, Fatal);
     }
 
     #[test]

@@ -1,19 +1,42 @@
 //! The Lark calls lark-sink makes (send, reply, webhook push, urgent, batch_get_id), over one
 //! shared HTTP connection pool.
 //!
-//! Every call goes through [`read_response`], which sends the request and hands the answer to
-//! [`read_answer`]: the JSON body of a success or a classified [`LarkError`]; the token rule of lark-api.md §1.6 (evict, re-mint,
-//! retry once, then give up as a configuration error) lives in [`LarkClient::authorized`].
+//! Every call goes through [`read_response`] (`http.rs`), which sends the request and hands the
+//! answer to `read_answer`: the JSON body of a success or a classified [`LarkError`]; the token
+//! rule of lark-api.md §1.6 (evict, re-mint, retry once, then give up as a configuration error)
+//! lives in [`LarkClient::authorized`].
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use super::classify::{read_answer, Answer, ErrorClass, LarkError};
+use super::classify::{ErrorClass, LarkError};
+use super::http::http_client;
 use super::token::TokenCache;
-use crate::config::{LarkConfig, WebhookConfig};
+use super::webhook::WebhookConfig;
 use crate::secret::Secret;
-use std::collections::BTreeMap;
+
+use super::http::read_response;
+
+/// What the client needs to reach Lark: the part of `lark.*` it reads, built by `config` (so
+/// `lark` never reads the connector's config).
+#[derive(Debug, Clone, Default)]
+pub struct ClientConfig {
+    /// Empty when no app is configured (a webhook-only connector).
+    pub app_id: String,
+    pub app_secret: Secret,
+    /// The Open Platform's base URL (`https://open.feishu.cn`, no trailing `/`).
+    pub base_url: String,
+    /// The longest one request may take (`lark.request.timeout.ms`).
+    pub request_timeout: Duration,
+    /// Refresh the tenant token this long before Lark says it expires.
+    pub token_refresh_margin: Duration,
+    /// Custom-bot webhooks by name.
+    pub webhooks: BTreeMap<String, WebhookConfig>,
+    /// Extra trusted roots (`lark.tls.ca.file`), added to the system's.
+    pub tls_ca: Vec<reqwest::Certificate>,
+}
 
 /// A delivered message, as Lark reported it (lark-api.md §2.3).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,16 +86,11 @@ struct ReplyBody<'a> {
 }
 
 impl LarkClient {
-    pub fn new(cfg: &LarkConfig) -> Result<Self, reqwest::Error> {
-        // TLS: reqwest's default stack (rustls, aws-lc-rs) verifies every certificate against the
-        // system's roots (rustls-platform-verifier); `lark.tls.ca.file` adds roots, never
-        // replaces or disables verification.
-        let http = reqwest::Client::builder()
-            .tls_certs_merge(cfg.tls_ca.iter().cloned())
-            .timeout(cfg.request_timeout)
-            .connect_timeout(cfg.request_timeout.min(Duration::from_secs(5)))
-            .user_agent(concat!("lark-sink/", env!("CARGO_PKG_VERSION")))
-            .build()?;
+    /// The client for `cfg` (a [`ClientConfig`], or the connector's `&LarkConfig`, which config
+    /// turns into one).
+    pub fn new(cfg: impl Into<ClientConfig>) -> Result<Self, reqwest::Error> {
+        let cfg: ClientConfig = cfg.into();
+        let http = http_client(cfg.request_timeout, &cfg.tls_ca)?;
         let tokens = TokenCache::new(
             http.clone(),
             &cfg.base_url,
@@ -92,11 +110,11 @@ impl LarkClient {
             .collect();
         Ok(LarkClient {
             http,
-            base_url: cfg.base_url.clone(),
+            has_app: !cfg.app_id.is_empty(),
+            base_url: cfg.base_url,
             send_urls,
             tokens,
-            has_app: !cfg.app_id.is_empty(),
-            webhooks: cfg.webhooks.clone(),
+            webhooks: cfg.webhooks,
         })
     }
 
@@ -118,13 +136,11 @@ impl LarkClient {
         msg_type: &str,
         content: &str,
     ) -> Result<SendOk, LarkError> {
-        let hook = self.webhooks.get(name).ok_or_else(|| LarkError {
-            class: ErrorClass::Config,
-            http_status: None,
-            code: None,
-            msg: format!("no webhook named '{name}' is configured"),
-            log_id: None,
-            retry_after: None,
+        let hook = self.webhooks.get(name).ok_or_else(|| {
+            LarkError::local(
+                ErrorClass::Config,
+                format!("no webhook named '{name}' is configured"),
+            )
         })?;
         let content: Value = serde_json::from_str(content).unwrap_or(Value::Null);
         let attempt = || async {
@@ -354,112 +370,8 @@ fn send_ok(resp: &Value, log_id: Option<String>) -> SendOk {
 /// A record addressed a user or chat, but only webhooks are configured: that record's problem
 /// (dead-lettered), not the connector's.
 fn no_app() -> LarkError {
-    LarkError {
-        class: ErrorClass::Config,
-        http_status: None,
-        code: None,
-        msg: "this message is for a user or chat, which needs a Lark app (lark.app.id and lark.app.secret); only custom-bot webhooks are configured".into(),
-        log_id: None,
-        retry_after: None,
-    }
-}
-
-/// Sends a request and reads a Lark answer: `Ok` only for a 2xx with `code` 0.
-pub(crate) async fn read_response(
-    req: reqwest::RequestBuilder,
-) -> Result<(Value, Option<String>), LarkError> {
-    let resp = req.send().await.map_err(|e| {
-        crate::telemetry::lark_response("transport");
-        // A rejected certificate will be rejected again: a configuration error, not retried.
-        if let Some(why) = tls_rejection(&e) {
-            let host = e.url().and_then(|u| u.host_str()).unwrap_or("the server");
-            return LarkError {
-                class: ErrorClass::Fatal,
-                http_status: None,
-                code: None,
-                msg: format!(
-                    "TLS certificate of {host} rejected ({why}); if it is signed by a private CA \
-                     or a TLS-intercepting proxy, set lark.tls.ca.file to that CA's PEM certificate"
-                ),
-                log_id: None,
-                retry_after: None,
-            };
-        }
-        // No status: connection refused, reset, timeout. All transient (R-bo).
-        let what = if e.is_timeout() {
-            "request timed out"
-        } else if e.is_connect() {
-            "connection failed"
-        } else {
-            "request failed"
-        };
-        LarkError::transport(format!("{what}: {}", without_url(&e)))
-    })?;
-    let status = resp.status().as_u16();
-    let header = |name: &str| {
-        resp.headers()
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string)
-    };
-    let log_id = header("x-tt-logid").or_else(|| header("x-request-id"));
-    let ratelimit_reset = header("x-ogw-ratelimit-reset");
-    let text = resp.text().await.map_err(|e| {
-        LarkError::transport(format!("reading the response failed: {}", without_url(&e)))
-    })?;
-    let result = read_answer(Answer {
-        status,
-        body: &text,
-        log_id: log_id.as_deref(),
-        ratelimit_reset: ratelimit_reset.as_deref(),
-    });
-    match &result {
-        Ok(_) => crate::telemetry::lark_response("0"),
-        Err(LarkError { code: Some(c), .. }) => crate::telemetry::lark_response(&c.to_string()),
-        Err(_) => crate::telemetry::lark_response(&format!("http_{status}")),
-    }
-    result
-}
-
-/// reqwest errors print the URL; ours carry no secret, but keep messages short and stable.
-/// The reason when a request failed because the server's certificate was rejected (unknown
-/// issuer, wrong name, expired, ...). rustls reports a `rustls::Error` a few sources down
-/// reqwest's error, inside the `std::io::Error` of the TLS stream and possibly boxed again on the
-/// way up, so each link is tried as the rustls error, as an `io::Error` wrapping it, and by the
-/// message rustls gives that error ("invalid peer certificate: ...").
-fn tls_rejection(e: &reqwest::Error) -> Option<String> {
-    fn rejected(t: &rustls::Error) -> bool {
-        matches!(
-            t,
-            rustls::Error::InvalidCertificate(_) | rustls::Error::NoCertificatesPresented
-        )
-    }
-    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(err) = cur {
-        if let Some(t) = err.downcast_ref::<rustls::Error>().filter(|t| rejected(t)) {
-            return Some(t.to_string());
-        }
-        if let Some(t) = err
-            .downcast_ref::<std::io::Error>()
-            .and_then(|io| io.get_ref())
-            .and_then(|inner| inner.downcast_ref::<rustls::Error>())
-            .filter(|t| rejected(t))
-        {
-            return Some(t.to_string());
-        }
-        let text = err.to_string();
-        if let Some(at) = text.find("invalid peer certificate") {
-            return Some(text[at..].to_string());
-        }
-        cur = err.source();
-    }
-    None
-}
-
-fn without_url(e: &reqwest::Error) -> String {
-    let mut s = e.to_string();
-    if let Some(url) = e.url() {
-        s = s.replace(&format!(" for url ({url})"), "");
-    }
-    s
+    LarkError::local(
+        ErrorClass::Config,
+        "this message is for a user or chat, which needs a Lark app (lark.app.id and lark.app.secret); only custom-bot webhooks are configured",
+    )
 }

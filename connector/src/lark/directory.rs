@@ -30,9 +30,9 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
+use super::address::{canonical_email, canonical_mobile};
 use super::classify::{ErrorClass, LarkError};
 use super::client::{LarkClient, UserIdEntry};
-use crate::envelope::{canonical_email, canonical_mobile};
 use crate::telemetry;
 
 /// §5: at most 50 emails and 50 mobiles per `batch_get_id` call.
@@ -404,14 +404,7 @@ fn found(key: &Key, open_id: Option<String>) -> Result<String, LarkError> {
 }
 
 fn record_error(msg: String) -> LarkError {
-    LarkError {
-        class: ErrorClass::Record,
-        http_status: None,
-        code: None,
-        msg,
-        log_id: None,
-        retry_after: None,
-    }
+    LarkError::local(ErrorClass::Record, msg)
 }
 
 #[cfg(test)]

@@ -1,23 +1,35 @@
 //! The Lark / Feishu Open Platform client: what lark-sink says to Lark and how it reads the answer.
 //!
+//! - [`address`]: the canonical form of an email or a mobile number (one person, one key).
 //! - [`classify`]: every response → a retry class of lark-api.md §3 (by HTTP status *and* body `code`).
 //! - [`token`]: the tenant_access_token cache (early refresh, single-flight fetch, eviction).
+//! - [`http`]: the HTTP client builder and the transport every call goes through (sends a request,
+//!   reads the answer and what reqwest reports when there is none).
 //! - [`client`]: the calls themselves (send message, webhook push, urgent, batch_get_id).
 //! - [`directory`]: phone / email → open_id, cached, single-flight and batched.
-//! - [`webhook`]: custom-bot webhook bodies and their signature.
+//! - [`webhook`]: custom-bot webhook settings, bodies and their signature.
+//!
+//! `lark` knows nothing about Kafka or the connector's config: `config` builds its
+//! [`ClientConfig`], [`WebhookConfig`] and [`LookupConfig`] (docs/ARCHITECTURE.md, "Dependency
+//! rules").
 
+pub mod address;
 pub mod classify;
 #[cfg(feature = "runtime")]
 pub mod client;
 #[cfg(feature = "runtime")]
 pub mod directory;
 #[cfg(feature = "runtime")]
+pub mod http;
+#[cfg(feature = "runtime")]
 pub mod token;
 #[cfg(feature = "runtime")]
 pub mod webhook;
 
-pub use classify::{ErrorClass, LarkError};
+pub use classify::{ErrorClass, LarkError, Throttle};
 #[cfg(feature = "runtime")]
-pub use client::{LarkClient, SendOk, UserIdEntry};
+pub use client::{ClientConfig, LarkClient, SendOk, UserIdEntry};
 #[cfg(feature = "runtime")]
 pub use directory::{LookupConfig, UserDirectory};
+#[cfg(feature = "runtime")]
+pub use webhook::WebhookConfig;

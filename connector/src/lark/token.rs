@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 
 use super::classify::{ErrorClass, LarkError};
-use super::client::read_response;
+use super::http::read_response;
 use crate::secret::Secret;
 
 #[derive(Clone)]
@@ -119,20 +119,14 @@ impl TokenCache {
         match (token, expire) {
             (Some(t), Some(e)) if !t.is_empty() => Ok((Secret::new(t), e)),
             _ => Err(LarkError {
-                class: ErrorClass::Backoff,
                 http_status: Some(200),
                 code: Some(0),
-                msg: "token endpoint answered code 0 without tenant_access_token/expire".into(),
                 log_id,
-                retry_after: None,
+                ..LarkError::local(
+                    ErrorClass::Backoff,
+                    "token endpoint answered code 0 without tenant_access_token/expire",
+                )
             }),
         }
-    }
-}
-
-impl LarkError {
-    pub(crate) fn with_class(mut self, class: ErrorClass) -> Self {
-        self.class = class;
-        self
     }
 }

@@ -1,5 +1,5 @@
-//! Custom-bot webhooks (lark-api.md §8): the request body in the webhook's own shape, and its
-//! signature.
+//! Custom-bot webhooks (lark-api.md §8): a webhook's settings, the request body in the webhook's
+//! own shape, and its signature.
 //!
 //! A webhook wants `content` as an object (not a string), a card under a top-level `card`, a post
 //! wrapped in `{"post": ...}` and `share_chat_id` instead of `chat_id`; envelopes keep Lark's
@@ -11,6 +11,37 @@ use base64::Engine;
 use hmac::{Hmac, Mac};
 use serde_json::{json, Value};
 use sha2::Sha256;
+
+use crate::secret::Secret;
+
+/// One custom-bot webhook (`lark.webhooks.<name>.*`, lark-api.md §8).
+#[derive(Clone, PartialEq, Eq)]
+pub struct WebhookConfig {
+    /// The full hook URL (`…/open-apis/bot/v2/hook/<token>`). A credential: it ends in the hook
+    /// token, so `Debug` shows only what comes before the token.
+    pub url: String,
+    /// The signing secret ("签名校验"), when the bot has one.
+    pub secret: Option<Secret>,
+}
+
+impl WebhookConfig {
+    /// The URL without its last path segment (the hook token): `https://h/open-apis/bot/v2/hook/***`.
+    fn masked_url(&self) -> String {
+        match self.url.rsplit_once('/') {
+            Some((base, _token)) => format!("{base}/***"),
+            None => "***".to_string(),
+        }
+    }
+}
+
+impl std::fmt::Debug for WebhookConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebhookConfig")
+            .field("url", &self.masked_url())
+            .field("secret", &self.secret)
+            .finish()
+    }
+}
 
 /// The §8 signature for `timestamp` (seconds).
 pub fn sign(secret: &str, timestamp: i64) -> String {

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use lark_sink_transforms::Chain;
 use rdkafka::consumer::Consumer;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
 use super::backpressure::{self, Backpressure, Load};
@@ -23,7 +23,7 @@ use crate::delivery::Scheduler;
 use crate::envelope::prepare::Prepared;
 use crate::envelope::validate::EnvelopeValidator;
 use crate::record::SourceRecord;
-use crate::source::SinkConsumer;
+use crate::source::{Assignment, SinkConsumer};
 use crate::transform::TransformRunner;
 
 /// How often the loop re-checks the buffer bound while no record arrives (e.g. while paused).
@@ -48,6 +48,13 @@ pub(super) struct Intake {
     /// Fatal errors reported by the queues and the dead-letter tasks.
     fatal: mpsc::Receiver<SinkError>,
     backpressure: Backpressure,
+    /// What the consumer's rebalance context publishes: each assignment, and whether a broker is
+    /// up. The source only reports them; [`Intake::follow_rebalance`] and the tick act on them.
+    assignments: watch::Receiver<Assignment>,
+    broker_up: watch::Receiver<bool>,
+    /// Partitions were assigned since the last backpressure step (they start unpaused in
+    /// librdkafka, so a paused buffer must pause them too).
+    reassigned: bool,
 }
 
 impl Intake {
@@ -66,6 +73,9 @@ impl Intake {
         Intake {
             transforms: TransformRunner::new(validator, chain, rebuild),
             cfg,
+            assignments: consumer.context().assignments(),
+            broker_up: consumer.context().broker_up(),
+            reassigned: false,
             consumer,
             scheduler: Scheduler::new(Deliverer(settle.clone())),
             settle,
@@ -106,6 +116,9 @@ impl Intake {
 
     /// One record: begin it, prepare it, dispatch its messages.
     async fn take(&mut self, record: SourceRecord) -> Result<(), SinkError> {
+        // The record may be the first of a new assignment: its share of the rate budget applies
+        // before any of its messages is sent.
+        self.follow_rebalance();
         self.settle.stats.received(&record.topic);
         let (ticket, revoked) = self
             .settle
@@ -173,6 +186,7 @@ impl Intake {
     /// The tick: backpressure, the admin API's status, finished dead-letter tasks, and now and
     /// then the idle rate state.
     fn on_tick(&mut self, last_housekeeping: &mut Instant) {
+        self.follow_rebalance();
         self.apply_backpressure();
         self.report_status();
         while self.dead_letters.try_join_next().is_some() {}
@@ -193,11 +207,7 @@ impl Intake {
         stats.buffered(load.messages, load.bytes);
         let user_paused = self.settle.control.is_paused();
         // Partitions assigned since the last step start unpaused in librdkafka.
-        let reassigned = self
-            .consumer
-            .context()
-            .assignment_changed
-            .swap(false, Ordering::SeqCst);
+        let reassigned = std::mem::take(&mut self.reassigned);
         let bound = &self.cfg.buffer;
         let step = self
             .backpressure
@@ -209,8 +219,32 @@ impl Intake {
         }
     }
 
-    /// Refreshes what the admin API reports: owned partitions and whether Lark is reachable.
-    fn report_status(&self) {
+    /// Acts on an assignment the rebalance context published since the last look: the next
+    /// backpressure step pauses the new partitions if the buffer is paused, and with
+    /// `lark.rate.share=auto` the app's rate budget is scaled to this instance's share.
+    fn follow_rebalance(&mut self) {
+        if !self.assignments.has_changed().unwrap_or(false) {
+            return;
+        }
+        let assignment = *self.assignments.borrow_and_update();
+        self.reassigned = true;
+        if let Some(share) = assignment.share {
+            self.settle.lark.limits.set_share(share);
+            tracing::info!(
+                share,
+                partitions = assignment.partitions,
+                "app rate budget scaled to this instance's share of partitions"
+            );
+        }
+    }
+
+    /// Refreshes what the admin API reports: owned partitions, whether a broker is up (when
+    /// librdkafka's statistics said something new) and whether Lark is reachable.
+    fn report_status(&mut self) {
+        if self.broker_up.has_changed().unwrap_or(false) {
+            let up = *self.broker_up.borrow_and_update();
+            self.settle.control.set_broker_ready(up);
+        }
         let control = &self.settle.control;
         if let Ok(tpl) = self.consumer.assignment() {
             control.set_assigned(

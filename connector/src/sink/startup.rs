@@ -47,10 +47,8 @@ pub(super) async fn start(
     check_token(&client, control).await?;
     let limits = Arc::new(RateLimits::new(cfg.rate));
     let tracker = Arc::new(Mutex::new(OffsetTracker::default()));
-    let consumer = Arc::new(
-        create_consumer(&cfg, tracker.clone(), limits.clone(), control.clone())
-            .map_err(SinkError::Consumer)?,
-    );
+    let consumer =
+        Arc::new(create_consumer(&cfg.consumer(), tracker.clone()).map_err(SinkError::Consumer)?);
     tracing::info!(connector = %cfg.name, topics = ?cfg.topics, group = %cfg.kafka["group.id"],
         lark = %cfg.lark.base_url, dlq = ?cfg.errors.dlq_topic, results = ?cfg.result_topic, rate = ?cfg.rate, buffer = ?cfg.buffer,
         "lark-sink started");

@@ -5,8 +5,12 @@
 //! `enable.auto.commit=true` then commits those stored offsets every `offset.flush.interval.ms`;
 //! [`SinkContext`] also commits synchronously when partitions are revoked, and the sink commits
 //! once more on shutdown (the pattern of rust-rdkafka's `examples/at_least_once.rs`).
+//!
+//! The source knows nothing about Lark, delivery or the admin API: what a rebalance or
+//! librdkafka's statistics tell it is published ([`Assignment`], broker readiness) on `watch`
+//! channels, and the sink acts on it.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -15,27 +19,69 @@ use rdkafka::consumer::{
 };
 use rdkafka::error::KafkaResult;
 use rdkafka::{ClientConfig, ClientContext, TopicPartitionList};
+use tokio::sync::watch;
 
 use super::offsets::OffsetTracker;
-use crate::config::{regex_subscription, topics_regex_matcher, ConnectorConfig, Topics};
-use crate::control::Control;
-use crate::delivery::RateLimits;
+use super::subscription::{regex_subscription, subscribed_partitions, Topics};
 use crate::telemetry;
 
 pub type SinkConsumer = StreamConsumer<SinkContext>;
 
-/// Rebalance hooks: commit what is finished before losing partitions, then forget them; after
-/// an assignment, flag it (so the sink pauses new partitions while its buffer is full) and
-/// recompute this instance's share of the app's rate budget.
-pub struct SinkContext {
-    pub tracker: Arc<Mutex<OffsetTracker>>,
-    pub limits: Arc<RateLimits>,
+/// What the consumer is built from; `config` builds it (`ConnectorConfig::consumer`), so the
+/// source never reads the connector's config. No `Debug`: `kafka` holds credentials.
+#[derive(Clone)]
+pub struct ConsumerConfig {
+    /// librdkafka properties (the `kafka.*` keys, with lark-sink's defaults).
+    pub kafka: BTreeMap<String, String>,
+    /// What to subscribe to; also the denominator of the partition share.
     pub topics: Topics,
-    pub assignment_changed: AtomicBool,
-    pub control: Arc<Control>,
+    /// `offset.flush.interval.ms`: how often librdkafka commits the stored offsets.
+    pub commit_interval: Duration,
+    /// Work out [`Assignment::share`] after each assignment (`lark.rate.share=auto`): a metadata
+    /// request inside the rebalance callback, so only when someone uses it.
+    pub partition_share: bool,
+}
+
+/// What the last rebalance gave this instance, published on a `watch` channel
+/// ([`SinkContext::assignments`]). The source only reports it; the sink decides what it means
+/// (pausing new partitions while the buffer is full, scaling the app's rate budget).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Assignment {
+    /// How many partitions the rebalance assigned (with the cooperative protocol, the ones it
+    /// added).
+    pub partitions: usize,
+    /// This instance's partitions over all partitions of the subscribed topics, when asked for
+    /// ([`ConsumerConfig::partition_share`]) and the metadata request answered.
+    pub share: Option<f64>,
+}
+
+/// Rebalance hooks: commit what is finished before losing partitions, then forget them; after
+/// an assignment, publish it (with this instance's share of the partitions when asked for).
+/// Also reports, from librdkafka's statistics, the consumer lag and whether a broker is up.
+pub struct SinkContext {
+    /// Forgets revoked partitions, so their late completions store nothing.
+    tracker: Arc<Mutex<OffsetTracker>>,
+    /// The subscription, to count the partitions it consumes for the share.
+    topics: Topics,
+    /// [`ConsumerConfig::partition_share`].
+    partition_share: bool,
+    /// The last assignment; a new value after each one.
+    assignment: watch::Sender<Assignment>,
+    /// Whether any broker connection is up, from the last statistics (for `/readyz`).
+    broker_up: watch::Sender<bool>,
 }
 
 impl SinkContext {
+    /// Every assignment from now on; the sink reads them between records.
+    pub fn assignments(&self) -> watch::Receiver<Assignment> {
+        self.assignment.subscribe()
+    }
+
+    /// Whether a broker connection is up, each time librdkafka's statistics say.
+    pub fn broker_up(&self) -> watch::Receiver<bool> {
+        self.broker_up.subscribe()
+    }
+
     /// This instance's partitions over all partitions of the subscribed topics.
     fn partition_share(&self, consumer: &BaseConsumer<Self>, assigned: usize) -> Option<f64> {
         let metadata = consumer
@@ -53,40 +99,12 @@ impl SinkContext {
     }
 }
 
-/// How many partitions the subscription consumes, given `(topic, partition count)` for every
-/// topic of the cluster: the denominator of [`SinkContext::partition_share`], apart from the
-/// metadata request so it can be tested without a broker.
-fn subscribed_partitions<'a>(
-    topics: &Topics,
-    cluster: impl IntoIterator<Item = (&'a str, usize)>,
-) -> usize {
-    let regex = match topics {
-        Topics::Regex(re) => match topics_regex_matcher(re) {
-            Ok(r) => Some(r),
-            Err(e) => {
-                tracing::warn!("topics.regex cannot be read for lark.rate.share: {e}");
-                return 0;
-            }
-        },
-        Topics::List(_) => None,
-    };
-    cluster
-        .into_iter()
-        .filter(|(name, _)| match (topics, &regex) {
-            (Topics::List(list), _) => list.iter().any(|l| l == name),
-            (Topics::Regex(_), Some(re)) => re.is_match(name),
-            (Topics::Regex(_), None) => false,
-        })
-        .map(|(_, n)| n)
-        .sum()
-}
-
 impl ClientContext for SinkContext {
     /// librdkafka statistics (every `statistics.interval.ms`): consumer lag per partition for the
     /// metrics, and whether any broker connection is up for `/readyz`.
     fn stats(&self, stats: rdkafka::Statistics) {
         let up = stats.brokers.values().any(|b| b.state == "UP");
-        self.control.set_broker_ready(up);
+        self.broker_up.send_replace(up);
         for (topic, t) in &stats.topics {
             for (partition, p) in &t.partitions {
                 if *partition >= 0 && p.consumer_lag >= 0 {
@@ -133,16 +151,14 @@ impl ConsumerContext for SinkContext {
 
     fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Assign(tpl) = rebalance {
-            self.assignment_changed.store(true, Ordering::SeqCst);
-            if self.limits.config().share_auto {
-                if let Some(share) = self.partition_share(consumer, tpl.count()) {
-                    self.limits.set_share(share);
-                    tracing::info!(
-                        share,
-                        "app rate budget scaled to this instance's share of partitions"
-                    );
-                }
-            }
+            let share = self
+                .partition_share
+                .then(|| self.partition_share(consumer, tpl.count()))
+                .flatten();
+            self.assignment.send_replace(Assignment {
+                partitions: tpl.count(),
+                share,
+            });
         }
     }
 
@@ -176,10 +192,8 @@ fn describe_offsets(tpl: &TopicPartitionList) -> String {
 
 /// Creates the consumer and subscribes it to the configured topics.
 pub fn create_consumer(
-    cfg: &ConnectorConfig,
+    cfg: &ConsumerConfig,
     tracker: Arc<Mutex<OffsetTracker>>,
-    limits: Arc<RateLimits>,
-    control: Arc<Control>,
 ) -> KafkaResult<SinkConsumer> {
     let mut client = ClientConfig::new();
     for (k, v) in cfg.kafka.iter() {
@@ -190,7 +204,7 @@ pub fn create_consumer(
         .set("enable.auto.commit", "true")
         .set(
             "auto.commit.interval.ms",
-            cfg.offset_flush_interval.as_millis().to_string(),
+            cfg.commit_interval.as_millis().to_string(),
         );
     if !cfg.kafka.contains_key("statistics.interval.ms") {
         // Lag metrics and broker readiness come from librdkafka's statistics.
@@ -198,10 +212,10 @@ pub fn create_consumer(
     }
     let consumer: SinkConsumer = client.create_with_context(SinkContext {
         tracker,
-        limits,
         topics: cfg.topics.clone(),
-        assignment_changed: AtomicBool::new(false),
-        control,
+        partition_share: cfg.partition_share,
+        assignment: watch::channel(Assignment::default()).0,
+        broker_up: watch::channel(false).0,
     })?;
     match &cfg.topics {
         Topics::List(topics) => {
@@ -213,71 +227,4 @@ pub fn create_consumer(
         }
     }
     Ok(consumer)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// `(topics.regex, topic, whether librdkafka's subscription consumes it)`. librdkafka takes
-    /// the `^`-prefixed pattern to POSIX `regexec`, a search: anchored at the start by the `^`,
-    /// not at the end, and `^a|b` is `^a` or `b` anywhere (checked against glibc's regexec).
-    const CASES: &[(&str, &str, bool)] = &[
-        ("alerts.*", "alerts", true),
-        ("alerts.*", "alerts-p1", true),
-        ("alerts.*", "xalerts", false),
-        ("^alerts", "alerts", true),
-        ("^alerts", "alerts-p1", true),
-        ("^alerts", "xalerts", false),
-        ("^alerts-p1", "alerts-p1", true),
-        ("^alerts-p1", "alerts-p1-archive", true),
-        ("^alerts-p1", "alerts", false),
-        ("^alerts-p1$", "alerts-p1-archive", false),
-        ("^alerts-p1$", "alerts-p1", true),
-        ("alerts|audit", "alerts-p1", true),
-        ("alerts|audit", "xaudit", true),
-        ("alerts|audit", "xalerts", false),
-    ];
-
-    #[test]
-    fn rate_share_and_output_check_match_what_the_subscription_consumes() {
-        for &(re, topic, consumed) in CASES {
-            let topics = Topics::Regex(re.to_string());
-            assert_eq!(
-                crate::config::topics_include(&topics, topic),
-                consumed,
-                "config's output-topic check: '{re}' vs '{topic}'"
-            );
-            assert_eq!(
-                subscribed_partitions(&topics, [(topic, 3)]),
-                if consumed { 3 } else { 0 },
-                "lark.rate.share=auto partition count: '{re}' vs '{topic}'"
-            );
-        }
-        let cluster = [
-            ("alerts", 3),
-            ("alerts-p1", 2),
-            ("alerts-p1-archive", 1),
-            ("xalerts", 5),
-        ];
-        let regex = |re: &str| Topics::Regex(re.to_string());
-        assert_eq!(subscribed_partitions(&regex("^alerts-p1"), cluster), 3);
-        assert_eq!(subscribed_partitions(&regex("alerts"), cluster), 6);
-        assert_eq!(subscribed_partitions(&regex("(unclosed"), cluster), 0);
-        let list = Topics::List(vec!["alerts".into(), "xalerts".into(), "gone".into()]);
-        assert_eq!(subscribed_partitions(&list, cluster), 8);
-    }
-
-    #[test]
-    fn the_subscription_is_what_the_matcher_compiles() {
-        assert_eq!(regex_subscription("alerts.*"), "^alerts.*");
-        assert_eq!(regex_subscription("^alerts"), "^alerts");
-        for &(re, topic, consumed) in CASES {
-            let subscription = regex_subscription(re);
-            assert!(subscription.starts_with('^'), "librdkafka needs the ^");
-            let matcher = topics_regex_matcher(re).expect("the cases are valid regexes");
-            assert_eq!(matcher.as_str(), subscription);
-            assert_eq!(matcher.is_match(topic), consumed, "'{re}' vs '{topic}'");
-        }
-    }
 }

@@ -15,9 +15,10 @@ use rdkafka::types::RDKafkaErrorCode;
 use serde_json::json;
 
 use super::{fail, finding, needs, warn, CheckOptions, Checks, Finding, Status, PROBE_HEADER};
-use crate::config::{ConnectorConfig, Tolerance, Topics};
+use crate::config::{ConnectorConfig, Tolerance};
 use crate::source::kafka::{producer_config, ACKS_FORCED};
 use crate::source::probe::{probe, ErrorCapture, NoMetadata, Probe, Wait};
+use crate::source::Topics;
 
 /// What a check that needs the broker's metadata says when there is none.
 const NEEDS_BROKER: &str = "not checked: needs the broker";
@@ -190,7 +191,7 @@ fn check_listed_topic(cfg: &ConnectorConfig, md: &Metadata, name: &str) -> Findi
 /// The one `topic` line of `topics.regex`: the topics it matches, with partition counts.
 fn check_topics_regex(md: &Metadata, re: &str) -> Finding {
     // As librdkafka matches the subscription: anchored at the start only.
-    let Ok(compiled) = crate::config::topics_regex_matcher(re) else {
+    let Ok(compiled) = crate::source::topics_regex_matcher(re) else {
         return fail(
             "topic",
             format!("topics.regex '{re}' is not a valid regular expression"),

@@ -5,15 +5,14 @@
 //! [`super`] says how): a token, a send to an open_id that cannot exist, a read-only lookup, and
 //! a webhook post without `msg_type`.
 
-use std::time::Duration;
-
 use serde_json::{json, Value};
 
 use super::{
     fail, finding, needs, warn, CheckOptions, Checks, Finding, Status, PROBE_MOBILE, PROBE_OPEN_ID,
 };
-use crate::config::{ConnectorConfig, WebhookConfig};
-use crate::lark::client::read_response;
+use crate::config::ConnectorConfig;
+use crate::lark::http::read_response;
+use crate::lark::WebhookConfig;
 use crate::lark::{LarkClient, LarkError};
 
 /// What the app checks say when no tenant token could be minted.
@@ -83,12 +82,7 @@ pub(super) async fn webhook_checks(
         return;
     }
     let timeout = with_timeout(cfg, opts).request_timeout;
-    match reqwest::Client::builder()
-        .timeout(timeout)
-        .connect_timeout(timeout.min(Duration::from_secs(5)))
-        .user_agent(concat!("lark-sink/", env!("CARGO_PKG_VERSION")))
-        .build()
-    {
+    match crate::lark::http::http_client(timeout, &cfg.lark.tls_ca) {
         Err(e) => c.push(no_http_client("webhook", &e)),
         Ok(http) => {
             for (name, hook) in &cfg.lark.webhooks {
