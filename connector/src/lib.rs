@@ -18,14 +18,23 @@
 //! 9. [`results`]: the optional result topic (one JSON outcome per message).
 //! 10. [`sink`]: wires 2–9 together and stores offsets only after the outcome is durable: start-up
 //!     (`sink/startup.rs`), the consumer loop (`intake.rs`), when to pause (`backpressure.rs`,
-//!     pure), and what happens after Lark answers (`settle.rs`).
+//!     pure), what Lark's final answer means for a message (`verdict.rs`, pure), and what happens
+//!     after Lark answers (`settle.rs`).
+//!
+//! Beside the path: [`telemetry`] (the Prometheus metrics, one call per event), [`control`] and
+//! [`admin`] (the operator's surface of a running process), [`secret`] (values that print as
+//! `***`), [`record`] (an owned Kafka record and its message uuid).
+//!
+//! Dependencies point one way (docs/ARCHITECTURE.md, "Dependency rules"; checked by
+//! `connector/tests/dependencies.rs`): `lark` knows nothing about Kafka, `source` nothing about
+//! Lark, and only `source::offsets` stores offsets.
 //!
 //! [`commands`] holds the subcommands of the binary, one module each: among them
 //! [`commands::demo`] runs the whole path on an embedded broker and the Lark emulator, and
 //! [`commands::check`] tests a config against the real broker and Lark before going live.
 //!
-//! [`envelope`] (decode, validate, prepare), [`dlq::DeadLetter`] and [`lark::classify`] are pure and
-//! build without the default `runtime` feature, for the fuzz targets in `fuzz/`; everything else
+//! [`envelope`] (decode, validate, prepare), [`dlq::DeadLetter`], [`lark::classify`] and
+//! [`lark::address`] are pure and build without the default `runtime` feature, for the fuzz targets in `fuzz/`; everything else
 //! needs it.
 
 #[cfg(feature = "runtime")]

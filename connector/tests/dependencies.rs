@@ -75,13 +75,12 @@ const CRATE_HOMES: &[(&str, &[&str], &str)] = &[
             "results.rs",
             "sink/",
             "commands/",
-            "bench.rs",
         ],
         "lark (and the pure core) know nothing about Kafka",
     ),
     (
         "reqwest",
-        &["lark/", "config/", "sink/", "commands/", "bench.rs"],
+        &["lark/", "config/", "sink/", "commands/"],
         "only the Lark side speaks HTTP: source, delivery and the pure core never do",
     ),
 ];
