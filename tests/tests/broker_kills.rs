@@ -12,8 +12,8 @@
 //! survival; it does not reproduce either upstream bug (it passes on upstream tansu too): that is
 //! `crash.rs`, see docs/testing.md#the-test-broker.
 
-use std::io::Read;
-use std::process::{Command, Stdio};
+use std::io::{BufRead, BufReader, Read};
+use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use lark_sink_e2e::broker::{assert_answers, assert_group_recovers, OwnBroker};
@@ -21,6 +21,39 @@ use lark_sink_e2e::*;
 use rand::{Rng, SeedableRng};
 
 const KILLS: usize = 50;
+
+/// Every fourth client (the 1st, 5th, 9th, …: each in a group of its own, where a commit does not
+/// wait for dead members' sessions) is killed only after it has committed a record, then at a
+/// random moment up to 200 ms later (mid-commit or mid-fetch), so the kills reach the commit path
+/// however slow the machine is; the others die at random moments from their start.
+fn killed_after_a_commit(kill: usize) -> bool {
+    kill % 4 == 1
+}
+
+/// How long a client may take to commit its first record: a broker that cannot serve a commit in
+/// this time fails the test.
+const FIRST_COMMIT_WITHIN: Duration = Duration::from_secs(30);
+
+/// Waits until `client` prints `active` (it has committed a record); false after `within`.
+fn wait_committed(client: &mut Child, within: Duration) -> bool {
+    let Some(stdout) = client.stdout.take() else {
+        return false;
+    };
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            match line {
+                Ok(l) if l.contains("active") => {
+                    let _ = tx.send(());
+                    return;
+                }
+                Ok(_) => {}
+                Err(_) => return,
+            }
+        }
+    });
+    rx.recv_timeout(within).is_ok()
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fifty_clients_killed_mid_request_leave_a_working_broker() {
@@ -51,7 +84,22 @@ async fn fifty_clients_killed_mid_request_leave_a_working_broker() {
             .stderr(Stdio::null())
             .spawn()
             .expect("start kafka-churn");
-        let after = Duration::from_millis(rng.random_range(50..2000));
+        let after = if killed_after_a_commit(kill) {
+            let committed = wait_committed(&mut client, FIRST_COMMIT_WITHIN);
+            if !committed {
+                let _ = client.kill();
+            }
+            assert!(
+                committed,
+                "client {kill} did not commit a record within {FIRST_COMMIT_WITHIN:?}; the \
+                 broker's log:\n{}",
+                broker.log()
+            );
+            active += 1;
+            Duration::from_millis(rng.random_range(0..200))
+        } else {
+            Duration::from_millis(rng.random_range(50..2000))
+        };
         tokio::time::sleep(after).await;
         client.kill().expect("SIGKILL kafka-churn");
         let _ = client.wait();
