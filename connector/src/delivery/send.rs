@@ -80,9 +80,8 @@ pub async fn deliver(
                 let result = client
                     .send_webhook(name, &envelope.msg_type, &envelope.content)
                     .await;
-                // A bot has one quota of its own, so any throttle answer holds that bot back.
-                match result.as_ref().err().and_then(LarkError::throttle) {
-                    Some(_) => permit.hold(THROTTLE_HOLD),
+                match webhook_hold(&result) {
+                    Some(hold) => permit.hold(hold),
                     None => permit.sent(),
                 }
                 return result;
@@ -132,6 +131,17 @@ pub async fn deliver(
     with_retries(policy, "delivery", context, send)
         .await
         .map(|(ok, attempts)| Delivered { ok, attempts })
+}
+
+/// How long a webhook's bot is held back after `result`, if at all. A bot has one quota of its own,
+/// so any throttle answer (11232, or 9499 "too many request", lark-api.md §8) holds that bot back;
+/// a 9499 "Bad Request…" is the record's fault and holds nothing.
+fn webhook_hold<T>(result: &Result<T, LarkError>) -> Option<Duration> {
+    result
+        .as_ref()
+        .err()
+        .and_then(LarkError::throttle)
+        .map(|_| THROTTLE_HOLD)
 }
 
 /// Runs `op` until it succeeds, fails permanently, or `errors.retry.timeout` runs out; the one
@@ -211,5 +221,53 @@ impl DeliveryFailure {
     /// True when the connector must stop rather than dead-letter (app-wide configuration errors).
     pub fn is_fatal(&self) -> bool {
         self.error.class == ErrorClass::Fatal
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lark::classify::{read_answer, Answer};
+
+    fn webhook_answer(status: u16, body: &str) -> Result<(), LarkError> {
+        read_answer(Answer {
+            status,
+            body,
+            log_id: None,
+            ratelimit_reset: None,
+        })
+        .map(|_| ())
+    }
+
+    #[test]
+    fn a_webhook_throttle_holds_the_bot_back() {
+        // §8: 11232, and 9499 "too many request" with HTTP 200 or 400, are the bot's throttle.
+        for (status, body) in [
+            (200, r#"{"code":11232,"msg":"rate limit"}"#),
+            (200, r#"{"code":9499,"msg":"too many request"}"#),
+            (400, r#"{"code":9499,"msg":"too many request"}"#),
+        ] {
+            assert_eq!(
+                webhook_hold(&webhook_answer(status, body)),
+                Some(THROTTLE_HOLD),
+                "{status} {body}"
+            );
+        }
+        // A malformed body, a bad signature, a success: the bot is not held.
+        for (status, body) in [
+            (200, r#"{"code":9499,"msg":"Bad Request"}"#),
+            (
+                400,
+                r#"{"code":9499,"msg":"Bad Request: fail to parse content"}"#,
+            ),
+            (200, r#"{"code":19021,"msg":"sign match fail"}"#),
+            (200, r#"{"code":0,"msg":"success"}"#),
+        ] {
+            assert_eq!(
+                webhook_hold(&webhook_answer(status, body)),
+                None,
+                "{status} {body}"
+            );
+        }
     }
 }

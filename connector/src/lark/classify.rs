@@ -64,9 +64,10 @@ pub struct LarkError {
 /// that scope, and only that one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Throttle {
-    /// The app's quota (99991400 from the gateway, 11232 from the message service): every send
-    /// waits. The duration is the gateway's `x-ogw-ratelimit-reset` for 99991400; the header
-    /// belongs to the gateway's limit (§4), so 11232 carries none and the sender picks the hold.
+    /// The app's quota (99991400 from the gateway, 11232 from the message service; for a webhook,
+    /// its bot's quota: 11232 or 9499 "too many request", §8): every send of that scope waits.
+    /// The duration is the gateway's `x-ogw-ratelimit-reset` for 99991400; the header belongs to
+    /// the gateway's limit (§4), so the others carry none and the sender picks the hold.
     App(Option<Duration>),
     /// One receiver's 5 QPS, a user's or a chat's (230020, 11233): only that receiver waits.
     Receiver,
@@ -105,6 +106,7 @@ impl LarkError {
         match self.code? {
             99991400 => Some(Throttle::App(self.retry_after)),
             11232 => Some(Throttle::App(None)),
+            9499 if is_too_many_requests(&self.msg) => Some(Throttle::App(None)),
             230020 | 11233 => Some(Throttle::Receiver),
             _ => None,
         }
@@ -202,6 +204,12 @@ pub fn classify(http_status: u16, code: Option<i64>, msg: &str) -> ErrorClass {
     }
 }
 
+/// Whether a 9499's `msg` says "too many request" (a webhook throttle) rather than "Bad
+/// Request…" (a malformed body): 9499 is both, so it is read by code and msg (lark-api.md §8).
+fn is_too_many_requests(msg: &str) -> bool {
+    msg.to_ascii_lowercase().contains("too many request")
+}
+
 /// The code table of lark-api.md §3 (send), §1.4–1.5 (token), §6 (urgent), §8 (webhook).
 fn class_of_code(code: i64, msg: &str) -> Option<ErrorClass> {
     use ErrorClass::*;
@@ -212,6 +220,9 @@ fn class_of_code(code: i64, msg: &str) -> Option<ErrorClass> {
         230020 | 11232 | 11233 | 18121 | 230049 | 1500 | 5000 | 10101 | 2200 => Backoff,
         // §3: 11246 is transient only when Lark says so.
         11246 if msg.contains("Service Internal Error") => Backoff,
+        // §8: a webhook's "too many request" (seen with HTTP 400) is a throttle; any other 9499
+        // ("Bad Request…") is a malformed body, F-rec below.
+        9499 if is_too_many_requests(msg) => Backoff,
         // §1.5 token problems (R-tok).
         99991663 | 99991661 | 99991671 | 99991665 | 20005 | 20013 | 4001 => Token,
         // §1.4 credentials, §3 app-wide F-cfg: every message would fail the same way.
@@ -258,6 +269,28 @@ mod tests {
             Backoff
         );
         assert_eq!(classify(400, Some(11246), "invalid at user"), Record);
+    }
+
+    #[test]
+    fn webhook_9499_is_read_by_code_and_msg() {
+        // §8: "too many request" is a throttle (R-bo), seen with HTTP 400 as well as 200.
+        for status in [200, 400] {
+            for msg in ["too many request", "Too Many Requests"] {
+                assert_eq!(classify(status, Some(9499), msg), Backoff, "{status} {msg}");
+            }
+            // §8: "Bad Request…" is a malformed body or one over the size limit (F-rec).
+            for msg in ["Bad Request", "Bad Request: fail to parse content", ""] {
+                assert_eq!(classify(status, Some(9499), msg), Record, "{status} {msg}");
+            }
+        }
+        let e = answer(400, r#"{"code":9499,"msg":"too many request"}"#, None).unwrap_err();
+        assert_eq!(
+            (e.class, e.http_status, e.code),
+            (Backoff, Some(400), Some(9499))
+        );
+        assert!(e.class.is_retryable());
+        let e = answer(200, r#"{"code":9499,"msg":"Bad Request"}"#, None).unwrap_err();
+        assert_eq!((e.class, e.http_status), (Record, Some(200)));
     }
 
     #[test]
@@ -352,11 +385,19 @@ mod tests {
             Some(Throttle::App(None))
         );
         // §3: the message service's overall throttle (also a webhook's, §8) is app-wide; a reset
-        // header is the gateway's and not read for it.
+        // header is the gateway's and not read for it. §8: so is a webhook's 9499 "too many
+        // request", with HTTP 200 or 400.
         assert_eq!(
             throttle(200, r#"{"code":11232}"#, reset),
             Some(Throttle::App(None))
         );
+        for status in [200, 400] {
+            assert_eq!(
+                throttle(status, r#"{"code":9499,"msg":"too many request"}"#, reset),
+                Some(Throttle::App(None)),
+                "{status}"
+            );
+        }
         // §3, §4: 5 QPS per user or chat.
         for code in [230020, 11233] {
             let body = format!(r#"{{"code":{code}}}"#);
@@ -367,11 +408,11 @@ mod tests {
             );
         }
         // Not throttles: the monthly quota (F-cfg), the batch_send daily quota, a webhook's
-        // "too many request" (retried, but no scope to hold), a record error, no code at all.
+        // malformed body (9499 "Bad Request"), a record error, no code at all.
         for body in [
             r#"{"code":99991403}"#,
             r#"{"code":11247}"#,
-            r#"{"code":9499,"msg":"too many request"}"#,
+            r#"{"code":9499,"msg":"Bad Request"}"#,
             r#"{"code":230001}"#,
             "<html>",
         ] {

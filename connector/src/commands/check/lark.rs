@@ -285,6 +285,19 @@ async fn check_webhook(http: &reqwest::Client, name: &str, hook: &WebhookConfig)
         .as_ref()
         .map(|s| crate::lark::webhook::sign(s.expose(), now));
     let first = post(signature).await;
+    // §8: a 9499 "too many request" is the bot's throttle, not the refused probe below: it proves
+    // nothing about the token or the signature.
+    if let Err(e) = &first {
+        if e.throttle().is_some() {
+            return warn(
+                "webhook",
+                format!("{name}: not proven: Lark throttled the probe ({e})"),
+            )
+            .with_fix(
+                "run check again in a minute (a bot allows 5 pushes a second, 100 a minute)",
+            );
+        }
+    }
     match webhook_code(&first) {
         // Past the token and signature, refused for the missing msg_type: nothing was posted.
         Some(19002 | 9499) if hook.secret.is_none() => finding(
