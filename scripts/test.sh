@@ -8,7 +8,8 @@ cd "$(dirname "$0")/.."
 # 1. System packages (skipped when present): promtool for the metrics test (Debian's
 #    'prometheus'), OpenSSL headers for librdkafka's TLS, the openssl command for the test
 #    certificates and socat as the secured brokers' TLS terminator (scripts/broker.sh says why).
-#    Then the broker (slow once, then skipped).
+#    Then the broker (slow once, then skipped) and the official Lark SDKs the SDK test drives the
+#    emulator with (scripts/sdk.sh; skipped when present).
 need=()
 command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 pkg-config --exists openssl 2>/dev/null || need+=(libssl-dev pkg-config)
@@ -21,6 +22,7 @@ if [ ${#need[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
 scripts/broker.sh install
+scripts/sdk.sh install
 
 # 2. One build of the whole workspace, shared by every test below. The fuzz targets of step 5 are
 #    built meanwhile in the background at the lowest priority (nice 19): they take what CPU the
