@@ -67,7 +67,7 @@
 //! - Auth errors are HTTP 400 (§1.5). A non-`Bearer` scheme or a token not starting with `t-`
 //!   → 99991671; a `u-` token → 99991663 (the emulator issues no user tokens).
 //! - Scopes: an app without a `scopes` list has every scope; with one, the send API needs one of
-//!   `im:message`, `im:message:send_as_bot`, `im:message:send` (§2.1) and batch_get_id needs
+//!   `im:message`, `im:message:send_as_bot`, `im:message:send` (§2.1; reply too, §2.5) and batch_get_id needs
 //!   `contact:user.id:readonly` (§5), else 99991672 (HTTP 400, UNCERTAIN 400 vs 403) naming them.
 //!   The gateway checks scopes right after the token, before limits and the request itself.
 //! - Check order of a send (undocumented; `lark-sink check` relies on it and treats other answers
