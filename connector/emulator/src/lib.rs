@@ -58,13 +58,16 @@
 //!
 //! # Choices where the spec is UNCERTAIN or silent
 //!
+//! - Wire format: HTTP/1.1 only (TLS offers only `http/1.1` in ALPN), header names in Title-Case
+//!   (`X-Tt-Logid`, `Content-Type`, `X-Ogw-Ratelimit-Reset`) as Lark's gateway sends them; the
+//!   official Python SDK looks headers up case-sensitively (src/serve.rs).
 //! - Token endpoint errors (10003 unknown app / malformed body, 10014 wrong secret) use HTTP
 //!   400 (§1.4). Re-issue: the same token is returned while ≥ TTL/4 remains (= 30 min for the
 //!   default 2 h), with `expire` = remaining seconds (§1.2).
 //! - Auth errors are HTTP 400 (§1.5). A non-`Bearer` scheme or a token not starting with `t-`
 //!   → 99991671; a `u-` token → 99991663 (the emulator issues no user tokens).
 //! - Scopes: an app without a `scopes` list has every scope; with one, the send API needs one of
-//!   `im:message`, `im:message:send_as_bot`, `im:message:send` (§2.1) and batch_get_id needs
+//!   `im:message`, `im:message:send_as_bot`, `im:message:send` (§2.1; reply too, §2.5) and batch_get_id needs
 //!   `contact:user.id:readonly` (§5), else 99991672 (HTTP 400, UNCERTAIN 400 vs 403) naming them.
 //!   The gateway checks scopes right after the token, before limits and the request itself.
 //! - Check order of a send (undocumented; `lark-sink check` relies on it and treats other answers
@@ -121,6 +124,7 @@ pub mod faults;
 mod ids;
 pub mod limits;
 mod reply;
+mod serve;
 pub mod signature;
 mod state;
 pub mod tls;
@@ -205,15 +209,8 @@ impl Emulator {
         let router = api::router(shared.clone());
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
-            let served = axum::serve(listener, router)
-                .with_graceful_shutdown(async {
-                    // A dropped sender also stops the server.
-                    let _ = stop_rx.await;
-                })
-                .await;
-            if let Err(e) = served {
-                tracing::warn!(error = %e, "lark emulator server stopped with an error");
-            }
+            // A dropped sender also stops the server.
+            serve::run(listener, router, stop_rx).await;
         });
         tracing::info!(%addr, scheme, "lark emulator listening");
         EmulatorHandle {

@@ -4,7 +4,8 @@
 //!
 //! Why tokio-rustls and not axum-server: tokio-rustls (with rustls and the aws-lc-rs provider) is
 //! already compiled into the workspace as reqwest's TLS stack, so this adds no new crate; axum
-//! 0.8's `serve` accepts any [`Listener`], so wrapping the TCP listener is all that is needed.
+//! 0.8's [`Listener`] trait (which src/serve.rs accepts) wraps the TCP listener, and that is all
+//! that is needed.
 //! Handshakes run in their own tasks and finished connections are handed to axum through a
 //! channel: one slow or failing handshake (a client that rejects the certificate) never holds up
 //! the others.
@@ -51,7 +52,9 @@ pub fn server_config(cert_pem: &[u8], key_pem: &[u8]) -> Result<ServerConfig, Tl
         .with_safe_default_protocol_versions()?
         .with_no_client_auth()
         .with_single_cert(certs, key)?;
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    // HTTP/1.1 only: the emulator serves Title-Case header names, which HTTP/2 cannot carry
+    // (src/serve.rs).
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(config)
 }
 

@@ -134,6 +134,8 @@ fn reply(
     body: &[u8],
 ) -> Result<Value, ApiError> {
     let app_id = authenticate(shared, headers)?;
+    // §2.5: "same headers/scopes/limits" as a send, so the gateway refuses the same apps.
+    require_scope(shared, &app_id, SEND_SCOPES)?;
     // §4: send and reply share one "send / reply message API" budget.
     shared.lock().app_limit(&app_id, "send", Instant::now())?;
     let body = json_object(body)?;
