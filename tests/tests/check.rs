@@ -343,6 +343,38 @@ async fn check_reports_each_broken_setting_distinctly() {
         "the token is not printed: {line}"
     );
 
+    // A throttled probe (9499 "too many request", HTTP 400, lark-api.md §8) proves nothing about
+    // the token or the signature: a warning to run again, not "token valid" and not a failure.
+    lark.push_fault(
+        FaultTarget::Webhook,
+        Fault::Code {
+            http_status: 400,
+            code: 9499,
+            msg: "too many request".into(),
+            ratelimit_reset_secs: None,
+        },
+    );
+    let r = fx.check(|_| {}, &[]);
+    assert_eq!(r.code, Some(0), "warnings only:\n{}\n{}", r.out, r.err);
+    let warns = r.lines("WARN");
+    assert_eq!(warns.len(), 1, "one throttled webhook:\n{}", r.out);
+    let (id, line) = &warns[0];
+    assert_eq!(id, "webhook", "{}", r.out);
+    assert!(
+        line.contains("not proven: Lark throttled the probe") && line.contains("9499"),
+        "{line}"
+    );
+    assert!(!line.contains("token valid"), "{line}");
+    assert_eq!(
+        r.lines("OK")
+            .iter()
+            .filter(|(id, _)| id == "webhook")
+            .count(),
+        1,
+        "{}",
+        r.out
+    );
+
     // Lark unreachable: every app check says so (connection refused on a closed port).
     let r = fx.check(
         |c| {
