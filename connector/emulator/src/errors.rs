@@ -64,6 +64,8 @@ pub const BOT_NOT_IN_CHAT: LarkCode = c(230002, 400, "The bot can not be outside
 pub const BOT_NOT_ACTIVATED: LarkCode = c(230006, 400, "Bot ability is not activated.");
 pub const NOT_MESSAGE_SENDER: LarkCode = c(230012, 400, "Bot is NOT the sender of the message.");
 pub const NO_AVAILABILITY: LarkCode = c(230013, 400, "Bot has NO availability to this user.");
+/// share_chat content naming a p2p chat (§2.4, §3).
+pub const P2P_NOT_SHAREABLE: LarkCode = c(230015, 400, "P2P chat can NOT be shared.");
 pub const IM_RATE_LIMITED: LarkCode =
     c(230020, 400, "This operation triggers the frequency limit.");
 pub const CONTENT_TOO_LONG: LarkCode = c(
@@ -135,6 +137,7 @@ pub const ALL: &[LarkCode] = &[
     BOT_NOT_ACTIVATED,
     NOT_MESSAGE_SENDER,
     NO_AVAILABILITY,
+    P2P_NOT_SHAREABLE,
     IM_RATE_LIMITED,
     CONTENT_TOO_LONG,
     USER_RESIGNED,

@@ -75,6 +75,13 @@
 //!   the receiver (230001 `ext=invalid receive_id`, 230002, 230013, 230029). Webhooks: token
 //!   (19001), size, JSON, signature (19021; a `sign` sent to an unsigned bot is ignored), then
 //!   `msg_type` and content (19002, 9499), keywords (19024), the rate limit.
+//! - share_chat content (§2.4): a p2p conversation (any app's bot with a directory user) →
+//!   230015; a group the bot is not in, or a chat the directory does not know → 230002 (no
+//!   separate code is documented). Checked after the receiver (send) or the bot ability (reply).
+//! - `mentions` (§2.3): one `{key:"@_user_N", id: open_id, id_type:"open_id", name,
+//!   tenant_key}` per `<at user_id>` tag of a text message naming a directory user by open_id,
+//!   union_id or user_id; `all` and unknown ids get none; without any the field is left out.
+//!   `body.content` is answered as sent (Lark rewrites the tags to `@_user_N`; not modelled).
 //! - Malformed bodies / wrongly typed fields → 99992402 `field validation failed` with
 //!   `error.field_violations`; missing `receive_id` / `msg_type` → 230001 with `ext=`.
 //! - Unknown email recipient → 230001 `ext=invalid receive_id` (§3 note). Resigned → 230029

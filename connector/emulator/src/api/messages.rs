@@ -18,7 +18,7 @@ use axum::http::HeaderMap;
 use axum::response::Response;
 use serde_json::{Map, Value};
 
-use super::{authenticate, finish, json_object, prologue, require_scope, AppState};
+use super::{authenticate, finish, im_content, json_object, prologue, require_scope, AppState};
 use crate::content::{self, ContentError};
 use crate::directory::{DirectoryIndex, UserIdType};
 use crate::errors::{self, ApiError};
@@ -92,6 +92,9 @@ fn send(
         ));
     }
 
+    im_content::check_shared_chat(&shared.dir, &req.msg_type, &content)?;
+    let mentions = im_content::mentions(&shared.dir, &req.msg_type, &content);
+
     let msg = NewApiMessage {
         app_id,
         receive_id_type: receive_id_type.to_string(),
@@ -102,6 +105,7 @@ fn send(
         msg_type: req.msg_type,
         content_raw: req.content,
         content,
+        mentions,
         uuid: req.uuid,
         reply: None,
     };
@@ -150,6 +154,8 @@ fn reply(
     if !bot_enabled {
         return Err(errors::BOT_NOT_ACTIVATED.into());
     }
+    im_content::check_shared_chat(&shared.dir, &req.msg_type, &content)?;
+    let mentions = im_content::mentions(&shared.dir, &req.msg_type, &content);
 
     // The parent decides where the reply lands. Checked under one lock with the acceptance
     // below, so a recall between check and accept cannot slip through.
@@ -207,6 +213,7 @@ fn reply(
         msg_type: req.msg_type,
         content_raw: req.content,
         content,
+        mentions,
         uuid: req.uuid,
         reply: Some(ReplyLink {
             parent_id: parent_id.to_string(),

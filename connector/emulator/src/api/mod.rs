@@ -23,6 +23,7 @@ use crate::state::Shared;
 
 mod contact;
 mod control;
+mod im_content;
 mod messages;
 mod token;
 mod urgent;
