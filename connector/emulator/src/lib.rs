@@ -28,6 +28,7 @@
 //! | `POST /open-apis/auth/v3/tenant_access_token/internal` | §1 |
 //! | `POST /open-apis/im/v1/messages?receive_id_type=open_id\|union_id\|user_id\|email\|chat_id` | §2 |
 //! | `POST /open-apis/im/v1/messages/{id}/reply` | §2.5 |
+//! | `GET /open-apis/im/v1/messages/{id}` (message get; not in lark-api.md) | §2.3 fields |
 //! | `POST /open-apis/contact/v3/users/batch_get_id?user_id_type=…` | §5 |
 //! | `PATCH /open-apis/im/v1/messages/{id}/urgent_app\|urgent_sms\|urgent_phone?user_id_type=…` | §6 |
 //! | `POST /open-apis/bot/v2/hook/{token}` | §8 |
@@ -105,6 +106,10 @@
 //!   `thread_id` (`omt_…`, derived from the root; a reply to a threaded message stays in its
 //!   thread). 230072 (aggregated) and 230111 (self-destructing) are not modelled (no such
 //!   messages exist here) but can be scripted as `code` faults.
+//! - Message get: `data.items` = `[the message as its send / reply answered it]` (`deleted: true`
+//!   once recalled); unknown id → 230001 `ext=invalid message_id`, a message the app cannot see
+//!   (as for reply) → 230050; no scope check (the read scopes are undocumented here) and no fault
+//!   target (reads are counted in `requests` only).
 //! - Urgent: unknown message → 230001 `ext=invalid message_id`; message sent by another app or
 //!   a webhook → 230012; group-chat membership = every available, non-resigned directory user.
 //! - Webhook body limit 20 KiB (§8, UNCERTAIN vs 30 KB); webhook error bodies also carry

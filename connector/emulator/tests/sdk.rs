@@ -276,3 +276,37 @@ async fn mentions_come_back_for_at_tags() {
     let (_, r) = api.send(&t, "chat_id", to("oc_ops", text("plain"))).await;
     assert!(r["data"].get("mentions").is_none(), "{r}");
 }
+
+#[tokio::test]
+async fn message_get_answers_items_for_accepted_messages() {
+    let api = Api::start().await;
+    let t = api.token("cli_demo_app", "demo-secret").await;
+    let (_, sent) = api.send(&t, "chat_id", to("oc_ops", text("hello"))).await;
+    let id = sent["data"]["message_id"].as_str().expect("id").to_string();
+    let get = |id: String, token: String| {
+        let api = &api;
+        async move {
+            let path = format!("/open-apis/im/v1/messages/{id}");
+            api.call(reqwest::Method::GET, &path, Some(&token), None)
+                .await
+        }
+    };
+    let (status, r) = get(id.clone(), t.clone()).await;
+    assert_eq!((status, &r["code"]), (200, &json!(0)), "{r}");
+    let items = r["data"]["items"].as_array().expect("items");
+    assert_eq!(items.len(), 1);
+    assert_eq!(items[0], sent["data"], "the message as send answered it");
+
+    let (status, r) = get("om_unknown".into(), t.clone()).await;
+    assert_eq!((status, &r["code"]), (400, &json!(230001)), "{r}");
+    assert!(r["msg"]
+        .as_str()
+        .unwrap_or_default()
+        .contains("invalid message_id"));
+    let (status, r) = get(id.clone(), "t-nope".into()).await;
+    assert_eq!((status, &r["code"]), (400, &json!(99991663)), "{r}");
+
+    api.emu.recall(&id);
+    let (_, r) = get(id, t).await;
+    assert_eq!(r["data"]["items"][0]["deleted"], true, "{r}");
+}

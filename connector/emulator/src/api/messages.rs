@@ -25,7 +25,7 @@ use crate::errors::{self, ApiError};
 use crate::faults::FaultTarget;
 use crate::ids;
 use crate::reply::{self, Dialect};
-use crate::state::{NewApiMessage, ReplyLink, Shared};
+use crate::state::{NewApiMessage, ReplyLink, Shared, StoredMessage};
 
 /// §2.1: the send API wants any one of these scopes.
 const SEND_SCOPES: &[&str] = &["im:message", "im:message:send_as_bot", "im:message:send"];
@@ -165,17 +165,7 @@ fn reply(
         // urgent (§6 choice in the crate docs).
         invalid("invalid message_id")
     })?;
-    // Webhook messages live in chats the emulator does not model (and their ids are never
-    // returned, §8); another app's p2p messages are in a conversation this bot is not part of.
-    let visible = match (&parent.app_id, &parent.p2p_open_id) {
-        (None, _) => false,
-        (Some(owner), Some(_)) => *owner == app_id,
-        (Some(_), None) => shared
-            .dir
-            .chat(&parent.public.chat_id)
-            .is_some_and(|c| c.bot_member),
-    };
-    if !visible {
+    if !visible_to(shared, parent, &app_id) {
         return Err(errors::MESSAGE_INVISIBLE.into());
     }
     if parent.public.recalled {
@@ -222,6 +212,20 @@ fn reply(
         }),
     };
     s.accept_api(msg, Instant::now(), shared.uuid_window)
+}
+
+/// Whether `app_id`'s bot can see `msg` (reply §2.5, message get). Webhook messages live in
+/// chats the emulator does not model (and their ids are never returned, §8); another app's p2p
+/// messages are in a conversation this bot is not part of.
+pub(crate) fn visible_to(shared: &Shared, msg: &StoredMessage, app_id: &str) -> bool {
+    match (&msg.app_id, &msg.p2p_open_id) {
+        (None, _) => false,
+        (Some(owner), Some(_)) => owner == app_id,
+        (Some(_), None) => shared
+            .dir
+            .chat(&msg.public.chat_id)
+            .is_some_and(|c| c.bot_member),
+    }
 }
 
 fn check_uuid(uuid: Option<&str>) -> Result<(), ApiError> {

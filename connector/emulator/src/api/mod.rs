@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use axum::extract::DefaultBodyLimit;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{patch, post};
+use axum::routing::{get, patch, post};
 use axum::Router;
 use serde_json::{Map, Value};
 
@@ -24,6 +24,7 @@ use crate::state::Shared;
 mod contact;
 mod control;
 mod im_content;
+mod message_get;
 mod messages;
 mod token;
 mod urgent;
@@ -42,6 +43,10 @@ pub(crate) fn router(shared: AppState) -> Router {
             post(token::issue),
         )
         .route("/open-apis/im/v1/messages", post(messages::create))
+        .route(
+            "/open-apis/im/v1/messages/{message_id}",
+            get(message_get::get),
+        )
         .route(
             "/open-apis/im/v1/messages/{message_id}/reply",
             post(messages::reply_to),
