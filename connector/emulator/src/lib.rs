@@ -117,6 +117,10 @@
 //! - Random faults apply to message sends only (`im/v1/messages` and webhooks); a throttle
 //!   fault on a webhook is 11232 over HTTP 200. `Fault::Status` 502/503/504 have plain-text
 //!   bodies, other statuses a JSON envelope with code 1500.
+//! - Unknown paths → HTTP 404, known paths with another method → HTTP 405, both with a JSON
+//!   envelope `{"code":404|405,"msg":"404 page not found"|"405 method not allowed","error":{…}}`
+//!   and `X-Tt-Logid` (the codes are the emulator's choice; the official SDKs cannot parse the
+//!   plain-text 404 a bare router gives).
 //! - [`EmulatorHandle::reset`] clears messages, urgents, stats, lookup counts, uuids, scripted faults, random
 //!   fault rates (back to off) and limiter windows; it keeps directory, tokens and limits.
 

@@ -310,3 +310,37 @@ async fn message_get_answers_items_for_accepted_messages() {
     let (_, r) = get(id, t).await;
     assert_eq!(r["data"]["items"][0]["deleted"], true, "{r}");
 }
+
+#[tokio::test]
+async fn unknown_paths_and_wrong_methods_answer_lark_shaped_json() {
+    let api = Api::start().await;
+    let cases = [
+        (reqwest::Method::GET, "/open-apis/nope/v1/things", 404),
+        (reqwest::Method::POST, "/", 404),
+        (
+            reqwest::Method::GET,
+            "/open-apis/auth/v3/tenant_access_token/internal",
+            405,
+        ),
+        (
+            reqwest::Method::DELETE,
+            "/open-apis/bot/v2/hook/hook-plain",
+            405,
+        ),
+    ];
+    for (method, path, status) in cases {
+        // `call` panics on a body that is not JSON.
+        let (got, r) = api.call(method.clone(), path, None, None).await;
+        assert_eq!(got, status, "{method} {path}: {r}");
+        assert_eq!(r["code"], json!(status), "{r}");
+        assert!(r["msg"].as_str().is_some_and(|m| !m.is_empty()), "{r}");
+        assert!(r["error"]["log_id"].is_string(), "{r}");
+    }
+    let (head, _) = raw(&api.emu, "GET", "/nowhere", "").await;
+    assert!(head.starts_with("HTTP/1.1 404"), "{head}");
+    assert!(
+        head.contains("\r\nContent-Type: application/json"),
+        "{head}"
+    );
+    assert!(names(&head).contains(&"X-Tt-Logid"), "{head}");
+}
