@@ -75,7 +75,8 @@
 //!   as warnings): token, scope, app limit, request shape and content, bot ability (230006), then
 //!   the receiver (230001 `ext=invalid receive_id`, 230002, 230013, 230029). Webhooks: token
 //!   (19001), size, JSON, signature (19021; a `sign` sent to an unsigned bot is ignored), then
-//!   `msg_type` and content (19002, 9499), keywords (19024), the rate limit.
+//!   `msg_type` and content (19002, 9499), keywords (19024), the rate limit (a bot over its
+//!   100/min or 5/s: 9499 `too many request` with HTTP 400, the §8 correction).
 //! - share_chat content (§2.4): a p2p conversation (any app's bot with a directory user) →
 //!   230015; a group the bot is not in, or a chat the directory does not know → 230002 (no
 //!   separate code is documented). Checked after the receiver (send) or the bot ability (reply).
@@ -115,7 +116,8 @@
 //! - Webhook body limit 20 KiB (§8, UNCERTAIN vs 30 KB); webhook error bodies also carry
 //!   `"data":{}`; timestamps may be strings (documented) or integers.
 //! - Random faults apply to message sends only (`im/v1/messages` and webhooks); a throttle
-//!   fault on a webhook is 11232 over HTTP 200. `Fault::Status` 502/503/504 have plain-text
+//!   fault on a webhook is 11232 over HTTP 200 (§8's "system throttling", unlike a bot's own
+//!   limit). `Fault::Status` 502/503/504 have plain-text
 //!   bodies, other statuses a JSON envelope with code 1500.
 //! - Unknown paths → HTTP 404, known paths with another method → HTTP 405, both with a JSON
 //!   envelope `{"code":404|405,"msg":"404 page not found"|"405 method not allowed","error":{…}}`

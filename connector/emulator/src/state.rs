@@ -358,7 +358,8 @@ impl Inner {
         Ok(reply_data)
     }
 
-    /// Record a validated webhook message after the per-webhook limit (§8: 11232).
+    /// Record a validated webhook message after the per-webhook limit (§8: 9499 "too many
+    /// request", HTTP 400).
     pub fn accept_webhook(
         &mut self,
         token: &str,
@@ -374,7 +375,7 @@ impl Inner {
                 .is_err()
             {
                 self.stats.throttled_webhook += 1;
-                return Err(ApiError::new(errors::WH_RATE_LIMITED));
+                return Err(ApiError::new(errors::WH_BOT_THROTTLED));
             }
         }
         let public = AcceptedMessage {
