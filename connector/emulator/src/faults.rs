@@ -160,7 +160,8 @@ impl FaultBook {
             return Some(Fault::Status { status });
         }
         if hit(cfg.throttle_rate) {
-            // Webhooks throttle with 11232 over HTTP 200 (§8); the OpenAPI gateway with 429 (§4).
+            // The platform's overall webhook throttle is 11232 over HTTP 200 (§8; a bot over its own
+            // limits gets 9499, state.rs); the OpenAPI gateway's is 429 (§4).
             let fault = match target {
                 FaultTarget::Webhook => Fault::Code {
                     http_status: 0,

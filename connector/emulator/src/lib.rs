@@ -28,6 +28,7 @@
 //! | `POST /open-apis/auth/v3/tenant_access_token/internal` | §1 |
 //! | `POST /open-apis/im/v1/messages?receive_id_type=open_id\|union_id\|user_id\|email\|chat_id` | §2 |
 //! | `POST /open-apis/im/v1/messages/{id}/reply` | §2.5 |
+//! | `GET /open-apis/im/v1/messages/{id}` (message get; not in lark-api.md) | §2.3 fields |
 //! | `POST /open-apis/contact/v3/users/batch_get_id?user_id_type=…` | §5 |
 //! | `PATCH /open-apis/im/v1/messages/{id}/urgent_app\|urgent_sms\|urgent_phone?user_id_type=…` | §6 |
 //! | `POST /open-apis/bot/v2/hook/{token}` | §8 |
@@ -74,7 +75,15 @@
 //!   as warnings): token, scope, app limit, request shape and content, bot ability (230006), then
 //!   the receiver (230001 `ext=invalid receive_id`, 230002, 230013, 230029). Webhooks: token
 //!   (19001), size, JSON, signature (19021; a `sign` sent to an unsigned bot is ignored), then
-//!   `msg_type` and content (19002, 9499), keywords (19024), the rate limit.
+//!   `msg_type` and content (19002, 9499), keywords (19024), the rate limit (a bot over its
+//!   100/min or 5/s: 9499 `too many request` with HTTP 400, the §8 correction).
+//! - share_chat content (§2.4): a p2p conversation (any app's bot with a directory user) →
+//!   230015; a group the bot is not in, or a chat the directory does not know → 230002 (no
+//!   separate code is documented). Checked after the receiver (send) or the bot ability (reply).
+//! - `mentions` (§2.3): one `{key:"@_user_N", id: open_id, id_type:"open_id", name,
+//!   tenant_key}` per `<at user_id>` tag of a text message naming a directory user by open_id,
+//!   union_id or user_id; `all` and unknown ids get none; without any the field is left out.
+//!   `body.content` is answered as sent (Lark rewrites the tags to `@_user_N`; not modelled).
 //! - Malformed bodies / wrongly typed fields → 99992402 `field validation failed` with
 //!   `error.field_violations`; missing `receive_id` / `msg_type` → 230001 with `ext=`.
 //! - Unknown email recipient → 230001 `ext=invalid receive_id` (§3 note). Resigned → 230029
@@ -98,13 +107,22 @@
 //!   `thread_id` (`omt_…`, derived from the root; a reply to a threaded message stays in its
 //!   thread). 230072 (aggregated) and 230111 (self-destructing) are not modelled (no such
 //!   messages exist here) but can be scripted as `code` faults.
+//! - Message get: `data.items` = `[the message as its send / reply answered it]` (`deleted: true`
+//!   once recalled); unknown id → 230001 `ext=invalid message_id`, a message the app cannot see
+//!   (as for reply) → 230050; no scope check (the read scopes are undocumented here) and no fault
+//!   target (reads are counted in `requests` only).
 //! - Urgent: unknown message → 230001 `ext=invalid message_id`; message sent by another app or
 //!   a webhook → 230012; group-chat membership = every available, non-resigned directory user.
 //! - Webhook body limit 20 KiB (§8, UNCERTAIN vs 30 KB); webhook error bodies also carry
 //!   `"data":{}`; timestamps may be strings (documented) or integers.
 //! - Random faults apply to message sends only (`im/v1/messages` and webhooks); a throttle
-//!   fault on a webhook is 11232 over HTTP 200. `Fault::Status` 502/503/504 have plain-text
+//!   fault on a webhook is 11232 over HTTP 200 (§8's "system throttling", unlike a bot's own
+//!   limit). `Fault::Status` 502/503/504 have plain-text
 //!   bodies, other statuses a JSON envelope with code 1500.
+//! - Unknown paths → HTTP 404, known paths with another method → HTTP 405, both with a JSON
+//!   envelope `{"code":404|405,"msg":"404 page not found"|"405 method not allowed","error":{…}}`
+//!   and `X-Tt-Logid` (the codes are the emulator's choice; the official SDKs cannot parse the
+//!   plain-text 404 a bare router gives).
 //! - [`EmulatorHandle::reset`] clears messages, urgents, stats, lookup counts, uuids, scripted faults, random
 //!   fault rates (back to off) and limiter windows; it keeps directory, tokens and limits.
 

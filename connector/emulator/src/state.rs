@@ -136,6 +136,8 @@ pub(crate) struct NewApiMessage {
     pub msg_type: String,
     pub content_raw: String,
     pub content: Value,
+    /// §2.3 `mentions` of the answer (empty = the field is left out).
+    pub mentions: Vec<Value>,
     pub uuid: Option<String>,
     /// Set for a reply (§2.5); its `receive_id_type` is then `message_id` and its
     /// `receive_id` the parent's id.
@@ -312,6 +314,9 @@ impl Inner {
             },
             "body": { "content": msg.content_raw },
         });
+        if let (false, Some(obj)) = (msg.mentions.is_empty(), reply_data.as_object_mut()) {
+            obj.insert("mentions".into(), json!(msg.mentions));
+        }
         // §2.3: root_id / parent_id / thread_id appear for replies and thread messages only.
         if let (Some(link), Some(obj)) = (&msg.reply, reply_data.as_object_mut()) {
             obj.insert("parent_id".into(), json!(link.parent_id));
@@ -353,7 +358,8 @@ impl Inner {
         Ok(reply_data)
     }
 
-    /// Record a validated webhook message after the per-webhook limit (§8: 11232).
+    /// Record a validated webhook message after the per-webhook limit (§8: 9499 "too many
+    /// request", HTTP 400).
     pub fn accept_webhook(
         &mut self,
         token: &str,
@@ -369,7 +375,7 @@ impl Inner {
                 .is_err()
             {
                 self.stats.throttled_webhook += 1;
-                return Err(ApiError::new(errors::WH_RATE_LIMITED));
+                return Err(ApiError::new(errors::WH_BOT_THROTTLED));
             }
         }
         let public = AcceptedMessage {

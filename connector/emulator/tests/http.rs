@@ -1094,9 +1094,11 @@ async fn webhook_keywords_and_rate_limit() {
 
     assert_eq!(h.webhook("hook-plain", &text("1")).await.code(), 0);
     assert_eq!(h.webhook("hook-plain", &text("2")).await.code(), 0);
+    // A bot over its own limit: 9499 "too many request" with HTTP 400 (lark-api.md §8).
     let r = h.webhook("hook-plain", &text("3")).await;
-    assert_eq!(r.status, StatusCode::OK);
-    assert_eq!(r.code(), 11232);
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert_eq!(r.code(), 9499);
+    assert_eq!(r.msg(), "too many request");
     let stats = h.emu.stats();
     assert_eq!(stats.throttled_webhook, 1);
     assert_eq!(stats.accepted, 3);

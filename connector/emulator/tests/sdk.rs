@@ -210,3 +210,137 @@ async fn reply_needs_the_send_scope_like_send() {
     assert_eq!(reply["msg"], send["msg"]);
     assert_eq!(api.emu.messages().len(), 1, "only the parent was accepted");
 }
+
+fn share_chat(chat_id: &str) -> Value {
+    json!({"msg_type": "share_chat", "content": json!({"chat_id": chat_id}).to_string()})
+}
+
+#[tokio::test]
+async fn share_chat_is_refused_for_p2p_and_chats_without_the_bot() {
+    let api = Api::start().await;
+    let t = api.token("cli_demo_app", "demo-secret").await;
+    let (_, sent) = api.send(&t, "open_id", to("ou_alice", text("hi"))).await;
+    let p2p_chat = sent["data"]["chat_id"]
+        .as_str()
+        .expect("chat_id")
+        .to_string();
+    let parent = sent["data"]["message_id"].as_str().expect("id").to_string();
+
+    let (status, ok) = api
+        .send(&t, "chat_id", to("oc_ops", share_chat("oc_team")))
+        .await;
+    assert_eq!((status, &ok["code"]), (200, &json!(0)), "{ok}");
+    let cases = [
+        ("oc_outside", 230002),
+        ("oc_unknown", 230002),
+        (p2p_chat.as_str(), 230015),
+    ];
+    for (shared, code) in cases {
+        let (status, r) = api
+            .send(&t, "chat_id", to("oc_ops", share_chat(shared)))
+            .await;
+        assert_eq!((status, &r["code"]), (400, &json!(code)), "{shared}: {r}");
+        let (status, r) = api.reply(&t, &parent, share_chat(shared)).await;
+        assert_eq!(
+            (status, &r["code"]),
+            (400, &json!(code)),
+            "reply {shared}: {r}"
+        );
+    }
+    assert_eq!(api.emu.messages().len(), 2);
+}
+
+#[tokio::test]
+async fn mentions_come_back_for_at_tags() {
+    let api = Api::start().await;
+    let t = api.token("cli_demo_app", "demo-secret").await;
+    let at = r#"hi <at user_id="ou_bob">Bob</at> <at user_id="all"></at> <at user_id="ou_nobody">?</at> <at user_id="ou_alice">A</at>"#;
+    let (_, r) = api.send(&t, "chat_id", to("oc_ops", text(at))).await;
+    assert_eq!(r["code"], 0, "{r}");
+    let m = &r["data"]["mentions"];
+    assert_eq!(m.as_array().map(Vec::len), Some(2), "{r}");
+    assert_eq!(m[0]["key"], "@_user_1");
+    assert_eq!(m[0]["id"], "ou_bob");
+    assert_eq!(m[0]["id_type"], "open_id");
+    assert_eq!(m[0]["name"], "Bob");
+    assert!(m[0]["tenant_key"].is_string());
+    assert_eq!(m[1]["key"], "@_user_2");
+    assert_eq!(m[1]["id"], "ou_alice");
+
+    let parent = r["data"]["message_id"].as_str().expect("id").to_string();
+    let (_, r) = api
+        .reply(&t, &parent, text(r#"<at user_id="ou_bob"></at> ok"#))
+        .await;
+    assert_eq!(r["data"]["mentions"][0]["id"], "ou_bob", "{r}");
+    // No tag, no field (the emulator leaves an empty `mentions` out).
+    let (_, r) = api.send(&t, "chat_id", to("oc_ops", text("plain"))).await;
+    assert!(r["data"].get("mentions").is_none(), "{r}");
+}
+
+#[tokio::test]
+async fn message_get_answers_items_for_accepted_messages() {
+    let api = Api::start().await;
+    let t = api.token("cli_demo_app", "demo-secret").await;
+    let (_, sent) = api.send(&t, "chat_id", to("oc_ops", text("hello"))).await;
+    let id = sent["data"]["message_id"].as_str().expect("id").to_string();
+    let get = |id: String, token: String| {
+        let api = &api;
+        async move {
+            let path = format!("/open-apis/im/v1/messages/{id}");
+            api.call(reqwest::Method::GET, &path, Some(&token), None)
+                .await
+        }
+    };
+    let (status, r) = get(id.clone(), t.clone()).await;
+    assert_eq!((status, &r["code"]), (200, &json!(0)), "{r}");
+    let items = r["data"]["items"].as_array().expect("items");
+    assert_eq!(items.len(), 1);
+    assert_eq!(items[0], sent["data"], "the message as send answered it");
+
+    let (status, r) = get("om_unknown".into(), t.clone()).await;
+    assert_eq!((status, &r["code"]), (400, &json!(230001)), "{r}");
+    assert!(r["msg"]
+        .as_str()
+        .unwrap_or_default()
+        .contains("invalid message_id"));
+    let (status, r) = get(id.clone(), "t-nope".into()).await;
+    assert_eq!((status, &r["code"]), (400, &json!(99991663)), "{r}");
+
+    api.emu.recall(&id);
+    let (_, r) = get(id, t).await;
+    assert_eq!(r["data"]["items"][0]["deleted"], true, "{r}");
+}
+
+#[tokio::test]
+async fn unknown_paths_and_wrong_methods_answer_lark_shaped_json() {
+    let api = Api::start().await;
+    let cases = [
+        (reqwest::Method::GET, "/open-apis/nope/v1/things", 404),
+        (reqwest::Method::POST, "/", 404),
+        (
+            reqwest::Method::GET,
+            "/open-apis/auth/v3/tenant_access_token/internal",
+            405,
+        ),
+        (
+            reqwest::Method::DELETE,
+            "/open-apis/bot/v2/hook/hook-plain",
+            405,
+        ),
+    ];
+    for (method, path, status) in cases {
+        // `call` panics on a body that is not JSON.
+        let (got, r) = api.call(method.clone(), path, None, None).await;
+        assert_eq!(got, status, "{method} {path}: {r}");
+        assert_eq!(r["code"], json!(status), "{r}");
+        assert!(r["msg"].as_str().is_some_and(|m| !m.is_empty()), "{r}");
+        assert!(r["error"]["log_id"].is_string(), "{r}");
+    }
+    let (head, _) = raw(&api.emu, "GET", "/nowhere", "").await;
+    assert!(head.starts_with("HTTP/1.1 404"), "{head}");
+    assert!(
+        head.contains("\r\nContent-Type: application/json"),
+        "{head}"
+    );
+    assert!(names(&head).contains(&"X-Tt-Logid"), "{head}");
+}

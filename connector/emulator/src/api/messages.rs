@@ -18,14 +18,14 @@ use axum::http::HeaderMap;
 use axum::response::Response;
 use serde_json::{Map, Value};
 
-use super::{authenticate, finish, json_object, prologue, require_scope, AppState};
+use super::{authenticate, finish, im_content, json_object, prologue, require_scope, AppState};
 use crate::content::{self, ContentError};
 use crate::directory::{DirectoryIndex, UserIdType};
 use crate::errors::{self, ApiError};
 use crate::faults::FaultTarget;
 use crate::ids;
 use crate::reply::{self, Dialect};
-use crate::state::{NewApiMessage, ReplyLink, Shared};
+use crate::state::{NewApiMessage, ReplyLink, Shared, StoredMessage};
 
 /// §2.1: the send API wants any one of these scopes.
 const SEND_SCOPES: &[&str] = &["im:message", "im:message:send_as_bot", "im:message:send"];
@@ -92,6 +92,9 @@ fn send(
         ));
     }
 
+    im_content::check_shared_chat(&shared.dir, &req.msg_type, &content)?;
+    let mentions = im_content::mentions(&shared.dir, &req.msg_type, &content);
+
     let msg = NewApiMessage {
         app_id,
         receive_id_type: receive_id_type.to_string(),
@@ -102,6 +105,7 @@ fn send(
         msg_type: req.msg_type,
         content_raw: req.content,
         content,
+        mentions,
         uuid: req.uuid,
         reply: None,
     };
@@ -150,6 +154,8 @@ fn reply(
     if !bot_enabled {
         return Err(errors::BOT_NOT_ACTIVATED.into());
     }
+    im_content::check_shared_chat(&shared.dir, &req.msg_type, &content)?;
+    let mentions = im_content::mentions(&shared.dir, &req.msg_type, &content);
 
     // The parent decides where the reply lands. Checked under one lock with the acceptance
     // below, so a recall between check and accept cannot slip through.
@@ -159,17 +165,7 @@ fn reply(
         // urgent (§6 choice in the crate docs).
         invalid("invalid message_id")
     })?;
-    // Webhook messages live in chats the emulator does not model (and their ids are never
-    // returned, §8); another app's p2p messages are in a conversation this bot is not part of.
-    let visible = match (&parent.app_id, &parent.p2p_open_id) {
-        (None, _) => false,
-        (Some(owner), Some(_)) => *owner == app_id,
-        (Some(_), None) => shared
-            .dir
-            .chat(&parent.public.chat_id)
-            .is_some_and(|c| c.bot_member),
-    };
-    if !visible {
+    if !visible_to(shared, parent, &app_id) {
         return Err(errors::MESSAGE_INVISIBLE.into());
     }
     if parent.public.recalled {
@@ -207,6 +203,7 @@ fn reply(
         msg_type: req.msg_type,
         content_raw: req.content,
         content,
+        mentions,
         uuid: req.uuid,
         reply: Some(ReplyLink {
             parent_id: parent_id.to_string(),
@@ -215,6 +212,20 @@ fn reply(
         }),
     };
     s.accept_api(msg, Instant::now(), shared.uuid_window)
+}
+
+/// Whether `app_id`'s bot can see `msg` (reply §2.5, message get). Webhook messages live in
+/// chats the emulator does not model (and their ids are never returned, §8); another app's p2p
+/// messages are in a conversation this bot is not part of.
+pub(crate) fn visible_to(shared: &Shared, msg: &StoredMessage, app_id: &str) -> bool {
+    match (&msg.app_id, &msg.p2p_open_id) {
+        (None, _) => false,
+        (Some(owner), Some(_)) => owner == app_id,
+        (Some(_), None) => shared
+            .dir
+            .chat(&msg.public.chat_id)
+            .is_some_and(|c| c.bot_member),
+    }
 }
 
 fn check_uuid(uuid: Option<&str>) -> Result<(), ApiError> {

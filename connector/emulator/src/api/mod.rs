@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 
 use axum::extract::DefaultBodyLimit;
 use axum::http::{header, HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
-use axum::routing::{patch, post};
+use axum::response::Response;
+use axum::routing::{get, patch, post};
 use axum::Router;
 use serde_json::{Map, Value};
 
@@ -23,6 +23,8 @@ use crate::state::Shared;
 
 mod contact;
 mod control;
+mod im_content;
+mod message_get;
 mod messages;
 mod token;
 mod urgent;
@@ -41,6 +43,10 @@ pub(crate) fn router(shared: AppState) -> Router {
             post(token::issue),
         )
         .route("/open-apis/im/v1/messages", post(messages::create))
+        .route(
+            "/open-apis/im/v1/messages/{message_id}",
+            get(message_get::get),
+        )
         .route(
             "/open-apis/im/v1/messages/{message_id}/reply",
             post(messages::reply_to),
@@ -64,12 +70,33 @@ pub(crate) fn router(shared: AppState) -> Router {
         .route("/open-apis/bot/v2/hook/{token}", post(webhook::push))
         .merge(control::routes())
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(shared)
 }
 
+/// An unknown path: HTTP 404 with a Lark-shaped JSON body, never plain text, because both
+/// official SDKs fail to parse a plain-text answer (issue 14). lark-api.md documents no code for
+/// it; the emulator answers `code` 404 (emulator choice) with the usual log id.
 async fn not_found() -> Response {
-    (StatusCode::NOT_FOUND, "404 page not found").into_response()
+    unrouted(StatusCode::NOT_FOUND, "404 page not found")
+}
+
+/// A known path with the wrong method: HTTP 405, shaped like [`not_found`] (code 405).
+async fn method_not_allowed() -> Response {
+    unrouted(StatusCode::METHOD_NOT_ALLOWED, "405 method not allowed")
+}
+
+fn unrouted(status: StatusCode, msg: &str) -> Response {
+    let code = i64::from(status.as_u16());
+    let e = ApiError {
+        status: status.as_u16(),
+        code,
+        msg: msg.to_string(),
+        headers: Vec::new(),
+        detail: None,
+    };
+    reply::error(&ids::log_id(), &e, Dialect::OpenApi)
 }
 
 /// Count the request and apply the next fault for `target`. `Ok(log_id)` = carry on (possibly

@@ -1,7 +1,8 @@
 //! `POST /open-apis/bot/v2/hook/{token}`: custom-bot webhooks (lark-api.md §8).
 //!
-//! Every outcome is HTTP 200 with a `code`; clients that only look at the status treat every
-//! failure as success, which is exactly the bug this endpoint helps catch. Checks run cheapest
+//! Every outcome but the per-bot throttle (9499 "too many request", HTTP 400, §8) is HTTP 200
+//! with a `code`; clients that only look at the status treat every such failure as success,
+//! which is exactly the bug this endpoint helps catch. Checks run cheapest
 //! and most fundamental first: token, size, JSON, signature, shape, keywords, then the rate
 //! limit (only messages that would be delivered consume the 5/s + 100/min budget).
 
