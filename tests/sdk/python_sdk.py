@@ -29,6 +29,7 @@ from lark_oapi.api.contact.v3 import BatchGetIdUserRequest, BatchGetIdUserReques
 from lark_oapi.api.im.v1 import (
     CreateMessageRequest,
     CreateMessageRequestBody,
+    GetMessageRequest,
     ReplyMessageRequest,
     ReplyMessageRequestBody,
     UrgentAppMessageRequest,
@@ -211,6 +212,55 @@ users = {(u.email or u.mobile): u.user_id for u in (resp.data.user_list or [])} 
 check("batch_get_id: email", users.get("alice@example.com") == "ou_alice", resp.raw.content)
 check("batch_get_id: mobile", users.get("+8613800000002") == "ou_bob", resp.raw.content)
 check("batch_get_id: unknown email", "nobody@example.com" in users and users["nobody@example.com"] is None, resp.raw.content)
+
+# §2.3: an <at> tag comes back in `mentions`, which the SDK reads into its Mention model.
+resp = send("chat_id", "oc_team", '<at user_id="ou_bob">Bob</at> sdk mention')
+answered("mention", resp)
+mentions = (resp.data.mentions or []) if resp.data else []
+check(
+    "mention: data.mentions",
+    len(mentions) == 1 and mentions[0].id == "ou_bob" and mentions[0].id_type == "open_id"
+    and (mentions[0].key or "").startswith("@_user_") and mentions[0].name == "Bob",
+    resp.raw.content,
+)
+
+# §2.4: share_chat points at a chat the bot is in; one it is not in is refused (230002).
+for chat, code, status in [("oc_team", 0, 200), ("oc_outside", 230002, 400)]:
+    body = (
+        CreateMessageRequestBody.builder()
+        .receive_id("oc_ops")
+        .msg_type("share_chat")
+        .content(json.dumps({"chat_id": chat}))
+        .build()
+    )
+    resp = client.im.v1.message.create(
+        CreateMessageRequest.builder().receive_id_type("chat_id").request_body(body).build()
+    )
+    answered(f"share_chat {chat}", resp, code=code, status=status)
+
+# Message GET: the SDK reads the message it sent from data.items.
+if parent:
+    resp = client.im.v1.message.get(GetMessageRequest.builder().message_id(parent).build())
+    answered("message get", resp)
+    items = (resp.data.items or []) if resp.data else []
+    check(
+        "message get: data.items",
+        len(items) == 1 and items[0].message_id == parent and items[0].msg_type == "text"
+        and json.loads(items[0].body.content).get("text") == "sdk chat_id",
+        resp.raw.content,
+    )
+
+# An unknown path: a JSON answer the SDK can parse (a plain-text 404 would be code None).
+resp = client.request(
+    lark.BaseRequest.builder()
+    .http_method(lark.HttpMethod.GET)
+    .uri("/open-apis/nope/v1/things")
+    .token_types({lark.AccessTokenType.TENANT})
+    .build()
+)
+check("unknown path: HTTP 404", resp.raw.status_code == 404, resp.raw.status_code)
+check("unknown path: JSON code", resp.code is not None and resp.code != 0, resp.raw.content)
+check("unknown path: not a success", not resp.success())
 
 
 def webhook(token, body):
