@@ -8,13 +8,15 @@ cd "$(dirname "$0")/.."
 # 1. System packages (skipped when present): promtool for the metrics test (Debian's
 #    'prometheus'), OpenSSL headers for librdkafka's TLS, the openssl command for the test
 #    certificates and socat as the secured brokers' TLS terminator (scripts/broker.sh says why).
-#    Then the broker (slow once, then skipped) and the official Lark SDKs the SDK test drives the
-#    emulator with (scripts/sdk.sh; skipped when present).
+#    Python 3 with venv for the SDK test. Then the broker (slow once, then skipped) and the
+#    official Lark SDKs the SDK test drives the emulator with (scripts/sdk.sh; skipped when present).
 need=()
 command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 pkg-config --exists openssl 2>/dev/null || need+=(libssl-dev pkg-config)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
 command -v socat >/dev/null 2>&1 || need+=(socat)
+# The SDK test's virtualenv (scripts/sdk.sh): Debian's python3 needs python3-venv for `-m venv`.
+python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need+=(python3 python3-venv)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing Debian packages: ${need[*]}"
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"

@@ -197,6 +197,10 @@ pub fn classify(http_status: u16, code: Option<i64>, msg: &str) -> ErrorClass {
     match http_status {
         429 => ErrorClass::RateLimited,
         408 | 500..=599 => ErrorClass::Backoff,
+        // No such endpoint or method (a wrong base URL or path), whether the 404 / 405 page is
+        // plain text or Lark-shaped JSON (as `lark-sink emulator` answers): configuration, not the
+        // message.
+        404 | 405 => ErrorClass::Fatal,
         // A non-JSON 4xx (404 page, proxy error) means a wrong base URL or proxy, not a bad message.
         _ if code.is_none() => ErrorClass::Fatal,
         // An undocumented business code: keep the record (DLQ) and the pipeline moving.
@@ -308,6 +312,9 @@ mod tests {
         assert_eq!(classify(504, None, ""), Backoff);
         assert_eq!(classify(429, None, ""), RateLimited);
         assert_eq!(classify(404, None, "<html>"), Fatal);
+        // A Lark-shaped 404 / 405 (the emulator's answer to an unknown path) is no record error.
+        assert_eq!(classify(404, Some(404), "404 page not found"), Fatal);
+        assert_eq!(classify(405, Some(405), "method not allowed"), Fatal);
         assert_eq!(classify(400, Some(424242), ""), Record);
         assert!(RateLimited.is_retryable() && Backoff.is_retryable());
         assert!(!Token.is_retryable() && !Record.is_retryable() && !Fatal.is_retryable());
