@@ -380,19 +380,18 @@ fn load_ca_bundle(key: &str, path: &Path) -> Result<Vec<reqwest::Certificate>, C
             ),
         ));
     }
-    reqwest::Client::builder()
-        .tls_certs_merge(certs.clone())
-        .build()
-        .map_err(|e| {
-            key_err(
-                key,
-                format!(
-                    "'{}' holds a certificate that cannot be used as a root: {}",
-                    path.display(),
-                    error_chain(&e)
-                ),
-            )
-        })?;
+    // The client the Lark calls build from these roots (`lark::http`), built once here so that a
+    // root reqwest cannot use is refused at start-up with the key's name.
+    crate::lark::http::http_client(LarkConfig::default().request_timeout, &certs).map_err(|e| {
+        key_err(
+            key,
+            format!(
+                "'{}' holds a certificate that cannot be used as a root: {}",
+                path.display(),
+                error_chain(&e)
+            ),
+        )
+    })?;
     Ok(certs)
 }
 
