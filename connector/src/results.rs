@@ -21,6 +21,7 @@ use std::time::Duration;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde_json::{json, Map, Value};
 
+pub use crate::delivery::keyed::Op;
 use crate::dlq::DeadLetter;
 use crate::envelope::{Envelope, UrgentKind};
 use crate::lark::SendOk;
@@ -100,6 +101,9 @@ fn base(
     if let Some(e) = envelope {
         m.insert("receiver".into(), json!(e.receiver.describe()));
         m.insert("msg_type".into(), json!(e.msg_type));
+        if let Some(k) = e.op.key() {
+            m.insert("messageKey".into(), json!(k));
+        }
         if let Some(r) = &e.reply {
             m.insert("reply_to".into(), json!(r.message_id));
             m.insert("reply_in_thread".into(), json!(r.in_thread));
@@ -109,26 +113,71 @@ fn base(
     m
 }
 
+/// What Lark answered for a delivered message, as its result reports it.
+#[derive(Debug, Clone)]
+pub struct Delivery<'a> {
+    /// The message (for an update or recall: the key's message; for a recall of a key with no
+    /// message, an empty id, reported as null).
+    pub ok: &'a SendOk,
+    pub attempts: u32,
+    pub urgent: Option<&'a UrgentOutcome>,
+    pub op: Op,
+    /// With [`Op::Replaced`]: the message the key pointed at before.
+    pub replaced: Option<&'a str>,
+}
+
+/// Where the version that superseded a keyed message came from, and what it became.
+#[derive(Debug, Clone)]
+pub struct SupersededBy<'a> {
+    pub partition: i32,
+    pub offset: i64,
+    pub index: usize,
+    /// The key's message once the newer version landed (None when it was dead-lettered, or
+    /// recalled a key with no message).
+    pub message_id: Option<&'a str>,
+}
+
 /// The result of a delivered message.
 pub fn delivered(
     connector: &str,
     record: &SourceRecord,
     index: usize,
     envelope: &Envelope,
-    ok: &SendOk,
-    attempts: u32,
-    urgent: Option<&UrgentOutcome>,
+    d: &Delivery<'_>,
 ) -> Value {
     let mut m = base(connector, "delivered", record, Some(index), Some(envelope));
+    m.insert("op".into(), json!(d.op.as_str()));
     // Webhooks return no message_id (lark-api.md §8): null rather than "".
     let non_empty = |s: &str| (!s.is_empty()).then(|| s.to_string());
-    m.insert("message_id".into(), json!(non_empty(&ok.message_id)));
-    m.insert("chat_id".into(), json!(non_empty(&ok.chat_id)));
-    m.insert("log_id".into(), json!(ok.log_id));
-    m.insert("attempts".into(), json!(attempts));
-    if let Some(u) = urgent {
+    m.insert("message_id".into(), json!(non_empty(&d.ok.message_id)));
+    m.insert("chat_id".into(), json!(non_empty(&d.ok.chat_id)));
+    m.insert("log_id".into(), json!(d.ok.log_id));
+    m.insert("attempts".into(), json!(d.attempts));
+    if let Some(r) = d.replaced {
+        m.insert("replaced_message_id".into(), json!(r));
+    }
+    if let Some(u) = d.urgent {
         m.insert("urgent".into(), u.to_json());
     }
+    Value::Object(m)
+}
+
+/// The result of a keyed message that a newer version of the same key took the place of before
+/// it was sent (coalescing): it finished when that version did, without a call of its own.
+pub fn superseded(
+    connector: &str,
+    record: &SourceRecord,
+    index: usize,
+    envelope: &Envelope,
+    by: &SupersededBy<'_>,
+) -> Value {
+    let mut m = base(connector, "superseded", record, Some(index), Some(envelope));
+    m.insert("op".into(), json!("superseded"));
+    m.insert("message_id".into(), json!(by.message_id));
+    m.insert(
+        "superseded_by".into(),
+        json!({"partition": by.partition, "offset": by.offset, "index": by.index}),
+    );
     Value::Object(m)
 }
 
@@ -241,8 +290,17 @@ mod tests {
             kind: UrgentKind::App,
             skipped: vec!["ou_x".into()],
         };
-        let v = delivered("c", &record(), 1, &env, &ok, 2, Some(&urgent));
+        let d = Delivery {
+            ok: &ok,
+            attempts: 2,
+            urgent: Some(&urgent),
+            op: Op::Sent,
+            replaced: None,
+        };
+        let v = delivered("c", &record(), 1, &env, &d);
         assert_eq!(v["status"], "delivered");
+        assert_eq!(v["op"], "sent");
+        assert!(v.get("messageKey").is_none() && v.get("replaced_message_id").is_none());
         assert_eq!(
             v["source"],
             json!({"topic": "alerts", "partition": 2, "offset": 41, "index": 1})
@@ -254,6 +312,47 @@ mod tests {
         assert_eq!(v["attempts"], 2);
         assert_eq!(v["urgent"]["skipped"], json!(["ou_x"]));
         assert!(v["time"].as_i64().is_some_and(|t| t > 0));
+    }
+
+    #[test]
+    fn keyed_results_carry_the_key_and_the_op() {
+        let env = EnvelopeValidator::new()
+            .unwrap()
+            .validate(
+                &json!({"receiveType": "chat", "receiveId": "oc_ops", "messageKey": "disk/db1", "content": {"text": "x"}}),
+                None,
+            )
+            .unwrap();
+        let ok = SendOk {
+            message_id: "om_2".into(),
+            chat_id: "oc_ops".into(),
+            log_id: None,
+        };
+        let d = Delivery {
+            ok: &ok,
+            attempts: 1,
+            urgent: None,
+            op: Op::Replaced,
+            replaced: Some("om_1"),
+        };
+        let v = delivered("c", &record(), 0, &env, &d);
+        assert_eq!(
+            (&v["messageKey"], &v["op"], &v["message_id"], &v["replaced_message_id"]),
+            (&json!("disk/db1"), &json!("replaced"), &json!("om_2"), &json!("om_1"))
+        );
+        let by = SupersededBy {
+            partition: 2,
+            offset: 50,
+            index: 0,
+            message_id: Some("om_2"),
+        };
+        let v = superseded("c", &record(), 0, &env, &by);
+        assert_eq!((&v["status"], &v["op"]), (&json!("superseded"), &json!("superseded")));
+        assert_eq!(v["superseded_by"], json!({"partition": 2, "offset": 50, "index": 0}));
+        assert_eq!((&v["message_id"], &v["messageKey"]), (&json!("om_2"), &json!("disk/db1")));
+        for (op, s) in [(Op::Sent, "sent"), (Op::Updated, "updated"), (Op::Recalled, "recalled")] {
+            assert_eq!(op.as_str(), s);
+        }
     }
 
     #[test]

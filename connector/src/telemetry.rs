@@ -38,6 +38,7 @@ pub const METRICS: &[(&str, &str, &str)] = &[
     ("lark_sink_lookup_calls_total", "counter", "batch_get_id calls made (each resolves up to 50 mobiles and 50 emails)."),
     ("lark_sink_transform_errors_total", "counter", "Records a transform failed on, by transform name."),
     ("lark_sink_delivery_latency_seconds", "histogram", "From the record's Kafka timestamp to Lark's acceptance of its message."),
+    ("lark_sink_keyed_messages_total", "counter", "Keyed messages (messageKey) finished, by op: sent, updated, replaced, recalled, superseded."),
 ];
 
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
@@ -154,6 +155,12 @@ impl SinkStats {
     pub fn dead_lettered(&self, class: &str) {
         self.dead_letters.fetch_add(1, Ordering::Relaxed);
         counter!("lark_sink_dead_letters_total", "class" => class.to_string()).increment(1);
+    }
+
+    /// A keyed message finished in Lark, by what it did there (`sent`, `updated`, `replaced`,
+    /// `recalled`), or without a call because a newer version took its place (`superseded`).
+    pub fn keyed(&self, op: &'static str) {
+        counter!("lark_sink_keyed_messages_total", "op" => op).increment(1);
     }
 
     /// What the receiver queues hold now (the load backpressure bounds).

@@ -31,8 +31,10 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("source", &["telemetry"]),
     // The sink's transform step: the configured chain around `envelope::prepare`.
     ("transform", &["config", "envelope", "record", "telemetry"]),
-    ("delivery", &["envelope", "lark", "telemetry"]),
-    ("results", &["dlq", "envelope", "lark", "record", "source"]),
+    // Sending, updating and recalling; a keyed version's plan reads its key's `state` entry.
+    ("delivery", &["envelope", "lark", "state", "telemetry"]),
+    // A result names what a keyed message did (`delivery::keyed::Op`).
+    ("results", &["delivery", "dlq", "envelope", "lark", "record", "source"]),
     // The top of the non-sink layers: builds the lower modules' own config types.
     ("config", &["delivery", "lark", "secret", "source"]),
     // The operator's surface.
@@ -51,6 +53,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "results",
             "secret",
             "source",
+            "state",
             "telemetry",
             "transform",
         ],

@@ -3,6 +3,8 @@
 //!
 //! It is the quickest way to check that a config's app or webhook can reach someone, and a handy
 //! tool for scripts. Each invocation uses a fresh idempotency uuid (its retries share it).
+//! With `--message-key` it sends or updates a keyed message like the pipeline does, keeping the
+//! key in `lark.state.topic` (so it needs Kafka too).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -10,9 +12,12 @@ use std::process::ExitCode;
 use serde_json::{json, Value};
 
 use crate::config::{ConfigError, ConnectorConfig};
+use crate::delivery::keyed::{apply, now_ms, plan, Calls, Change, Landed, Op};
 use crate::delivery::{deliver, DeliveryFailure, RateLimits, RetryPolicy};
 use crate::envelope::validate::{EnvelopeValidator, SchemaError, ValidationError};
+use crate::envelope::Envelope;
 use crate::lark::{LarkClient, LookupConfig, SendOk, UserDirectory};
+use crate::state::{Changelog, StateEntry, StateError, StateKey};
 
 /// The command line of `lark-sink send`.
 #[derive(Debug, clap::Args)]
@@ -29,9 +34,17 @@ pub struct Args {
     /// The Lark msg_type.
     #[arg(long, default_value = "text")]
     pub content_type: String,
-    /// The content JSON; `@FILE` reads it from a file, `-` from stdin.
+    /// The content JSON; `@FILE` reads it from a file, `-` from stdin. Not needed with --recall.
+    #[arg(long, required_unless_present = "recall")]
+    pub content: Option<String>,
+    /// Send or update like the pipeline does for a record with this `messageKey`: the first
+    /// send of a key posts a message, later ones update it in place (or replace it where Lark
+    /// cannot). Needs lark.state.topic in the config.
     #[arg(long)]
-    pub content: String,
+    pub message_key: Option<String>,
+    /// With --message-key: recall the key's message and forget the key.
+    #[arg(long, requires = "message_key")]
+    pub recall: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -58,6 +71,11 @@ pub enum SendCommandError {
         #[from]
         failure: DeliveryFailure,
     },
+    /// `--message-key` without `lark.state.topic` in the config.
+    #[error("--message-key needs lark.state.topic in the config: the compacted topic that remembers which Lark message each key was sent as")]
+    NoState,
+    #[error(transparent)]
+    State(#[from] StateError),
 }
 
 /// What to send; `content` is the content JSON (object) as text.
@@ -67,24 +85,35 @@ pub struct SendArgs {
     pub receive_id: String,
     pub content_type: String,
     pub content: String,
+    /// `--message-key`: send or update the key's message, like a keyed record.
+    pub message_key: Option<String>,
+    /// `--recall`: recall the key's message.
+    pub recall: bool,
 }
 
-/// Loads the config, sends the message and prints its message_id (the classified error is the
+/// Loads the config, sends the message and prints its message_id, preceded by what happened
+/// (`sent`, `updated`, `replaced`, `recalled`) with `--message-key` (the classified error is the
 /// `Err`, which the binary prints before exiting 1).
 pub async fn command(args: Args) -> Result<ExitCode, SendCommandError> {
     let cfg = ConnectorConfig::from_file(&args.config)?;
-    let content = read_content(&args.content)?;
+    let content = match &args.content {
+        Some(c) => read_content(c)?,
+        None => "{}".to_string(), // --recall: no content
+    };
     let args = SendArgs {
         receive_type: args.receive_type,
         receive_id: args.receive_id,
         content_type: args.content_type,
         content,
+        message_key: args.message_key,
+        recall: args.recall,
     };
-    let ok = send(&cfg, &args).await?;
-    if ok.message_id.is_empty() {
-        println!("sent ({})", ok.chat_id); // webhooks return no message_id
-    } else {
-        println!("{}", ok.message_id);
+    let (op, ok) = send_or_update(&cfg, &args).await?;
+    match (op, ok.message_id.is_empty()) {
+        (None, true) => println!("sent ({})", ok.chat_id), // webhooks return no message_id
+        (None, false) => println!("{}", ok.message_id),
+        (Some(op), true) => println!("{}", op.as_str()), // a recall of a key with no message
+        (Some(op), false) => println!("{} {}", op.as_str(), ok.message_id),
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -106,27 +135,86 @@ fn read_content(content: &str) -> Result<String, SendCommandError> {
 
 /// Validates and sends one message; returns what Lark answered.
 pub async fn send(cfg: &ConnectorConfig, args: &SendArgs) -> Result<SendOk, SendCommandError> {
+    send_or_update(cfg, args).await.map(|(_, ok)| ok)
+}
+
+/// Validates one message and sends it, or with `--message-key` sends or updates the key's
+/// message; returns what the keyed message did (`None` without a key) and Lark's answer.
+pub async fn send_or_update(
+    cfg: &ConnectorConfig,
+    args: &SendArgs,
+) -> Result<(Option<Op>, SendOk), SendCommandError> {
     let content: Value = serde_json::from_str(&args.content).map_err(SendCommandError::Content)?;
-    let envelope = json!({
+    let mut envelope = json!({
         "receiveType": args.receive_type,
         "receiveId": args.receive_id,
         "contentType": args.content_type,
         "content": content,
     });
+    if let Some(key) = &args.message_key {
+        envelope["messageKey"] = json!(key);
+        envelope["recall"] = json!(args.recall);
+    }
     let validator = EnvelopeValidator::with_webhooks(cfg.lark.webhooks.keys().cloned().collect())?;
     let envelope = validator.validate(&envelope, None)?;
     let client = std::sync::Arc::new(LarkClient::new(&cfg.lark)?);
     let directory = UserDirectory::new(client.clone(), LookupConfig::from(&cfg.lark));
     let limits = RateLimits::new(cfg.rate);
+    let policy = RetryPolicy::from(&cfg.lark);
     let uuid = format!("ls-cli-{:016x}", rand::random::<u64>());
-    let done = deliver(
-        &client,
-        &directory,
-        &limits,
-        &RetryPolicy::from(&cfg.lark),
-        &envelope,
-        &uuid,
-    )
-    .await?;
-    Ok(done.ok)
+    let calls = Calls {
+        client: &client,
+        directory: &directory,
+        limits: &limits,
+        policy: &policy,
+    };
+    if envelope.op.key().is_some() {
+        let landed = keyed(cfg, &calls, &envelope, &uuid).await?;
+        return Ok((Some(landed.op), landed.ok));
+    }
+    let done = deliver(&client, &directory, &limits, &policy, &envelope, &uuid).await?;
+    Ok((None, done.ok))
+}
+
+/// A keyed message, as the pipeline handles it: the key's entry is looked up in the state topic
+/// (every partition; the newest wins), the plan carried out, and the new entry written back where
+/// it was found (a new key goes to partition 0: a running connector reads the state topic only
+/// when partitions are assigned to it, so a key is best driven by one of the two).
+async fn keyed(
+    cfg: &ConnectorConfig,
+    calls: &Calls<'_>,
+    envelope: &Envelope,
+    uuid: &str,
+) -> Result<Landed, SendCommandError> {
+    let state = cfg.state.as_ref().ok_or(SendCommandError::NoState)?;
+    let mut changelog = Changelog::new(&cfg.kafka, state.topic.clone())?;
+    changelog
+        .ensure_topic(&cfg.kafka, state.partitions.unwrap_or(1))
+        .await?;
+    let key = StateKey {
+        receiver: envelope.receiver.queue_key(),
+        message_key: envelope.op.key().unwrap_or_default().to_string(),
+    };
+    let mut found: Option<(i32, StateEntry)> = None;
+    for p in 0..changelog.partitions() {
+        for (k, e) in changelog.restore(p).await?.entries {
+            if k == key && found.as_ref().is_none_or(|(_, f)| e.updated_ms >= f.updated_ms) {
+                found = Some((p, e));
+            }
+        }
+    }
+    let partition = found.as_ref().map_or(0, |(p, _)| *p);
+    let plan = plan(
+        &envelope.op,
+        &envelope.msg_type,
+        found.map(|(_, e)| e),
+        now_ms(),
+    );
+    let landed = apply(calls, envelope, uuid, plan, "lark-sink send").await?;
+    match &landed.change {
+        Change::Put(entry) => changelog.write(partition, &key, Some(entry)).await?,
+        Change::Forget => changelog.write(partition, &key, None).await?,
+        Change::Keep => {}
+    }
+    Ok(landed)
 }

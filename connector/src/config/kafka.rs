@@ -140,10 +140,12 @@ pub(super) fn check_outputs(
     topics: &Topics,
     dlq_topic: Option<&str>,
     result_topic: Option<&str>,
+    state_topic: Option<&str>,
 ) -> Result<(), ConfigError> {
     let outputs = [
         ("errors.deadletterqueue.topic.name", dlq_topic),
         ("lark.result.topic", result_topic),
+        ("lark.state.topic", state_topic),
     ];
     for (key, out) in outputs {
         let Some(out) = out else { continue };
@@ -155,6 +157,12 @@ pub(super) fn check_outputs(
                 ),
             ));
         }
+    }
+    if state_topic.is_some() && (state_topic == dlq_topic || state_topic == result_topic) {
+        return Err(key_err(
+            "lark.state.topic",
+            "must be a topic of its own (compacted, one record per key), not the dead-letter or result topic",
+        ));
     }
     if result_topic.is_some() && result_topic == dlq_topic {
         return Err(key_err(

@@ -78,6 +78,54 @@ pub const DEFAULT_OFFSET_FLUSH_INTERVAL: Duration = Duration::from_secs(5);
 /// How long a shutdown waits for messages in flight unless `shutdown.timeout.ms` says otherwise.
 pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// How long a key's state is kept unless `lark.state.ttl.ms` says otherwise: Lark's 14-day
+/// window for updating a card (lifecycle doc §1.1), after which an update could only send a new
+/// message anyway.
+pub const DEFAULT_STATE_TTL: Duration = Duration::from_secs(14 * 24 * 3600);
+
+/// `lark.state.*`: the compacted changelog topic of keyed messages (`messageKey`), present only
+/// when `lark.state.topic` is set.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StateConfig {
+    /// `lark.state.topic`: created compacted if missing.
+    pub topic: String,
+    /// `lark.state.topic.partitions`: when the connector creates the topic; `None`: as many as
+    /// the source topic with the most partitions (partitioned like the source).
+    pub partitions: Option<i32>,
+    /// `lark.state.ttl.ms`: a key not sent for this long is forgotten (a tombstone), so its next
+    /// record sends a new message.
+    pub ttl: Duration,
+}
+
+impl StateConfig {
+    fn parse(keys: &Keys<'_>) -> Result<Option<Self>, ConfigError> {
+        let Some(topic) = keys.get("lark.state.topic") else {
+            for k in ["lark.state.topic.partitions", "lark.state.ttl.ms"] {
+                if keys.get(k).is_some() {
+                    return Err(key_err(k, "needs lark.state.topic"));
+                }
+            }
+            return Ok(None);
+        };
+        let partitions = match keys.get("lark.state.topic.partitions") {
+            None => None,
+            Some(_) => match keys.count::<i32>("lark.state.topic.partitions", 1)? {
+                0 => return Err(key_err("lark.state.topic.partitions", "must be positive")),
+                n => Some(n),
+            },
+        };
+        let ttl = keys.ms("lark.state.ttl.ms", DEFAULT_STATE_TTL)?;
+        if ttl.is_zero() {
+            return Err(key_err("lark.state.ttl.ms", "must be positive"));
+        }
+        Ok(Some(StateConfig {
+            topic: topic.to_string(),
+            partitions,
+            ttl,
+        }))
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct ConnectorConfig {
     pub name: String,
@@ -90,6 +138,8 @@ pub struct ConnectorConfig {
     pub errors: ErrorsConfig,
     /// `lark.result.topic`: where a JSON result per delivered or dead-lettered message goes.
     pub result_topic: Option<String>,
+    /// `lark.state.*`: where keyed messages (`messageKey`) remember their Lark message.
+    pub state: Option<StateConfig>,
     /// How often stored offsets are committed (`offset.flush.interval.ms`, as in Connect).
     pub offset_flush_interval: Duration,
     pub admin: AdminConfig,
@@ -166,10 +216,12 @@ impl ConnectorConfig {
         let lark = LarkConfig::parse(&keys)?;
         let errors = ErrorsConfig::parse(&keys)?;
         let result_topic = keys.get("lark.result.topic").map(str::to_string);
+        let state = StateConfig::parse(&keys)?;
         kafka::check_outputs(
             &topics,
             errors.dlq_topic.as_deref(),
             result_topic.as_deref(),
+            state.as_ref().map(|s| s.topic.as_str()),
         )?;
         let rate = sections::rate(&keys)?;
         let buffer = BufferConfig::parse(&keys)?;
@@ -195,6 +247,7 @@ impl ConnectorConfig {
             buffer,
             errors,
             result_topic,
+            state,
             offset_flush_interval,
             admin,
             shutdown_timeout,
@@ -270,6 +323,37 @@ mod tests {
             "literal secrets are masked"
         );
         assert!(!format!("{c:?}").contains("s3cret"));
+    }
+
+    #[test]
+    fn state_topic_keys() {
+        assert_eq!(ConnectorConfig::from_json(&base()).unwrap().state, None);
+        let c = ConnectorConfig::from_json(&with("lark.state.topic", "lark-state")).unwrap();
+        assert_eq!(
+            c.state,
+            Some(StateConfig {
+                topic: "lark-state".into(),
+                partitions: None,
+                ttl: DEFAULT_STATE_TTL,
+            })
+        );
+        let mut j = with("lark.state.topic", "lark-state");
+        j["config"]["lark.state.ttl.ms"] = json!("60000");
+        j["config"]["lark.state.topic.partitions"] = json!("6");
+        let s = ConnectorConfig::from_json(&j).unwrap().state.unwrap();
+        assert_eq!((s.ttl, s.partitions), (Duration::from_secs(60), Some(6)));
+        j["config"]["lark.state.topic.partitions"] = json!("0");
+        assert!(err(j.clone()).contains("'lark.state.topic.partitions'"));
+        j["config"]["lark.state.topic.partitions"] = json!("6");
+        j["config"]["lark.state.ttl.ms"] = json!("0");
+        assert!(err(j).contains("'lark.state.ttl.ms'"));
+        // The other keys mean nothing without the topic.
+        assert!(err(with("lark.state.ttl.ms", "1000")).contains("needs lark.state.topic"));
+        // An output of its own: not a source topic, not the DLQ or the result topic.
+        assert!(err(with("lark.state.topic", "ops")).contains("source topic"));
+        let mut j = with("lark.state.topic", "out");
+        j["config"]["lark.result.topic"] = json!("out");
+        assert!(err(j).contains("'lark.state.topic'"));
     }
 
     #[test]

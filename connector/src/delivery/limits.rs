@@ -113,24 +113,35 @@ pub struct RateLimits {
     /// Per-webhook per-minute limiters, created on first use.
     webhooks: Mutex<HashMap<String, Arc<DefaultDirectRateLimiter>>>,
     app_hold: Mutex<Option<Instant>>,
+    /// The last update of each message recently updated, for [`MESSAGE_UPDATES_PER_SECOND`].
+    messages: Mutex<HashMap<String, Gate>>,
+    message_interval: Duration,
 }
 
-/// Permission to send to one receiver. Hold it across the request; dropping it records the send.
+/// In-place updates of one message (PATCH, PUT) per second. Lark allows 5 per message
+/// (230020 beyond, lifecycle doc §1.1, §5); 4 leaves room for jitter, as the doc recommends, and
+/// coalescing (only the newest waiting version is sent) makes the spacing cost nothing.
+pub const MESSAGE_UPDATES_PER_SECOND: u32 = 4;
+
+/// Permission to send to one receiver (and, for an update, to touch one message). Hold it across
+/// the request; dropping it records the send.
 pub struct Permit {
     gate: Option<tokio::sync::OwnedMutexGuard<Option<Instant>>>,
+    /// The message's own gate, for an update ([`RateLimits::acquire_update`]).
+    message: Option<tokio::sync::OwnedMutexGuard<Option<Instant>>>,
 }
 
 impl Permit {
     /// Marks the send as done now; the receiver's next send waits `interval` from here.
     pub fn sent(mut self) {
-        if let Some(g) = self.gate.as_mut() {
+        for g in [self.gate.as_mut(), self.message.as_mut()].into_iter().flatten() {
             **g = Some(Instant::now().max(g.unwrap_or_else(Instant::now)));
         }
     }
 
-    /// Lark throttled this receiver: keep it quiet for `hold` before its next send.
+    /// Lark throttled this receiver (or message): keep it quiet for `hold` before its next send.
     pub fn hold(mut self, hold: Duration) {
-        if let Some(g) = self.gate.as_mut() {
+        for g in [self.gate.as_mut(), self.message.as_mut()].into_iter().flatten() {
             **g = Some(Instant::now() + hold);
         }
     }
@@ -145,6 +156,9 @@ impl RateLimits {
             webhook_interval: interval(cfg.webhook_per_second, Duration::from_secs(1)),
             webhooks: Mutex::new(HashMap::new()),
             app_hold: Mutex::new(None),
+            messages: Mutex::new(HashMap::new()),
+            message_interval: Duration::from_secs(1)
+                .mul_f64(HEADROOM / f64::from(MESSAGE_UPDATES_PER_SECOND)),
             cfg,
         }
     }
@@ -165,7 +179,10 @@ impl RateLimits {
     /// returns the permit to hold while sending. Waits never fail, they only take time.
     pub async fn acquire(&self, receiver: &str) -> Permit {
         if self.unlimited() {
-            return Permit { gate: None };
+            return Permit {
+                gate: None,
+                message: None,
+            };
         }
         let started = Instant::now();
         let gate = match self.receiver_interval {
@@ -215,7 +232,37 @@ impl RateLimits {
         let waited = started.elapsed();
         crate::telemetry::rate_limit_wait("receiver", receiver_waited);
         crate::telemetry::rate_limit_wait("app", waited.saturating_sub(receiver_waited));
-        Permit { gate }
+        Permit {
+            gate,
+            message: None,
+        }
+    }
+
+    /// Waits until message `message_id` may be updated in place: its own spacing
+    /// ([`MESSAGE_UPDATES_PER_SECOND`]), then everything [`acquire`](Self::acquire) waits for
+    /// (its receiver's spacing and the app quotas; updates draw on the same app budget as sends,
+    /// the cautious reading of lifecycle doc §5, and keep a chat within its 5/s as a whole).
+    pub async fn acquire_update(&self, receiver: &str, message_id: &str) -> Permit {
+        let gate = self
+            .messages
+            .lock()
+            .map(|mut m| m.entry(message_id.to_string()).or_default().clone())
+            .ok();
+        let message = match gate {
+            Some(g) => {
+                let guard = g.lock_owned().await;
+                if let Some(last) = *guard {
+                    if last + self.message_interval > Instant::now() {
+                        tokio::time::sleep_until(last + self.message_interval).await;
+                    }
+                }
+                Some(guard)
+            }
+            None => None,
+        };
+        let mut permit = self.acquire(receiver).await;
+        permit.message = message;
+        permit
     }
 
     /// Waits until a message may go to custom-bot webhook `name`: its 5/s spacing and its
@@ -258,7 +305,10 @@ impl RateLimits {
         if let Some(l) = per_minute {
             l.until_ready().await;
         }
-        Permit { gate }
+        Permit {
+            gate,
+            message: None,
+        }
     }
 
     /// Lark throttled the whole app: no send starts before `hold` has passed.
@@ -289,6 +339,13 @@ impl RateLimits {
     /// Forgets receivers idle for longer than their interval (keeps memory flat with many
     /// receivers). Call periodically.
     pub fn forget_idle(&self) {
+        let message_iv = self.message_interval;
+        if let Ok(mut m) = self.messages.lock() {
+            m.retain(|_, g| match g.try_lock() {
+                Ok(last) => last.is_some_and(|l| l + message_iv > Instant::now()),
+                Err(_) => true, // in use
+            });
+        }
         let Some(iv) = self.receiver_interval else {
             return;
         };
@@ -354,6 +411,40 @@ mod tests {
         let before = tokio::time::Instant::now();
         l.acquire("open_id:b").await.sent();
         assert_eq!(tokio::time::Instant::now(), before);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn updates_of_one_message_are_spaced_by_its_own_gate() {
+        // No receiver spacing: only the message's gate holds updates back.
+        let l = RateLimits::new(cfg(0, 0, 0));
+        let mut t = Vec::new();
+        for _ in 0..9 {
+            let p = l.acquire_update("chat_id:oc_1", "om_1").await;
+            t.push(tokio::time::Instant::now());
+            p.sent();
+        }
+        for w in t.windows(2) {
+            assert!(w[1] - w[0] >= Duration::from_millis(251), "{:?}", w[1] - w[0]);
+        }
+        // Lark's 5 per message per second is never reached (4, with headroom).
+        for (i, start) in t.iter().enumerate() {
+            let n = t[i..]
+                .iter()
+                .filter(|x| **x - *start < Duration::from_secs(1))
+                .count();
+            assert!(n <= MESSAGE_UPDATES_PER_SECOND as usize, "{n} updates within 1 s");
+        }
+        // Another message of the same chat is not held back by the first one's gate.
+        let before = tokio::time::Instant::now();
+        l.acquire_update("chat_id:oc_1", "om_2").await.sent();
+        assert_eq!(tokio::time::Instant::now(), before);
+        // A throttle answer holds the message back.
+        l.acquire_update("chat_id:oc_1", "om_2")
+            .await
+            .hold(Duration::from_secs(3));
+        let before = tokio::time::Instant::now();
+        l.acquire_update("chat_id:oc_1", "om_2").await.sent();
+        assert!(tokio::time::Instant::now() - before >= Duration::from_secs(3));
     }
 
     // governor keeps its own (real) clock, so app-quota tests run in real time and check only

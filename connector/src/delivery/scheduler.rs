@@ -19,6 +19,21 @@ pub trait Queued: Send + 'static {
     fn queue_key(&self) -> &str;
     /// Bytes this item holds, for the buffer bound.
     fn size(&self) -> usize;
+    /// Items of one queue with the same coalescing key are versions of one thing (one keyed Lark
+    /// message): a newer one may take the place of an older one still waiting, so only the newest
+    /// is handled. `None` (the default): never coalesced.
+    fn coalesce_key(&self) -> Option<&str> {
+        None
+    }
+    /// Takes over `older`, a waiting item with the same coalescing key, if it may: the handler of
+    /// `self` then finishes `older` too, and `older` is not handled on its own. Returns `older`
+    /// back when it must stay in the queue (e.g. it recalls the message: a barrier).
+    fn absorb(&mut self, older: Self) -> Result<(), Self>
+    where
+        Self: Sized,
+    {
+        Err(older)
+    }
 }
 
 pub trait Handler<T>: Send + Sync + 'static {
@@ -64,18 +79,34 @@ impl<T: Queued, H: Handler<T>> Scheduler<T, H> {
 
     /// Queues `item` behind earlier items with the same key. Never blocks: the caller bounds the
     /// buffer by watching [`in_flight`](Self::in_flight) and [`bytes`](Self::bytes).
-    pub fn submit(&self, item: T) {
+    ///
+    /// An item with a [coalescing key](Queued::coalesce_key) first takes the place of the newest
+    /// waiting item with the same key, if that one lets it ([`Queued::absorb`]); the absorbed
+    /// item leaves the counts (its content is dropped; its handle rides with `item`).
+    pub fn submit(&self, mut item: T) {
         self.inner.in_flight.fetch_add(1, Ordering::SeqCst);
-        self.inner.bytes.fetch_add(item.size(), Ordering::SeqCst);
         let key = item.queue_key().to_string();
         let spawn = match self.inner.queues.lock() {
             Ok(mut queues) => match queues.get_mut(&key) {
                 // The key's task is running and will reach this item.
                 Some(q) => {
+                    if let Some((at, older)) = take_waiting(q, &item) {
+                        let size = older.size();
+                        match item.absorb(older) {
+                            Ok(()) => {
+                                self.inner.in_flight.fetch_sub(1, Ordering::SeqCst);
+                                self.inner.bytes.fetch_sub(size, Ordering::SeqCst);
+                            }
+                            // Not absorbed: back where it was.
+                            Err(older) => q.insert(at, older),
+                        }
+                    }
+                    self.inner.bytes.fetch_add(item.size(), Ordering::SeqCst);
                     q.push_back(item);
                     false
                 }
                 None => {
+                    self.inner.bytes.fetch_add(item.size(), Ordering::SeqCst);
                     queues.insert(key.clone(), VecDeque::from([item]));
                     true
                 }
@@ -122,6 +153,15 @@ impl<T: Queued, H: Handler<T>> Scheduler<T, H> {
         };
         tokio::time::timeout(timeout, wait).await.is_ok()
     }
+}
+
+/// Removes the newest waiting item of `q` with `item`'s coalescing key, with its position.
+/// `None` when `item` has no coalescing key or no waiting item shares it. The item in hand is
+/// not in `q`, so it is never taken: a version already on its way to Lark is not recalled.
+fn take_waiting<T: Queued>(q: &mut VecDeque<T>, item: &T) -> Option<(usize, T)> {
+    let key = item.coalesce_key()?;
+    let at = q.iter().rposition(|w| w.coalesce_key() == Some(key))?;
+    q.remove(at).map(|older| (at, older))
 }
 
 async fn drain_queue<T: Queued, H: Handler<T>>(inner: Arc<Inner<T, H>>, key: String) {
@@ -240,6 +280,94 @@ mod tests {
         assert!(s.drain(Duration::from_secs(60)).await);
         assert_eq!(*log.0.lock().unwrap(), [("slow".to_string(), 0)]);
         assert_eq!(s.in_flight(), 0);
+    }
+
+    /// An item of queue "k" with coalescing key `c`: it absorbs older items of `c` unless the
+    /// older one is a barrier; `absorbed` are the `n`s it took over.
+    struct Version {
+        c: Option<&'static str>,
+        n: usize,
+        barrier: bool,
+        absorbed: Vec<usize>,
+    }
+
+    impl Queued for Version {
+        fn queue_key(&self) -> &str {
+            "k"
+        }
+        fn size(&self) -> usize {
+            100 + self.n
+        }
+        fn coalesce_key(&self) -> Option<&str> {
+            self.c
+        }
+        fn absorb(&mut self, older: Self) -> Result<(), Self> {
+            if older.barrier {
+                return Err(older);
+            }
+            self.absorbed.push(older.n);
+            self.absorbed.extend(older.absorbed);
+            Ok(())
+        }
+    }
+
+    /// Records (n, absorbed) in handling order; the first item takes 1 s.
+    #[derive(Default, Clone)]
+    struct Versions(Arc<Mutex<Vec<(usize, Vec<usize>)>>>);
+
+    impl Handler<Version> for Versions {
+        async fn handle(&self, item: Version) {
+            if item.n == 0 {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            let mut absorbed = item.absorbed;
+            absorbed.sort_unstable();
+            self.0.lock().unwrap().push((item.n, absorbed));
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn waiting_versions_of_one_key_are_coalesced_into_the_newest() {
+        let log = Versions::default();
+        let s = Scheduler::new(log.clone());
+        let v = |c, n, barrier| Version {
+            c,
+            n,
+            barrier,
+            absorbed: vec![],
+        };
+        // 0 is in hand (never taken); 1..=3 wait and coalesce into 3; 4 (another key) keeps its
+        // place; 5 (a barrier, like a recall) absorbs 3's chain but 6 may not absorb 5; 7
+        // absorbs 6; 8 has no key.
+        s.submit(v(Some("a"), 0, false));
+        tokio::task::yield_now().await;
+        for (c, n, barrier) in [
+            (Some("a"), 1, false),
+            (Some("a"), 2, false),
+            (Some("b"), 4, false),
+            (Some("a"), 3, false),
+            (Some("a"), 5, true),
+            (Some("a"), 6, false),
+            (None, 8, false),
+            (Some("a"), 7, false),
+        ] {
+            s.submit(v(c, n, barrier));
+        }
+        // 9 items submitted, 4 absorbed (1, 2, 3 and 6): the counts drop with them.
+        assert_eq!(s.in_flight(), 5, "absorbed items leave the count");
+        assert_eq!(s.bytes(), 100 * 5 + 4 + 5 + 8 + 7);
+        assert!(s.drain(Duration::from_secs(60)).await);
+        assert_eq!(
+            *log.0.lock().unwrap(),
+            [
+                (0, vec![]),
+                (4, vec![]),
+                (5, vec![1, 2, 3]),
+                (8, vec![]),
+                (7, vec![6]),
+            ]
+        );
+        assert_eq!((s.in_flight(), s.bytes()), (0, 0));
     }
 
     #[tokio::test(start_paused = true)]

@@ -50,7 +50,7 @@ pub struct Delivered {
 }
 
 /// How long a receiver or the app is held back after a throttle answer that names no time.
-const THROTTLE_HOLD: Duration = Duration::from_secs(1);
+pub(super) const THROTTLE_HOLD: Duration = Duration::from_secs(1);
 
 /// Resolves, waits for permission, sends and retries one message.
 pub async fn deliver(
@@ -150,7 +150,7 @@ fn webhook_hold<T>(result: &Result<T, LarkError>) -> Option<Duration> {
 ///
 /// `errors.retry.timeout` is wall-clock time since the first attempt (as in Kafka Connect),
 /// checked before every retry, so time spent waiting on slow responses counts too.
-async fn with_retries<T, F, Fut>(
+pub(super) async fn with_retries<T, F, Fut>(
     policy: &RetryPolicy,
     what: &str,
     context: impl Fn() -> String,

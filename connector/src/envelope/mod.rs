@@ -182,6 +182,33 @@ pub struct Urgent {
     pub user_ids: Vec<String>,
 }
 
+/// What a record asks Lark to do with its message: the envelope's `messageKey` and `recall`.
+///
+/// Only the key is in the envelope; whether an [`Operation::Upsert`] sends or updates is decided
+/// at delivery, from the key's state (`state::plan`): the first record of a key sends, later ones
+/// update that message in place.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Operation {
+    /// No `messageKey`: a new message, every time.
+    #[default]
+    Send,
+    /// `messageKey`: the key's message is sent once, then updated in place (or replaced where
+    /// Lark cannot update it).
+    Upsert { key: String },
+    /// `messageKey` with `"recall": true`: recall the key's message and forget the key.
+    Recall { key: String },
+}
+
+impl Operation {
+    /// The `messageKey`, if the record has one.
+    pub fn key(&self) -> Option<&str> {
+        match self {
+            Operation::Send => None,
+            Operation::Upsert { key } | Operation::Recall { key } => Some(key),
+        }
+    }
+}
+
 /// A validated, normalised message ready for delivery.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Envelope {
@@ -192,6 +219,8 @@ pub struct Envelope {
     pub urgent: Option<Urgent>,
     /// Set when the envelope replies to a message (`replyTo`, `replyInThread`).
     pub reply: Option<ReplyTo>,
+    /// Send, or (with `messageKey`) send-or-update, or recall.
+    pub op: Operation,
 }
 
 #[cfg(test)]

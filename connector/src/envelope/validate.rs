@@ -16,7 +16,7 @@ use std::collections::HashMap;
 use jsonschema::Validator;
 use serde_json::Value;
 
-use super::{Envelope, IdType, Receiver, ReplyTo, Urgent, UrgentKind};
+use super::{Envelope, IdType, Operation, Receiver, ReplyTo, Urgent, UrgentKind};
 
 pub const ENVELOPE_SCHEMA: &str = include_str!("../../schema/envelope.json");
 pub const CONTENT_SCHEMA: &str = include_str!("../../schema/content.json");
@@ -62,6 +62,8 @@ pub struct EnvelopeValidator {
     content: HashMap<&'static str, Validator>,
     /// Names of the configured custom-bot webhooks.
     webhooks: Vec<String>,
+    /// Whether records may carry a `messageKey` (the sink allows it only with `lark.state.topic`).
+    keys: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -96,7 +98,16 @@ impl EnvelopeValidator {
             envelope,
             content,
             webhooks: Vec::new(),
+            keys: true,
         })
+    }
+
+    /// Whether records may carry a `messageKey`. The sink passes whether `lark.state.topic` is
+    /// set, so a keyed record without it is dead-lettered with a reason that names the key to set,
+    /// never sent as a new message each time. Allowed by default (`transform test`, the corpus).
+    pub fn allow_keys(mut self, allowed: bool) -> Self {
+        self.keys = allowed;
+        self
     }
 
     /// Validates one envelope. `index` is its position when the record was an array; it prefixes
@@ -123,10 +134,29 @@ impl EnvelopeValidator {
             .and_then(Value::as_str)
             .unwrap_or("text");
         let urgent = urgent(value);
+        let op = operation(value);
         self.check_addressing(&receiver, reply.as_ref(), urgent.is_some(), msg_type, &at)?;
+        self.check_keyed(&receiver, &op, &at)?;
+        if let Operation::Recall { .. } = op {
+            // A recall names a message by its key; what it said no longer matters.
+            return Ok(Envelope {
+                receiver,
+                msg_type: msg_type.to_string(),
+                content: String::new(),
+                urgent: None,
+                reply,
+                op,
+            });
+        }
         let content_path = at.of("/content");
-        let (content_obj, content_str) = content(value, &content_path)?;
+        let (mut content_obj, mut content_str) = content(value, &content_path)?;
         self.check_content(msg_type, &content_obj, &content_path)?;
+        if matches!(op, Operation::Upsert { .. })
+            && msg_type == "interactive"
+            && make_updatable(&mut content_obj)
+        {
+            content_str = content_obj.to_string();
+        }
         check_size(msg_type, &content_obj, &content_str, &content_path)?;
         Ok(Envelope {
             receiver,
@@ -134,7 +164,32 @@ impl EnvelopeValidator {
             content: content_str,
             urgent,
             reply,
+            op,
         })
+    }
+
+    /// Whether a record may carry a `messageKey`: only through the app (a custom-bot webhook
+    /// returns no message_id to update), and only with somewhere to keep the key's state.
+    fn check_keyed(
+        &self,
+        receiver: &Receiver,
+        op: &Operation,
+        at: &Paths,
+    ) -> Result<(), ValidationError> {
+        let Some(key) = op.key() else { return Ok(()) };
+        if matches!(receiver, Receiver::Webhook(_)) {
+            return Err(single(format!(
+                "{}: custom-bot webhooks cannot update or recall a message (Lark returns no message_id for them); send through the app to use messageKey '{key}'",
+                at.of("/messageKey")
+            )));
+        }
+        if !self.keys {
+            return Err(single(format!(
+                "{}: messageKey '{key}' needs lark.state.topic, the compacted topic that remembers which Lark message each key was sent as; it is not set",
+                at.of("/messageKey")
+            )));
+        }
+        Ok(())
     }
 
     /// What a reply, a buzz and a webhook message may be: the rules that span fields.
@@ -253,6 +308,45 @@ fn reply_to(value: &Value) -> Option<ReplyTo> {
             .and_then(Value::as_bool)
             .unwrap_or(false),
     })
+}
+
+/// `messageKey` and `recall` → the operation (the schema has checked both, and that `recall`
+/// comes with a key).
+fn operation(value: &Value) -> Operation {
+    let Some(key) = value.get("messageKey").and_then(Value::as_str) else {
+        return Operation::Send;
+    };
+    let key = key.to_string();
+    if value.get("recall").and_then(Value::as_bool) == Some(true) {
+        Operation::Recall { key }
+    } else {
+        Operation::Upsert { key }
+    }
+}
+
+/// Makes a keyed JSON 1.0 card updatable: Lark PATCHes a card only when `config.update_multi` is
+/// true both as sent and as updated (lifecycle doc §1.1), and 1.0 defaults to false. JSON 2.0
+/// cards (`"schema": "2.0"`) always are, and a template reference (`type` template or card)
+/// carries no config of its own (the card builder's cards are always shared). Returns whether the
+/// content changed.
+fn make_updatable(card: &mut Value) -> bool {
+    let Some(obj) = card.as_object_mut() else {
+        return false;
+    };
+    if obj.contains_key("type") || obj.get("schema").and_then(Value::as_str) == Some("2.0") {
+        return false;
+    }
+    let config = obj
+        .entry("config")
+        .or_insert_with(|| Value::Object(Default::default()));
+    let Some(config) = config.as_object_mut() else {
+        return false;
+    };
+    if config.get("update_multi") == Some(&Value::Bool(true)) {
+        return false;
+    }
+    config.insert("update_multi".into(), Value::Bool(true));
+    true
 }
 
 /// `receiveType` and `receiveId` → the receiver (the schema has checked both).

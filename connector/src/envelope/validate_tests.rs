@@ -291,3 +291,124 @@ fn size_limits() {
     let huge = "x".repeat(151 * 1024);
     assert!(err(json!({"receiveId": "a", "content": {"text": huge}})).contains("150 KiB"));
 }
+
+#[test]
+fn message_keys_make_upserts_and_recalls() {
+    let e = v()
+        .validate(
+            &json!({"receiveType": "chat", "receiveId": "oc_1", "messageKey": "disk-full/db1", "content": {"text": "firing"}}),
+            None,
+        )
+        .unwrap();
+    assert_eq!(
+        e.op,
+        Operation::Upsert {
+            key: "disk-full/db1".into()
+        }
+    );
+    assert_eq!(e.op.key(), Some("disk-full/db1"));
+    // `recall: false` is an upsert; no key, a plain send.
+    let e = v()
+        .validate(
+            &json!({"receiveId": "ou_a", "messageKey": "k", "recall": false, "content": {"text": "x"}}),
+            None,
+        )
+        .unwrap();
+    assert!(matches!(e.op, Operation::Upsert { .. }));
+    let e = v()
+        .validate(&json!({"receiveId": "ou_a", "content": {"text": "x"}}), None)
+        .unwrap();
+    assert_eq!((e.op.clone(), e.op.key()), (Operation::Send, None));
+    // A recall needs no content; any content given is not checked.
+    let e = v()
+        .validate(
+            &json!({"receiveType": "chat", "receiveId": "oc_1", "messageKey": "k", "recall": true}),
+            None,
+        )
+        .unwrap();
+    assert_eq!((e.op, e.content.as_str()), (Operation::Recall { key: "k".into() }, ""));
+    v().validate(
+        &json!({"receiveId": "ou_a", "messageKey": "k", "recall": true, "contentType": "image", "content": {"nope": 1}}),
+        None,
+    )
+    .unwrap();
+}
+
+#[test]
+fn message_key_rules() {
+    // Without a key, recall means nothing: refused, like content missing without one.
+    let e = err(json!({"receiveId": "ou_a", "recall": true, "content": {"text": "x"}}));
+    assert!(e.contains("messageKey"), "{e}");
+    let e = err(json!({"receiveId": "ou_a", "messageKey": "k"}));
+    assert!(e.contains("content"), "{e}");
+    assert!(err(json!({"receiveId": "ou_a", "messageKey": "", "content": {"text": "x"}}))
+        .contains("/messageKey"));
+    assert!(err(
+        json!({"receiveId": "ou_a", "messageKey": "k".repeat(201), "content": {"text": "x"}})
+    )
+    .contains("/messageKey"));
+    v().validate(
+        &json!({"receiveId": "ou_a", "messageKey": "k".repeat(200), "content": {"text": "x"}}),
+        None,
+    )
+    .unwrap();
+    // Webhooks return no message_id: nothing to update.
+    let hooks = EnvelopeValidator::with_webhooks(vec!["ops".into()]).unwrap();
+    let e = hooks
+        .validate(
+            &json!({"receiveType": "webhook", "receiveId": "ops", "messageKey": "k", "content": {"text": "x"}}),
+            None,
+        )
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("/messageKey") && e.contains("webhooks cannot update"), "{e}");
+    // Without a state topic a key would be forgotten: refused with the key to set.
+    let e = v()
+        .allow_keys(false)
+        .validate(
+            &json!({"receiveId": "ou_a", "messageKey": "k", "content": {"text": "x"}}),
+            Some(3),
+        )
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("/3/messageKey") && e.contains("lark.state.topic"), "{e}");
+    v().allow_keys(false)
+        .validate(&json!({"receiveId": "ou_a", "content": {"text": "x"}}), None)
+        .unwrap();
+}
+
+#[test]
+fn keyed_cards_are_made_updatable() {
+    let card = |content: Value| {
+        v().validate(
+            &json!({"receiveId": "ou_a", "messageKey": "k", "contentType": "interactive", "content": content}),
+            None,
+        )
+        .unwrap()
+        .content
+    };
+    let parsed = |s: String| serde_json::from_str::<Value>(&s).unwrap();
+    // JSON 1.0: update_multi is set (it defaults to false, and PATCH needs it before and after).
+    let c = parsed(card(json!({"elements": [{"tag": "markdown", "content": "x"}]})));
+    assert_eq!(c["config"]["update_multi"], json!(true));
+    let c = parsed(card(
+        json!({"config": {"wide_screen_mode": true, "update_multi": false}, "elements": []}),
+    ));
+    assert_eq!(c["config"], json!({"wide_screen_mode": true, "update_multi": true}));
+    // Already updatable, JSON 2.0, and template references stay as given (byte for byte).
+    for given in [
+        r#"{"config":{"update_multi":true},"elements":[]}"#,
+        r#"{"schema":"2.0","body":{"elements":[]}}"#,
+        r#"{"type":"template","data":{"template_id":"AAq1"}}"#,
+    ] {
+        assert_eq!(card(Value::String(given.into())), given);
+    }
+    // Unkeyed cards are sent as given.
+    let e = v()
+        .validate(
+            &json!({"receiveId": "ou_a", "contentType": "interactive", "content": {"elements": []}}),
+            None,
+        )
+        .unwrap();
+    assert_eq!(e.content, r#"{"elements":[]}"#);
+}

@@ -5,6 +5,7 @@
 //! [`super::backpressure`]) and refreshes what the admin API reports. It ends on shutdown, on a
 //! restart request, or on the first fatal error a queue reports.
 
+use std::collections::BTreeSet;
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -24,6 +25,7 @@ use crate::envelope::prepare::Prepared;
 use crate::envelope::validate::EnvelopeValidator;
 use crate::record::SourceRecord;
 use crate::source::{Assignment, SinkConsumer};
+use crate::state::state_partition;
 use crate::transform::TransformRunner;
 
 /// How often the loop re-checks the buffer bound while no record arrives (e.g. while paused).
@@ -31,6 +33,13 @@ const BACKPRESSURE_TICK: Duration = Duration::from_millis(50);
 
 /// How often idle per-receiver rate state is forgotten.
 const HOUSEKEEPING_EVERY: Duration = Duration::from_secs(10);
+
+/// Milliseconds since the Unix epoch.
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
 
 /// The loop's state, owned by `run` from start to stop.
 pub(super) struct Intake {
@@ -55,6 +64,8 @@ pub(super) struct Intake {
     /// Partitions were assigned since the last backpressure step (they start unpaused in
     /// librdkafka, so a paused buffer must pause them too).
     reassigned: bool,
+    /// The state partitions whose keyed-message state is held (with `lark.state.topic`).
+    restored: BTreeSet<i32>,
 }
 
 impl Intake {
@@ -76,6 +87,7 @@ impl Intake {
             assignments: consumer.context().assignments(),
             broker_up: consumer.context().broker_up(),
             reassigned: false,
+            restored: BTreeSet::new(),
             consumer,
             scheduler: Scheduler::new(Deliverer(settle.clone())),
             settle,
@@ -98,7 +110,7 @@ impl Intake {
                 _ = self.settle.control.restart_requested() => return Ok(()),
                 Some(e) = self.fatal.recv() => return Err(e),
                 _ = tick.tick() => {
-                    self.on_tick(&mut last_housekeeping);
+                    self.on_tick(&mut last_housekeeping).await?;
                     continue;
                 }
                 m = self.consumer.recv(), if self.backpressure.taking() => m,
@@ -116,9 +128,9 @@ impl Intake {
 
     /// One record: begin it, prepare it, dispatch its messages.
     async fn take(&mut self, record: SourceRecord) -> Result<(), SinkError> {
-        // The record may be the first of a new assignment: its share of the rate budget applies
-        // before any of its messages is sent.
-        self.follow_rebalance();
+        // The record may be the first of a new assignment: its share of the rate budget, and its
+        // partition's keyed-message state, apply before any of its messages is sent.
+        self.follow_rebalance().await?;
         self.settle.stats.received(&record.topic);
         let (ticket, revoked) = self
             .settle
@@ -163,16 +175,8 @@ impl Intake {
         for (index, m) in messages.into_iter().enumerate() {
             match m {
                 Ok(envelope) => {
-                    let queue = envelope.receiver.queue_key();
-                    let size = envelope.content.len() + queue.len() + 256;
-                    self.scheduler.submit(Outgoing {
-                        uuid: rec.record.message_uuid(index),
-                        record: rec.clone(),
-                        index,
-                        envelope,
-                        queue,
-                        size,
-                    });
+                    self.scheduler
+                        .submit(Outgoing::new(rec.clone(), index, envelope));
                 }
                 Err(dl) => {
                     let (settle, rec) = (self.settle.clone(), rec.clone());
@@ -184,16 +188,72 @@ impl Intake {
     }
 
     /// The tick: backpressure, the admin API's status, finished dead-letter tasks, and now and
-    /// then the idle rate state.
-    fn on_tick(&mut self, last_housekeeping: &mut Instant) {
-        self.follow_rebalance();
+    /// then the idle rate state and the expired keys.
+    async fn on_tick(&mut self, last_housekeeping: &mut Instant) -> Result<(), SinkError> {
+        self.follow_rebalance().await?;
         self.apply_backpressure();
         self.report_status();
         while self.dead_letters.try_join_next().is_some() {}
         if last_housekeeping.elapsed() > HOUSEKEEPING_EVERY {
             self.settle.lark.limits.forget_idle();
+            self.expire_keys();
             *last_housekeeping = Instant::now();
         }
+        Ok(())
+    }
+
+    /// Forgets the keys whose message was sent longer ago than `lark.state.ttl.ms`: out of the
+    /// map at once, and a tombstone each in the state topic (written off the loop; a lost one
+    /// only means the key is forgotten again after the next restore).
+    fn expire_keys(&mut self) {
+        let Some(state) = &self.settle.outputs.state else {
+            return;
+        };
+        let expired = state.states.expire(now_ms(), state.ttl);
+        if expired.is_empty() {
+            return;
+        }
+        tracing::info!(keys = expired.len(), ttl = ?state.ttl, "messageKey: forgetting expired keys");
+        let settle = self.settle.clone();
+        self.dead_letters.spawn(async move {
+            let Some(state) = &settle.outputs.state else {
+                return;
+            };
+            for (key, partition) in expired {
+                if let Err(e) = state.changelog.write(partition, &key, None).await {
+                    tracing::warn!("messageKey: could not write the tombstone of an expired key: {e}");
+                }
+            }
+        });
+    }
+
+    /// Restores the keyed messages' state of newly assigned partitions (from the state topic, to
+    /// its end, before any of their records is taken) and drops that of revoked ones, so an
+    /// instance holds exactly the state of the partitions it owns.
+    async fn follow_state(&mut self) -> Result<(), SinkError> {
+        let Some(state) = &self.settle.outputs.state else {
+            return Ok(());
+        };
+        let Ok(tpl) = self.consumer.assignment() else {
+            return Ok(());
+        };
+        let count = state.changelog.partitions();
+        let owned: BTreeSet<i32> = tpl
+            .elements()
+            .iter()
+            .map(|e| state_partition(e.partition(), count))
+            .collect();
+        for p in self.restored.difference(&owned) {
+            state.states.drop_partition(*p);
+        }
+        for &p in owned.difference(&self.restored) {
+            let restored = state.changelog.restore(p).await?;
+            tracing::info!(state_partition = p, keys = restored.entries.len(), records = restored.records,
+                elapsed_ms = restored.elapsed.as_millis() as u64, "messageKey: state restored");
+            state.states.load(p, restored.entries);
+        }
+        self.restored = owned;
+        Ok(())
     }
 
     /// Publishes the buffer's load, then pauses or resumes the partitions if
@@ -222,12 +282,13 @@ impl Intake {
     /// Acts on an assignment the rebalance context published since the last look: the next
     /// backpressure step pauses the new partitions if the buffer is paused, and with
     /// `lark.rate.share=auto` the app's rate budget is scaled to this instance's share.
-    fn follow_rebalance(&mut self) {
+    async fn follow_rebalance(&mut self) -> Result<(), SinkError> {
         if !self.assignments.has_changed().unwrap_or(false) {
-            return;
+            return Ok(());
         }
         let assignment = *self.assignments.borrow_and_update();
         self.reassigned = true;
+        self.follow_state().await?;
         if let Some(share) = assignment.share {
             self.settle.lark.limits.set_share(share);
             tracing::info!(
@@ -236,6 +297,7 @@ impl Intake {
                 "app rate budget scaled to this instance's share of partitions"
             );
         }
+        Ok(())
     }
 
     /// Refreshes what the admin API reports: owned partitions, whether a broker is up (when

@@ -15,7 +15,9 @@
 //! 2. `intake.rs`: the loop takes the record, prepares it and hands its messages to the queues.
 //! 3. `backpressure.rs`: when the loop stops taking records and pauses the partitions (pure).
 //! 4. `settle.rs`: each queue sends a message to Lark and settles it: buzz, result or dead letter,
-//!    and the offset once the record's last message is finished.
+//!    and the offset once the record's last message is finished. `keyed.rs`: the same for a
+//!    message with a `messageKey` (send, update in place, replace or recall, with the key's
+//!    state written before the offset).
 //! 5. `verdict.rs`: what Lark's final answer means for the message: done, dead-letter it (with
 //!    which class and reason), or stop the connector (pure).
 //!
@@ -26,6 +28,7 @@
 
 mod backpressure;
 mod intake;
+mod keyed;
 mod settle;
 mod startup;
 mod verdict;
@@ -40,6 +43,7 @@ use crate::control::Control;
 use crate::dlq::DlqError;
 use crate::envelope::validate::SchemaError;
 use crate::results::ResultError;
+use crate::state::StateError;
 use crate::telemetry::SinkStats;
 use intake::Intake;
 use settle::Settle;
@@ -65,6 +69,10 @@ pub enum SinkError {
     Dlq(#[from] DlqError),
     #[error(transparent)]
     Results(#[from] ResultError),
+    /// The keyed messages' state topic (`lark.state.topic`) could not be created, restored or
+    /// written.
+    #[error(transparent)]
+    State(#[from] StateError),
     /// `errors.tolerance=none` and a record could not be delivered.
     #[error("stopping (errors.tolerance=none): record {coordinates} failed at {stage}: {reason}")]
     Intolerable {

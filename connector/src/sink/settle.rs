@@ -17,15 +17,16 @@ use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use super::keyed::KeyedState;
 use super::verdict::{self, Subject, Verdict};
 use super::SinkError;
 use crate::control::Control;
 use crate::delivery::{buzz, deliver, Delivered, Handler, Queued, RateLimits, RetryPolicy};
 use crate::dlq::{DeadLetter, DeadLetterWriter};
-use crate::envelope::{Envelope, Urgent};
+use crate::envelope::{Envelope, Operation, Urgent};
 use crate::lark::{LarkClient, UserDirectory};
 use crate::record::SourceRecord;
-use crate::results::{self, ResultWriter, UrgentOutcome};
+use crate::results::{self, Delivery, Op, ResultWriter, UrgentOutcome};
 use crate::source::{Offsets, Ticket};
 use crate::telemetry::SinkStats;
 
@@ -49,11 +50,45 @@ pub(super) struct Outgoing {
     pub queue: String,
     /// Bytes it counts for the buffer bound (`buffer.max.bytes`).
     pub size: usize,
+    /// For a keyed message (`messageKey`): the versions of it that waited in the queue while a
+    /// newer one came (source partition, key), so they coalesce ([`Queued::coalesce_key`]).
+    pub coalesce: Option<String>,
+    /// The older versions this one took the place of, their content dropped: finished as
+    /// `superseded` when this one is.
+    pub superseded: Vec<Outgoing>,
+    /// The uuid a send of this version uses: its own, or after coalescing the oldest version's,
+    /// so a replay that coalesces differently still sends the same uuid (Lark keeps one copy).
+    pub lead_uuid: String,
+}
+
+impl Outgoing {
+    /// A message on its way to its receiver's queue; keyed ones coalesce per source partition
+    /// and key (never across partitions: each partition's records finish with their own owner).
+    pub fn new(record: Arc<InFlight>, index: usize, envelope: Envelope) -> Self {
+        let queue = envelope.receiver.queue_key();
+        let size = envelope.content.len() + queue.len() + 256;
+        let uuid = record.record.message_uuid(index);
+        let coalesce = envelope.op.key().map(|k| {
+            let r = &record.record;
+            format!("{}\u{0}{}\u{0}{k}", r.topic, r.partition)
+        });
+        Outgoing {
+            lead_uuid: uuid.clone(),
+            uuid,
+            record,
+            index,
+            envelope,
+            queue,
+            size,
+            coalesce,
+            superseded: Vec::new(),
+        }
+    }
 }
 
 impl Outgoing {
     /// The message as its dead letter names it.
-    fn subject(&self) -> Subject {
+    pub(super) fn subject(&self) -> Subject {
         Subject {
             index: self.index,
             receiver: self.envelope.receiver.describe(),
@@ -68,6 +103,23 @@ impl Queued for Outgoing {
     }
     fn size(&self) -> usize {
         self.size
+    }
+    fn coalesce_key(&self) -> Option<&str> {
+        self.coalesce.as_deref()
+    }
+    /// A newer version of a key takes the place of an older one still waiting, unless the older
+    /// one recalls the message (what follows a recall is a new message) or buzzes users (its
+    /// buzz must go out).
+    fn absorb(&mut self, mut older: Self) -> Result<(), Self> {
+        if matches!(older.envelope.op, Operation::Recall { .. }) || older.envelope.urgent.is_some()
+        {
+            return Err(older);
+        }
+        self.lead_uuid = std::mem::take(&mut older.lead_uuid);
+        self.superseded.append(&mut older.superseded);
+        older.envelope.content = String::new();
+        self.superseded.push(older);
+        Ok(())
     }
 }
 
@@ -89,6 +141,8 @@ pub(super) struct Outputs {
     pub dlq: Option<DeadLetterWriter>,
     /// `lark.result.topic`, when set.
     pub results: Option<ResultWriter>,
+    /// `lark.state.topic`, when set: keyed messages' state, written before their offset moves.
+    pub state: Option<KeyedState>,
 }
 
 /// Everything settling a message needs, shared by the receiver queues and the loop.
@@ -115,6 +169,11 @@ impl Handler<Outgoing> for Deliverer {
         }
         if self.0.control.is_stopping() {
             return; // shutting down: left uncommitted, replayed on the next start
+        }
+        if m.envelope.op.key().is_some() {
+            if let Some(state) = &self.0.outputs.state {
+                return self.0.deliver_keyed(m, state).await;
+            }
         }
         self.0.deliver(m).await
     }
@@ -173,15 +232,14 @@ impl Settle {
         };
         // Built only when there is a result topic: it costs a JSON object per message.
         let result = self.outputs.results.is_some().then(|| {
-            results::delivered(
-                &self.outputs.name,
-                record,
-                m.index,
-                &m.envelope,
-                &done.ok,
-                done.attempts,
-                urgent.as_ref(),
-            )
+            let d = Delivery {
+                ok: &done.ok,
+                attempts: done.attempts,
+                urgent: urgent.as_ref(),
+                op: Op::Sent,
+                replaced: None,
+            };
+            results::delivered(&self.outputs.name, record, m.index, &m.envelope, &d)
         });
         self.write_result(record, result).await
     }
@@ -189,7 +247,7 @@ impl Settle {
     /// Buzzes the users of an urgent message after it was delivered. Users Lark skipped are
     /// logged; a refused buzz is dead-lettered (the message itself was delivered, so the reason
     /// names its message_id) and never retried forever. Returns the outcome for the result.
-    async fn urgent(
+    pub(super) async fn urgent(
         &self,
         m: &Outgoing,
         message_id: &str,
@@ -238,7 +296,7 @@ impl Settle {
     }
 
     /// One message of `rec` is finished; the record is when its last message is.
-    fn message_done(&self, rec: &InFlight) {
+    pub(super) fn message_done(&self, rec: &InFlight) {
         if rec.pending.fetch_sub(1, Ordering::SeqCst) == 1 {
             self.stats.finished(&rec.record.topic);
             self.offsets.finish(&rec.ticket);
@@ -265,7 +323,7 @@ impl Settle {
 
     /// Dead-letters one failed message (or record) and then writes its `dead_lettered` result,
     /// both acknowledged before the caller may finish the message.
-    async fn dead_letter_and_report(
+    pub(super) async fn dead_letter_and_report(
         &self,
         record: &SourceRecord,
         dl: DeadLetter,
@@ -284,7 +342,7 @@ impl Settle {
     /// acknowledged before the source offset may move, so a failure stops the connector (the
     /// record stays uncommitted and is replayed) rather than lose the result.
     /// `result` is `None` exactly when there is no result topic (callers skip building it).
-    async fn write_result(
+    pub(super) async fn write_result(
         &self,
         record: &SourceRecord,
         result: Option<Value>,
@@ -306,7 +364,7 @@ impl Settle {
 
 /// The error that stops the connector on an app-wide Lark configuration error met delivering
 /// `record` (it stays uncommitted).
-fn lark_config(record: &SourceRecord, reason: String) -> SinkError {
+pub(super) fn lark_config(record: &SourceRecord, reason: String) -> SinkError {
     SinkError::LarkConfig {
         coordinates: record.coordinates(),
         reason,
@@ -315,7 +373,7 @@ fn lark_config(record: &SourceRecord, reason: String) -> SinkError {
 
 /// Runs a broker write until it is acknowledged, retrying a hiccup a few times with a growing
 /// pause; the last error is returned (and stops the connector) rather than lose the write.
-async fn durably<F, Fut, E>(mut write: F) -> Result<(), E>
+pub(super) async fn durably<F, Fut, E>(mut write: F) -> Result<(), E>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<(), E>>,

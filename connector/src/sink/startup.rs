@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 
 use lark_sink_transforms::Chain;
 
+use super::keyed::KeyedState;
 use super::settle::{LarkSide, Outputs};
 use super::SinkError;
 use crate::config::{ConnectorConfig, Tolerance};
@@ -17,7 +18,9 @@ use crate::dlq::DeadLetterWriter;
 use crate::envelope::validate::EnvelopeValidator;
 use crate::lark::{ErrorClass, LarkClient, LookupConfig, UserDirectory};
 use crate::results::ResultWriter;
+use crate::source::subscription::topics_include;
 use crate::source::{create_consumer, probe, OffsetTracker, Offsets, SinkConsumer};
+use crate::state::{Changelog, MessageStates};
 
 /// Everything `run` wires together, built and checked.
 pub(super) struct Components {
@@ -40,17 +43,19 @@ pub(super) async fn start(
     control: &Arc<Control>,
 ) -> Result<Components, SinkError> {
     let validator = EnvelopeValidator::with_webhooks(cfg.lark.webhooks.keys().cloned().collect())
-        .map_err(SinkError::Schema)?;
+        .map_err(SinkError::Schema)?
+        .allow_keys(cfg.state.is_some());
     let client = Arc::new(LarkClient::new(&cfg.lark).map_err(SinkError::HttpClient)?);
-    check_kafka(&cfg).await?;
-    let outputs = outputs(&cfg).await?;
+    let source_partitions = check_kafka(&cfg).await?;
+    let outputs = outputs(&cfg, source_partitions).await?;
     check_token(&client, control).await?;
     let limits = Arc::new(RateLimits::new(cfg.rate));
     let tracker = Arc::new(Mutex::new(OffsetTracker::default()));
     let consumer =
         Arc::new(create_consumer(&cfg.consumer(), tracker.clone()).map_err(SinkError::Consumer)?);
     tracing::info!(connector = %cfg.name, topics = ?cfg.topics, group = %cfg.kafka["group.id"],
-        lark = %cfg.lark.base_url, dlq = ?cfg.errors.dlq_topic, results = ?cfg.result_topic, rate = ?cfg.rate, buffer = ?cfg.buffer,
+        lark = %cfg.lark.base_url, dlq = ?cfg.errors.dlq_topic, results = ?cfg.result_topic,
+        state = ?cfg.state.as_ref().map(|s| &s.topic), rate = ?cfg.rate, buffer = ?cfg.buffer,
         "lark-sink started");
     let chain = cfg.transform_chain().map_err(SinkError::Transforms)?;
     let lark = LarkSide {
@@ -74,9 +79,10 @@ pub(super) async fn start(
     })
 }
 
-/// The dead-letter writer (with `errors.tolerance=all` and a DLQ topic) and the result writer
-/// (with `lark.result.topic`), their topics created or checked.
-async fn outputs(cfg: &ConnectorConfig) -> Result<Outputs, SinkError> {
+/// The dead-letter writer (with `errors.tolerance=all` and a DLQ topic), the result writer (with
+/// `lark.result.topic`) and the keyed messages' state (with `lark.state.topic`, created with
+/// `source_partitions` partitions unless configured), their topics created or checked.
+async fn outputs(cfg: &ConnectorConfig, source_partitions: i32) -> Result<Outputs, SinkError> {
     let dlq = match (&cfg.errors.dlq_topic, cfg.errors.tolerance) {
         (Some(topic), Tolerance::All) => {
             let w = DeadLetterWriter::new(
@@ -103,29 +109,58 @@ async fn outputs(cfg: &ConnectorConfig) -> Result<Outputs, SinkError> {
         }
         None => None,
     };
+    let state = match &cfg.state {
+        Some(s) => {
+            let changelog = Changelog::new(&cfg.kafka, s.topic.clone())?;
+            changelog
+                .ensure_topic(&cfg.kafka, s.partitions.unwrap_or(source_partitions))
+                .await?;
+            tracing::info!(topic = %s.topic, partitions = changelog.partitions(), ttl = ?s.ttl,
+                "keyed messages: state topic ready");
+            Some(KeyedState {
+                states: MessageStates::default(),
+                changelog,
+                ttl: s.ttl,
+            })
+        }
+        None => None,
+    };
     Ok(Outputs {
         name: cfg.name.clone(),
         dlq,
         results,
+        state,
     })
 }
 
 /// Wrong Kafka credentials or an untrusted broker certificate stop start-up here, with
 /// librdkafka's reason, instead of being retried quietly forever. No answer at all only warns.
-async fn check_kafka(cfg: &ConnectorConfig) -> Result<(), SinkError> {
+/// Returns the most partitions any subscribed topic has (1 when none is known yet): a state
+/// topic the connector creates is partitioned like the source.
+async fn check_kafka(cfg: &ConnectorConfig) -> Result<i32, SinkError> {
     let found = probe::probe(&cfg.kafka, probe::CHECK_TIME, probe::Wait::Full).await;
     if let Some(e) = found.access_error() {
         return Err(SinkError::KafkaAccess(e));
     }
     match found.metadata {
+        Ok(metadata) => Ok(metadata
+            .topics()
+            .iter()
+            .filter(|t| topics_include(&cfg.topics, t.name()))
+            .map(|t| t.partitions().len() as i32)
+            .max()
+            .unwrap_or(1)
+            .max(1)),
         // A bad property: the consumer, created next, reports it with its own message.
-        Ok(_) | Err(probe::NoMetadata::Client(_) | probe::NoMetadata::Panicked(_)) => {}
-        Err(probe::NoMetadata::Request(_)) => tracing::warn!(
-            "Kafka did not answer within {:?} at start-up; consuming anyway (librdkafka keeps reconnecting)",
-            probe::CHECK_TIME
-        ),
+        Err(probe::NoMetadata::Client(_) | probe::NoMetadata::Panicked(_)) => Ok(1),
+        Err(probe::NoMetadata::Request(_)) => {
+            tracing::warn!(
+                "Kafka did not answer within {:?} at start-up; consuming anyway (librdkafka keeps reconnecting)",
+                probe::CHECK_TIME
+            );
+            Ok(1)
+        }
     }
-    Ok(())
 }
 
 /// Checks the credentials before consuming anything: a wrong app secret stops start-up with

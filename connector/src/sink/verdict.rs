@@ -8,7 +8,7 @@
 
 use std::fmt::Display;
 
-use crate::delivery::{Delivered, DeliveryFailure};
+use crate::delivery::DeliveryFailure;
 use crate::dlq::{DeadLetter, DeadLetterClass, Stage};
 
 /// What to do with a message after Lark's final answer to one call (its send, or its buzz).
@@ -35,12 +35,13 @@ pub(super) struct Subject {
     pub uuid: String,
 }
 
-/// The verdict on a send: delivered, or dead-lettered with the failure's class (`-exhausted`
+/// The verdict on a send (or, for a keyed message, its update or recall, `T` being what it came
+/// to): delivered, or dead-lettered with the failure's class (`-exhausted`
 /// when retries ran out on a retryable answer), or stop.
-pub(super) fn sent(
-    answer: Result<Delivered, DeliveryFailure>,
+pub(super) fn sent<T>(
+    answer: Result<T, DeliveryFailure>,
     subject: impl FnOnce() -> Subject,
-) -> Verdict<Delivered> {
+) -> Verdict<T> {
     match answer {
         Ok(done) => Verdict::Done(done),
         Err(f) if f.is_fatal() => Verdict::Stop(f.to_string()),
@@ -104,6 +105,7 @@ fn dead_letter(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::delivery::Delivered;
     use crate::lark::{ErrorClass, LarkError, SendOk};
 
     fn subject() -> Subject {
