@@ -7,7 +7,10 @@ async fn demo_delivers_the_good_records_dead_letters_the_bad_ones_and_updates_th
     let report = demo::run(false).await.expect("demo runs");
     let samples = demo::sample_records();
     // The samples and the keyed alert's two versions.
-    assert_eq!(report.records, samples.len() + demo::lifecycle_records().len());
+    assert_eq!(
+        report.records,
+        samples.len() + demo::lifecycle_records().len()
+    );
     let bad = samples.iter().filter(|(d, _)| d.starts_with("BAD")).count();
     assert_eq!(report.dead_letters.len(), bad, "{:#?}", report.dead_letters);
     // Good records: 6 single messages + one array of 2, and the alert's one card.

@@ -155,22 +155,47 @@ fn alertmanager_webhooks_become_one_card_per_alert() {
         .map(|r| r.as_ref().unwrap().iter().map(card_identity).collect())
         .collect();
     let card = |key: &str, title: &str, colour: &str| {
-        (key.to_string(), "oc_ops".to_string(), title.to_string(), colour.to_string())
+        (
+            key.to_string(),
+            "oc_ops".to_string(),
+            title.to_string(),
+            colour.to_string(),
+        )
     };
     assert_eq!(
         cards,
         vec![
             vec![
-                card("a1b2c3d4e5f60001", "[FIRING] HighErrorRate on api-1:8080", "red"),
-                card("a1b2c3d4e5f60002", "[FIRING] HighErrorRate on api-2:8080", "red"),
+                card(
+                    "a1b2c3d4e5f60001",
+                    "[FIRING] HighErrorRate on api-1:8080",
+                    "red"
+                ),
+                card(
+                    "a1b2c3d4e5f60002",
+                    "[FIRING] HighErrorRate on api-2:8080",
+                    "red"
+                ),
             ],
             // No fingerprint: keyed by alertname/instance; a warning is orange.
             vec![card("DiskFull/db-1", "[FIRING] DiskFull on db-1", "orange")],
             vec![
-                card("a1b2c3d4e5f60001", "[RESOLVED] HighErrorRate on api-1:8080", "green"),
-                card("a1b2c3d4e5f60002", "[RESOLVED] HighErrorRate on api-2:8080", "green"),
+                card(
+                    "a1b2c3d4e5f60001",
+                    "[RESOLVED] HighErrorRate on api-1:8080",
+                    "green"
+                ),
+                card(
+                    "a1b2c3d4e5f60002",
+                    "[RESOLVED] HighErrorRate on api-2:8080",
+                    "green"
+                ),
             ],
-            vec![card("DiskFull/db-1", "[RESOLVED] DiskFull on db-1", "green")],
+            vec![card(
+                "DiskFull/db-1",
+                "[RESOLVED] DiskFull on db-1",
+                "green"
+            )],
             vec![], // no alerts: nothing to say
         ]
     );
