@@ -222,7 +222,10 @@ async fn cards_are_updated_texts_edited_and_messages_recalled() {
         .await
         .unwrap();
     let view = lark.message_view(&text).unwrap();
-    assert_eq!((view.edit_count, view.content["text"].as_str()), (1, Some("v2")));
+    assert_eq!(
+        (view.edit_count, view.content["text"].as_str()),
+        (1, Some("v2"))
+    );
 
     assert_eq!(
         client.recall_message(&text).await.unwrap(),
@@ -241,7 +244,11 @@ async fn cards_are_updated_texts_edited_and_messages_recalled() {
     );
     let stats = lark.stats();
     assert_eq!(
-        (stats.updates_accepted, stats.edits_accepted, stats.recalls_accepted),
+        (
+            stats.updates_accepted,
+            stats.edits_accepted,
+            stats.recalls_accepted
+        ),
         (1, 1, 1)
     );
 }
@@ -255,7 +262,10 @@ async fn a_message_that_cannot_change_is_f_msg() {
     let class_code = |e: LarkError| (e.class, e.code);
 
     // Not a card; 20 edits used; more than 14 days old; recalled.
-    let e = client.update_card(&text, &shared_card("b")).await.unwrap_err();
+    let e = client
+        .update_card(&text, &shared_card("b"))
+        .await
+        .unwrap_err();
     assert_eq!(class_code(e), (ErrorClass::Message, Some(230001)));
     assert!(lark.set_edit_count(&text, 20));
     let e = client
@@ -264,11 +274,17 @@ async fn a_message_that_cannot_change_is_f_msg() {
         .unwrap_err();
     assert_eq!(class_code(e), (ErrorClass::Message, Some(230072)));
     lark.advance_clock(Duration::from_secs(15 * 24 * 3600));
-    let e = client.update_card(&card, &shared_card("b")).await.unwrap_err();
+    let e = client
+        .update_card(&card, &shared_card("b"))
+        .await
+        .unwrap_err();
     assert_eq!(class_code(e), (ErrorClass::Message, Some(230031)));
     let fresh = sent(&client, "interactive", &shared_card("a"), "lc-5").await;
     assert!(lark.recall(&fresh));
-    let e = client.update_card(&fresh, &shared_card("b")).await.unwrap_err();
+    let e = client
+        .update_card(&fresh, &shared_card("b"))
+        .await
+        .unwrap_err();
     assert_eq!(class_code(e), (ErrorClass::Message, Some(230011)));
 
     // Bad content is the record's fault, not the message id's: a new message would fail too.
@@ -295,12 +311,18 @@ async fn lifecycle_throttles_and_transient_answers_are_retryable() {
         ratelimit_reset_secs: reset,
     };
     lark.push_fault(FaultTarget::UpdateCard, code(230020, "", None));
-    let e = client.update_card(&card, &shared_card("b")).await.unwrap_err();
+    let e = client
+        .update_card(&card, &shared_card("b"))
+        .await
+        .unwrap_err();
     assert_eq!(e.class, ErrorClass::Backoff);
     assert!(e.message_throttled(Call::UpdateCard));
 
     lark.push_fault(FaultTarget::UpdateCard, code(99991400, "", Some(2)));
-    let e = client.update_card(&card, &shared_card("b")).await.unwrap_err();
+    let e = client
+        .update_card(&card, &shared_card("b"))
+        .await
+        .unwrap_err();
     assert_eq!(
         (e.class, e.retry_after, e.throttle()),
         (

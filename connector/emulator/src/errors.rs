@@ -117,7 +117,11 @@ pub const UNSUPPORTED_FOR_TYPE: LarkCode = c(
 /// PUT of a message another app sent (lifecycle §1.2). Same number as [`NO_THREAD_REPLY`], so
 /// it is left out of [`ALL`] (one entry per code); a scripted 230071 fault borrows the reply text
 /// unless it names its own `msg`.
-pub const NOT_THE_SENDER: LarkCode = c(230071, 400, "The operator is not the sender of the message.");
+pub const NOT_THE_SENDER: LarkCode = c(
+    230071,
+    400,
+    "The operator is not the sender of the message.",
+);
 /// PUT after 20 edits (lifecycle §1.2). Same number as [`AGGREGATED_NO_THREAD`]; not in [`ALL`].
 pub const EDIT_LIMIT_REACHED: LarkCode = c(
     230072,
@@ -265,7 +269,8 @@ impl ApiError {
     /// 230099 with a card-builder sub-code (lifecycle §1.1: `ext=ErrCode: N; ErrMsg: …`).
     pub fn card_build(err_code: u32, err_msg: &str) -> Self {
         let mut e = Self::new(CARD_BUILD_FAILED);
-        e.msg.push_str(&format!("ErrCode: {err_code}; ErrMsg: {err_msg}"));
+        e.msg
+            .push_str(&format!("ErrCode: {err_code}; ErrMsg: {err_msg}"));
         e
     }
 

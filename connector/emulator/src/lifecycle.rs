@@ -145,7 +145,9 @@ pub fn is_shared_card(card: &Value) -> bool {
     if is_schema_v2(card) {
         return true;
     }
-    card.pointer("/config/update_multi").and_then(Value::as_bool) == Some(true)
+    card.pointer("/config/update_multi")
+        .and_then(Value::as_bool)
+        == Some(true)
 }
 
 /// `"schema": "2.0"` (lifecycle §1.5).
@@ -161,7 +163,9 @@ pub const V2_MAX_ELEMENTS: usize = 200;
 pub fn v2_element_count(card: &Value) -> usize {
     fn walk(v: &Value) -> usize {
         match v {
-            Value::Object(m) => usize::from(m.contains_key("tag")) + m.values().map(walk).sum::<usize>(),
+            Value::Object(m) => {
+                usize::from(m.contains_key("tag")) + m.values().map(walk).sum::<usize>()
+            }
             Value::Array(a) => a.iter().map(walk).sum(),
             _ => 0,
         }
@@ -176,11 +180,19 @@ mod tests {
 
     #[test]
     fn shared_cards() {
-        assert!(is_shared_card(&json!({"config": {"update_multi": true}, "elements": []})));
-        assert!(!is_shared_card(&json!({"config": {"update_multi": false}, "elements": []})));
+        assert!(is_shared_card(
+            &json!({"config": {"update_multi": true}, "elements": []})
+        ));
+        assert!(!is_shared_card(
+            &json!({"config": {"update_multi": false}, "elements": []})
+        ));
         assert!(!is_shared_card(&json!({"elements": []})));
-        assert!(is_shared_card(&json!({"schema": "2.0", "body": {"elements": []}})));
-        assert!(is_shared_card(&json!({"type": "template", "data": {"template_id": "A"}})));
+        assert!(is_shared_card(
+            &json!({"schema": "2.0", "body": {"elements": []}})
+        ));
+        assert!(is_shared_card(
+            &json!({"type": "template", "data": {"template_id": "A"}})
+        ));
     }
 
     #[test]

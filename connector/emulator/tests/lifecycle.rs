@@ -130,7 +130,14 @@ impl Harness {
     }
 
     /// Sends `content` as `msg_type` to `receive_id` with `token`; returns the message id.
-    async fn send_as(&self, token: &str, id_type: &str, id: &str, msg_type: &str, content: &str) -> String {
+    async fn send_as(
+        &self,
+        token: &str,
+        id_type: &str,
+        id: &str,
+        msg_type: &str,
+        content: &str,
+    ) -> String {
         let path = format!("/open-apis/im/v1/messages?receive_id_type={id_type}");
         let body = json!({ "receive_id": id, "msg_type": msg_type, "content": content });
         let r = self.call(Method::POST, &path, token, Some(&body)).await;
@@ -149,8 +156,13 @@ impl Harness {
 
     async fn patch_as(&self, token: &str, id: &str, content: &str) -> Reply {
         let path = format!("/open-apis/im/v1/messages/{id}");
-        self.call(Method::PATCH, &path, token, Some(&json!({ "content": content })))
-            .await
+        self.call(
+            Method::PATCH,
+            &path,
+            token,
+            Some(&json!({ "content": content })),
+        )
+        .await
     }
 
     async fn patch(&self, id: &str, content: &str) -> Reply {
@@ -176,7 +188,12 @@ impl Harness {
         self.delete_as(&self.token, id).await
     }
 
-    async fn control(&self, method: Method, path: &str, body: Option<&Value>) -> (StatusCode, Value) {
+    async fn control(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> (StatusCode, Value) {
         let r = self.call(method, path, "unused", body).await;
         (r.status, r.body)
     }
@@ -208,8 +225,14 @@ async fn patch_replaces_a_shared_card_and_keeps_the_history() {
     assert_eq!(status, StatusCode::OK);
     assert_eq!(view["msg_type"], "interactive");
     assert_eq!(view["content"]["elements"][0]["content"], "resolved");
-    assert_eq!((view["patch_count"].as_u64(), view["edit_count"].as_u64()), (Some(1), Some(0)));
-    assert_eq!((view["recalled"].as_bool(), view["deleted"].as_bool()), (Some(false), Some(false)));
+    assert_eq!(
+        (view["patch_count"].as_u64(), view["edit_count"].as_u64()),
+        (Some(1), Some(0))
+    );
+    assert_eq!(
+        (view["recalled"].as_bool(), view["deleted"].as_bool()),
+        (Some(false), Some(false))
+    );
     let ops: Vec<_> = view["versions"]
         .as_array()
         .expect("versions")
@@ -217,7 +240,10 @@ async fn patch_replaces_a_shared_card_and_keeps_the_history() {
         .map(|v| v["op"].as_str().unwrap_or_default().to_string())
         .collect();
     assert_eq!(ops, ["send", "patch"]);
-    assert_eq!(view["versions"][0]["content"]["elements"][0]["content"], "firing");
+    assert_eq!(
+        view["versions"][0]["content"]["elements"][0]["content"],
+        "firing"
+    );
     assert!(view["update_time_ms"].as_u64() >= view["create_time_ms"].as_u64());
 
     // The Rust accessors agree, and message get shows the new version.
@@ -225,13 +251,23 @@ async fn patch_replaces_a_shared_card_and_keeps_the_history() {
     assert_eq!(v.versions[1].op, VersionOp::Patch);
     assert_eq!(h.emu.message_content(&id), Some(v.content.clone()));
     let got = h
-        .call(Method::GET, &format!("/open-apis/im/v1/messages/{id}"), &h.token, None)
+        .call(
+            Method::GET,
+            &format!("/open-apis/im/v1/messages/{id}"),
+            &h.token,
+            None,
+        )
         .await;
     let item = &got.body["data"]["items"][0];
     assert_eq!(item["updated"], true);
     assert_eq!(item["body"]["content"], json!(card("resolved", true)));
     // What the send accepted stays as sent.
-    let sent = h.emu.messages().into_iter().find(|m| m.message_id == id).expect("sent");
+    let sent = h
+        .emu
+        .messages()
+        .into_iter()
+        .find(|m| m.message_id == id)
+        .expect("sent");
     assert_eq!(sent.content["elements"][0]["content"], "firing");
     assert_eq!(h.emu.stats().updates_accepted, 1);
 
@@ -248,45 +284,95 @@ async fn patch_checks_answer_their_codes() {
     let shared = h.send("interactive", &card("a", true)).await;
     let new = card("b", true);
 
-    assert_refused(&h.patch("om_unknown", &new).await, 400, 230001, "ext=invalid message_id");
+    assert_refused(
+        &h.patch("om_unknown", &new).await,
+        400,
+        230001,
+        "ext=invalid message_id",
+    );
     let t = h.send("text", &text("hi")).await;
-    assert_refused(&h.patch(&t, &new).await, 400, 230001, "ext=This message is NOT a card");
-    let theirs = h.send_as(&other, "chat_id", "oc_ops", "interactive", &card("x", true)).await;
-    assert_refused(&h.patch(&theirs, &new).await, 400, 230001, "not the message`s sender");
+    assert_refused(
+        &h.patch(&t, &new).await,
+        400,
+        230001,
+        "ext=This message is NOT a card",
+    );
+    let theirs = h
+        .send_as(&other, "chat_id", "oc_ops", "interactive", &card("x", true))
+        .await;
+    assert_refused(
+        &h.patch(&theirs, &new).await,
+        400,
+        230001,
+        "not the message`s sender",
+    );
 
     let recalled = h.send("interactive", &card("a", true)).await;
     let (status, _) = h
-        .control(Method::POST, "/_emulator/recall", Some(&json!({ "message_id": recalled })))
+        .control(
+            Method::POST,
+            "/_emulator/recall",
+            Some(&json!({ "message_id": recalled })),
+        )
         .await;
     assert_eq!(status, StatusCode::OK);
     assert_refused(&h.patch(&recalled, &new).await, 400, 230011, "recalled");
     let deleted = h.send("interactive", &card("a", true)).await;
     let (status, _) = h
-        .control(Method::POST, "/_emulator/delete", Some(&json!({ "message_id": deleted })))
+        .control(
+            Method::POST,
+            "/_emulator/delete",
+            Some(&json!({ "message_id": deleted })),
+        )
         .await;
     assert_eq!(status, StatusCode::OK);
     assert_refused(&h.patch(&deleted, &new).await, 400, 230110, "deleted");
 
     // Content: JSON, size, 2.0 element count, shape.
-    assert_refused(&h.patch(&shared, "{nope").await, 400, 230099, "ErrCode: 200621");
+    assert_refused(
+        &h.patch(&shared, "{nope").await,
+        400,
+        230099,
+        "ErrCode: 200621",
+    );
     let big = card(&"x".repeat(31 * 1024), true);
     assert_refused(&h.patch(&shared, &big).await, 400, 230025, "limit");
     let elements: Vec<_> = (0..201).map(|_| json!({"tag": "hr"})).collect();
     let crowded = json!({"schema": "2.0", "body": {"elements": elements}}).to_string();
-    assert_refused(&h.patch(&shared, &crowded).await, 400, 230099, "ErrCode: 11310");
-    assert_refused(&h.patch(&shared, r#"{"foo":1}"#).await, 400, 230001, "invalid message content");
+    assert_refused(
+        &h.patch(&shared, &crowded).await,
+        400,
+        230099,
+        "ErrCode: 11310",
+    );
+    assert_refused(
+        &h.patch(&shared, r#"{"foo":1}"#).await,
+        400,
+        230001,
+        "invalid message content",
+    );
 
     // update_multi on the card as sent and on the new card (default: refused).
     let unshared = h.send("interactive", &card("a", false)).await;
     assert_refused(&h.patch(&unshared, &new).await, 400, 230001, "update_multi");
-    assert_refused(&h.patch(&shared, &card("b", false)).await, 400, 230001, "update_multi");
+    assert_refused(
+        &h.patch(&shared, &card("b", false)).await,
+        400,
+        230001,
+        "update_multi",
+    );
     assert_eq!(h.emu.message_view(&shared).expect("view").patch_count, 0);
 
     // Token and scope first, as for a send.
     let r = h.patch_as("t-not-issued", &shared, &new).await;
     assert_refused(&r, 400, 99991663, "Invalid access token");
     let sendonly = h.token_of("cli_sendonly", "sendonly-secret").await;
-    assert_refused(&h.patch_as(&sendonly, &shared, &new).await, 400, 99991672, "im:message:update");
+    assert_refused(
+        &h.patch_as(&sendonly, &shared, &new).await,
+        400,
+        99991672,
+        "im:message:update",
+    );
 
     // Not a check: the good update still goes through after all that.
     assert_eq!(h.patch(&shared, &new).await.code(), 0);
@@ -304,17 +390,29 @@ async fn an_old_card_cannot_be_updated_and_the_clock_moves() {
     // Over the HTTP control, past 14 days.
     let ms = 2 * DAY.as_millis() as u64;
     let (status, body) = h
-        .control(Method::POST, "/_emulator/clock", Some(&json!({ "advance_ms": ms })))
+        .control(
+            Method::POST,
+            "/_emulator/clock",
+            Some(&json!({ "advance_ms": ms })),
+        )
         .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body["offset_ms"], json!(15 * DAY.as_millis() as u64));
     assert_eq!(h.emu.clock_offset(), 15 * DAY);
-    assert_refused(&h.patch(&id, &card("c", true)).await, 400, 230031, "14 days");
+    assert_refused(
+        &h.patch(&id, &card("c", true)).await,
+        400,
+        230031,
+        "14 days",
+    );
     // A message sent now is new on the moved clock.
     let fresh = h.send("interactive", &card("a", true)).await;
     assert_eq!(h.patch(&fresh, &card("b", true)).await.code(), 0);
     let v = h.emu.message_view(&fresh).expect("view");
-    assert!(v.create_time_ms >= h.emu.message_view(&id).expect("old").create_time_ms + 15 * DAY.as_millis() as u64);
+    assert!(
+        v.create_time_ms
+            >= h.emu.message_view(&id).expect("old").create_time_ms + 15 * DAY.as_millis() as u64
+    );
     h.emu.reset();
     assert_eq!(h.emu.clock_offset(), Duration::ZERO);
 }
@@ -368,7 +466,10 @@ async fn updates_of_one_message_are_limited_to_five_a_second() {
     let s = h.emu.stats();
     assert_eq!(s.throttled_message, refused);
     assert_eq!(s.errors_by_code.get(&230020).copied().unwrap_or(0), refused);
-    assert_eq!(h.emu.message_view(&a).expect("view").patch_count as u64, 6 - refused);
+    assert_eq!(
+        h.emu.message_view(&a).expect("view").patch_count as u64,
+        6 - refused
+    );
 }
 
 #[tokio::test]
@@ -413,7 +514,9 @@ async fn each_lifecycle_endpoint_has_its_own_app_budget() {
     assert_refused(&r, 429, 99991400, "frequency limit");
     assert!(r.headers.get("x-ogw-ratelimit-reset").is_some());
     assert_eq!(
-        r.headers.get("x-ogw-ratelimit-limit").and_then(|v| v.to_str().ok()),
+        r.headers
+            .get("x-ogw-ratelimit-limit")
+            .and_then(|v| v.to_str().ok()),
         Some("2")
     );
     // Recall counts on its own budget.
@@ -427,15 +530,24 @@ async fn put_edits_text_and_post_and_answers_the_message() {
     let h = start().await;
     let id = h.send("text", &text("v1")).await;
     let r = h.put(&id, "text", &text("v2")).await;
-    assert_eq!((r.status, r.code(), r.msg()), (StatusCode::OK, 0, "success"));
+    assert_eq!(
+        (r.status, r.code(), r.msg()),
+        (StatusCode::OK, 0, "success")
+    );
     let data = &r.body["data"];
     assert_eq!(data["message_id"], json!(id));
-    assert_eq!((data["msg_type"].as_str(), data["updated"].as_bool()), (Some("text"), Some(true)));
+    assert_eq!(
+        (data["msg_type"].as_str(), data["updated"].as_bool()),
+        (Some("text"), Some(true))
+    );
     assert_eq!(data["body"]["content"], json!(text("v2")));
-    assert!(data["update_time"].as_str().is_some_and(|t| t.parse::<u64>().is_ok()));
+    assert!(data["update_time"]
+        .as_str()
+        .is_some_and(|t| t.parse::<u64>().is_ok()));
     assert_eq!(data["sender"]["id"], "cli_demo_app");
 
-    let post = json!({"en_us": {"title": "T", "content": [[{"tag": "text", "text": "a"}]]}}).to_string();
+    let post =
+        json!({"en_us": {"title": "T", "content": [[{"tag": "text", "text": "a"}]]}}).to_string();
     let pid = h.send("post", &post).await;
     assert_eq!(h.put(&pid, "post", &post).await.code(), 0);
 
@@ -451,13 +563,40 @@ async fn put_checks_answer_their_codes() {
     let other = h.token_of("cli_other", "other-secret").await;
     let t = h.send("text", &text("v1")).await;
 
-    assert_refused(&h.put("om_unknown", "text", &text("x")).await, 400, 230001, "invalid message_id");
+    assert_refused(
+        &h.put("om_unknown", "text", &text("x")).await,
+        400,
+        230001,
+        "invalid message_id",
+    );
     let c = h.send("interactive", &card("a", true)).await;
-    assert_refused(&h.put(&c, "interactive", &card("b", true)).await, 400, 230001, "ext=invalid msg_type");
-    assert_refused(&h.put(&c, "text", &text("x")).await, 400, 230001, "ext=invalid msg_type");
-    assert_refused(&h.put(&t, "post", &text("x")).await, 400, 230001, "ext=invalid msg_type");
-    let theirs = h.send_as(&other, "chat_id", "oc_ops", "text", &text("x")).await;
-    assert_refused(&h.put(&theirs, "text", &text("y")).await, 400, 230071, "not the sender");
+    assert_refused(
+        &h.put(&c, "interactive", &card("b", true)).await,
+        400,
+        230001,
+        "ext=invalid msg_type",
+    );
+    assert_refused(
+        &h.put(&c, "text", &text("x")).await,
+        400,
+        230001,
+        "ext=invalid msg_type",
+    );
+    assert_refused(
+        &h.put(&t, "post", &text("x")).await,
+        400,
+        230001,
+        "ext=invalid msg_type",
+    );
+    let theirs = h
+        .send_as(&other, "chat_id", "oc_ops", "text", &text("x"))
+        .await;
+    assert_refused(
+        &h.put(&theirs, "text", &text("y")).await,
+        400,
+        230071,
+        "not the sender",
+    );
 
     let (status, _) = h
         .control(
@@ -468,24 +607,56 @@ async fn put_checks_answer_their_codes() {
         .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(h.put(&t, "text", &text("20th")).await.code(), 0);
-    assert_refused(&h.put(&t, "text", &text("21st")).await, 400, 230072, "number of times");
+    assert_refused(
+        &h.put(&t, "text", &text("21st")).await,
+        400,
+        230072,
+        "number of times",
+    );
 
     let recalled = h.send("text", &text("x")).await;
     assert!(h.emu.recall(&recalled));
-    assert_refused(&h.put(&recalled, "text", &text("y")).await, 400, 230011, "recalled");
+    assert_refused(
+        &h.put(&recalled, "text", &text("y")).await,
+        400,
+        230011,
+        "recalled",
+    );
     let deleted = h.send("text", &text("x")).await;
     assert!(h.emu.mark_deleted(&deleted));
-    assert_refused(&h.put(&deleted, "text", &text("y")).await, 400, 230110, "deleted");
+    assert_refused(
+        &h.put(&deleted, "text", &text("y")).await,
+        400,
+        230110,
+        "deleted",
+    );
 
     // 150 KB for text, 30 KB for post; bad content.
     let fresh = h.send("text", &text("x")).await;
     let huge = text(&"x".repeat(151 * 1024));
     assert_refused(&h.put(&fresh, "text", &huge).await, 400, 230025, "limit");
-    assert_eq!(h.put(&fresh, "text", &text(&"x".repeat(40 * 1024))).await.code(), 0);
-    let big_post = json!({"en_us": {"content": [[{"tag": "text", "text": "x".repeat(31 * 1024)}]]}}).to_string();
-    let pid = h.send("post", &json!({"en_us": {"content": [[{"tag": "text", "text": "a"}]]}}).to_string()).await;
+    assert_eq!(
+        h.put(&fresh, "text", &text(&"x".repeat(40 * 1024)))
+            .await
+            .code(),
+        0
+    );
+    let big_post =
+        json!({"en_us": {"content": [[{"tag": "text", "text": "x".repeat(31 * 1024)}]]}})
+            .to_string();
+    let pid = h
+        .send(
+            "post",
+            &json!({"en_us": {"content": [[{"tag": "text", "text": "a"}]]}}).to_string(),
+        )
+        .await;
     assert_refused(&h.put(&pid, "post", &big_post).await, 400, 230025, "limit");
-    assert_refused(&h.put(&fresh, "text", r#"{"txt":"x"}"#).await, 400, 230001, "invalid message content");
+    assert_refused(
+        &h.put(&fresh, "text", r#"{"txt":"x"}"#).await,
+        400,
+        230001,
+        "invalid message content",
+    );
 }
 
 #[tokio::test]
@@ -501,7 +672,12 @@ async fn the_admin_edit_and_recall_windows_are_configurable() {
     h.emu.advance_clock(Duration::from_secs(3000));
     assert_eq!(h.put(&t, "text", &text("v2")).await.code(), 0);
     h.emu.advance_clock(Duration::from_secs(1000));
-    assert_refused(&h.put(&t, "text", &text("v3")).await, 400, 230075, "time that can be edited");
+    assert_refused(
+        &h.put(&t, "text", &text("v3")).await,
+        400,
+        230075,
+        "time that can be edited",
+    );
     let t2 = h.send("text", &text("x")).await;
     h.emu.advance_clock(Duration::from_secs(2 * 3600 + 1));
     assert_refused(&h.delete(&t).await, 400, 230009, "expired");
@@ -528,19 +704,38 @@ async fn delete_recalls_once_and_checks_the_caller() {
     assert_eq!(r.status, StatusCode::OK);
     assert_eq!(r.body, json!({"code": 0, "msg": "success", "data": {}}));
     assert!(h.emu.message_view(&id).expect("view").recalled);
-    assert!(h.emu.messages().iter().any(|m| m.message_id == id && m.recalled));
+    assert!(h
+        .emu
+        .messages()
+        .iter()
+        .any(|m| m.message_id == id && m.recalled));
     // Recalled already: 230011 (the lifecycle §1.3 recommendation); later updates too.
     assert_refused(&h.delete(&id).await, 400, 230011, "recalled");
-    assert_refused(&h.patch(&id, &card("b", true)).await, 400, 230011, "recalled");
+    assert_refused(
+        &h.patch(&id, &card("b", true)).await,
+        400,
+        230011,
+        "recalled",
+    );
 
-    assert_refused(&h.delete("om_unknown").await, 400, 230001, "invalid message_id");
-    let theirs = h.send_as(&other, "chat_id", "oc_ops", "text", &text("x")).await;
+    assert_refused(
+        &h.delete("om_unknown").await,
+        400,
+        230001,
+        "invalid message_id",
+    );
+    let theirs = h
+        .send_as(&other, "chat_id", "oc_ops", "text", &text("x"))
+        .await;
     assert_refused(&h.delete(&theirs).await, 400, 230026, "No permission");
     let deleted = h.send("text", &text("x")).await;
     assert!(h.emu.mark_deleted(&deleted));
     assert_refused(&h.delete(&deleted).await, 400, 230110, "deleted");
-    let divider = json!({"type": "divider", "params": {"divider_text": {"text": "new"}}}).to_string();
-    let system = h.send_as(&h.token, "open_id", "ou_alice", "system", &divider).await;
+    let divider =
+        json!({"type": "divider", "params": {"divider_text": {"text": "new"}}}).to_string();
+    let system = h
+        .send_as(&h.token, "open_id", "ou_alice", "system", &divider)
+        .await;
     assert_refused(&h.delete(&system).await, 400, 230054, "not supported");
     // The other app may recall its own.
     assert_eq!(h.delete_as(&other, &theirs).await.code(), 0);
@@ -554,15 +749,28 @@ async fn control_endpoints_refuse_unknown_messages() {
     let h = start().await;
     for (path, body) in [
         ("/_emulator/delete", json!({"message_id": "om_nope"})),
-        ("/_emulator/edit-count", json!({"message_id": "om_nope", "edit_count": 3})),
+        (
+            "/_emulator/edit-count",
+            json!({"message_id": "om_nope", "edit_count": 3}),
+        ),
     ] {
         let (status, reply) = h.control(Method::POST, path, Some(&body)).await;
-        assert_eq!((status, reply["ok"].as_bool()), (StatusCode::NOT_FOUND, Some(false)), "{path}");
+        assert_eq!(
+            (status, reply["ok"].as_bool()),
+            (StatusCode::NOT_FOUND, Some(false)),
+            "{path}"
+        );
     }
-    let (status, _) = h.control(Method::GET, "/_emulator/messages/om_nope", None).await;
+    let (status, _) = h
+        .control(Method::GET, "/_emulator/messages/om_nope", None)
+        .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     let (status, _) = h
-        .control(Method::POST, "/_emulator/clock", Some(&json!({"advance": 1})))
+        .control(
+            Method::POST,
+            "/_emulator/clock",
+            Some(&json!({"advance": 1})),
+        )
         .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert!(h.emu.message_view("om_nope").is_none());
@@ -578,13 +786,23 @@ async fn faults_reach_the_lifecycle_endpoints() {
     for body in [
         script("update_card", json!({"kind": "code", "code": 230020})),
         script("edit", json!({"kind": "status", "status": 503})),
-        script("recall", json!({"kind": "code", "code": 230001,
-            "msg": "Your request contains an invalid request parameter, ext=Internal Error"})),
+        script(
+            "recall",
+            json!({"kind": "code", "code": 230001,
+            "msg": "Your request contains an invalid request parameter, ext=Internal Error"}),
+        ),
     ] {
-        let (status, _) = h.control(Method::POST, "/_emulator/faults", Some(&body)).await;
+        let (status, _) = h
+            .control(Method::POST, "/_emulator/faults", Some(&body))
+            .await;
         assert_eq!(status, StatusCode::OK);
     }
-    assert_refused(&h.patch(&c, &card("b", true)).await, 400, 230020, "frequency limit");
+    assert_refused(
+        &h.patch(&c, &card("b", true)).await,
+        400,
+        230020,
+        "frequency limit",
+    );
     let r = h.put(&t, "text", &text("b")).await;
     assert_eq!(r.status.as_u16(), 503);
     assert_refused(&h.delete(&t).await, 400, 230001, "ext=Internal Error");
@@ -594,7 +812,8 @@ async fn faults_reach_the_lifecycle_endpoints() {
     assert_eq!(h.put(&t, "text", &text("b")).await.code(), 0);
     assert_eq!(h.delete(&t).await.code(), 0);
     // Rust side, same mechanism.
-    h.emu.push_fault(FaultTarget::UpdateCard, Fault::Status { status: 500 });
+    h.emu
+        .push_fault(FaultTarget::UpdateCard, Fault::Status { status: 500 });
     assert_eq!(h.patch(&c, &card("c", true)).await.status.as_u16(), 500);
     assert_eq!(h.emu.stats().faults_injected, 4);
 }

@@ -315,8 +315,9 @@ fn update_class(code: i64, msg: &str) -> Option<ErrorClass> {
         }
         // Recalled, deleted, older than 14 days, out of edits, edit window passed, not the
         // sender, unsupported type, secret / third-party-encrypted group, invisible to the bot.
-        230011 | 230110 | 230031 | 230072 | 230075 | 230071 | 230054 | 230073 | 230074
-        | 230050 => Message,
+        230011 | 230110 | 230031 | 230072 | 230075 | 230071 | 230054 | 230073 | 230074 | 230050 => {
+            Message
+        }
         // The doc calls these F-msg, but they are about the chat, not the message: dissolved,
         // bot not in it, muted / blocked, group settings, cross-tenant p2p. A new message would
         // be refused the same way, so they are dead-lettered (F-rec) instead of falling back.
@@ -551,21 +552,57 @@ mod tests {
     const PATCH_TABLE: &[(i64, &str, ErrorClass)] = &[
         (230001, "…, ext=invalid message_id", Message),
         (230001, "…, ext=This message is NOT a card", Message),
-        (230001, "…, ext=bot or user is not the message`s sender", Message),
-        (230001, "…, ext=the card is not shared: update_multi must be true", Message),
-        (230001, "…, ext=invalid message content. validate content fail", Record),
+        (
+            230001,
+            "…, ext=bot or user is not the message`s sender",
+            Message,
+        ),
+        (
+            230001,
+            "…, ext=the card is not shared: update_multi must be true",
+            Message,
+        ),
+        (
+            230001,
+            "…, ext=invalid message content. validate content fail",
+            Record,
+        ),
         (230001, "…, ext=Internal Error", Backoff),
         (230006, "Bot ability is not activated.", Fatal),
         (230011, "The message is recalled.", Message),
         (230013, "Bot has NO availability to this user.", Record),
-        (230020, "This operation triggers the frequency limit.", Backoff),
-        (230025, "The length of the message content reaches its limit.", Record),
+        (
+            230020,
+            "This operation triggers the frequency limit.",
+            Backoff,
+        ),
+        (
+            230025,
+            "The length of the message content reaches its limit.",
+            Record,
+        ),
         (230027, "Lack of necessary permissions.", Config),
         (230028, "The messages do NOT pass the audit.", Record),
-        (230031, "Message can only be modified within 14 days after sending.", Message),
-        (230099, "Failed to create card content, ext=ErrCode: 200621", Record),
-        (230110, "Action unavailable as the message has been deleted.", Message),
-        (232009, "Your request specifies a chat which has already been dissolved.", Record),
+        (
+            230031,
+            "Message can only be modified within 14 days after sending.",
+            Message,
+        ),
+        (
+            230099,
+            "Failed to create card content, ext=ErrCode: 200621",
+            Record,
+        ),
+        (
+            230110,
+            "Action unavailable as the message has been deleted.",
+            Message,
+        ),
+        (
+            232009,
+            "Your request specifies a chat which has already been dissolved.",
+            Record,
+        ),
         (99991400, "request trigger frequency limit", RateLimited),
         (99991663, "Invalid access token", Token),
         (99991661, "Need a token", Token),
@@ -576,30 +613,82 @@ mod tests {
     /// Every code of the PUT table (§14).
     const PUT_TABLE: &[(i64, &str, ErrorClass)] = &[
         (230001, "…, ext=invalid msg_type", Message),
-        (230001, "…, ext=invalid message content. validate content fail", Record),
+        (
+            230001,
+            "…, ext=invalid message content. validate content fail",
+            Record,
+        ),
         (230001, "…, ext=Internal Error", Backoff),
         (230002, "The bot can not be outside the group.", Record),
         (230006, "Bot ability is not activated.", Fatal),
         (230011, "The message is recalled.", Message),
         (230013, "Bot has NO availability to this user.", Record),
-        (230018, "These operations are NOT allowed at current group settings.", Record),
-        (230020, "This operation triggers the frequency limit.", Backoff),
-        (230022, "The content of the message contains sensitive information.", Record),
-        (230025, "The length of the message content reaches its limit.", Record),
+        (
+            230018,
+            "These operations are NOT allowed at current group settings.",
+            Record,
+        ),
+        (
+            230020,
+            "This operation triggers the frequency limit.",
+            Backoff,
+        ),
+        (
+            230022,
+            "The content of the message contains sensitive information.",
+            Record,
+        ),
+        (
+            230025,
+            "The length of the message content reaches its limit.",
+            Record,
+        ),
         (230027, "Lack of necessary permissions.", Config),
         (230028, "The messages do NOT pass the audit.", Record),
         (230035, "Send message permission deny.", Record),
         (230038, "Cross tenant p2p chat operate forbid.", Record),
         (230050, "The message is invisible to the operator.", Message),
-        (230054, "This operation is not supported for this message type.", Message),
+        (
+            230054,
+            "This operation is not supported for this message type.",
+            Message,
+        ),
         (230055, "The type of file upload does not match", Record),
-        (230071, "The operator is not the sender of the message.", Message),
-        (230072, "The message has reached the number of times it can be edited.", Message),
-        (230073, "The message in the secret group is not allowed to be edited.", Message),
-        (230074, "The message in the third-party encryption group …", Message),
-        (230075, "The message has exceeded the time that can be edited.", Message),
-        (230110, "Action unavailable as the message has been deleted.", Message),
-        (232009, "Your request specifies a chat which has already been dissolved.", Record),
+        (
+            230071,
+            "The operator is not the sender of the message.",
+            Message,
+        ),
+        (
+            230072,
+            "The message has reached the number of times it can be edited.",
+            Message,
+        ),
+        (
+            230073,
+            "The message in the secret group is not allowed to be edited.",
+            Message,
+        ),
+        (
+            230074,
+            "The message in the third-party encryption group …",
+            Message,
+        ),
+        (
+            230075,
+            "The message has exceeded the time that can be edited.",
+            Message,
+        ),
+        (
+            230110,
+            "Action unavailable as the message has been deleted.",
+            Message,
+        ),
+        (
+            232009,
+            "Your request specifies a chat which has already been dissolved.",
+            Record,
+        ),
         (99991400, "request trigger frequency limit", RateLimited),
         (99991663, "Invalid access token", Token),
     ];
@@ -617,9 +706,21 @@ mod tests {
         (230026, "No permission to recall this message.", Record),
         (230027, "Lack of necessary permissions.", Config),
         (230050, "The message is invisible to the operator.", Record),
-        (230054, "This operation is not supported for this message type.", Record),
-        (230110, "Action unavailable as the message has been deleted.", Message),
-        (232009, "Your request specifies a chat which has already been dissolved.", Record),
+        (
+            230054,
+            "This operation is not supported for this message type.",
+            Record,
+        ),
+        (
+            230110,
+            "Action unavailable as the message has been deleted.",
+            Message,
+        ),
+        (
+            232009,
+            "Your request specifies a chat which has already been dissolved.",
+            Record,
+        ),
         (99991400, "request trigger frequency limit", RateLimited),
         (99991663, "Invalid access token", Token),
     ];
@@ -652,7 +753,11 @@ mod tests {
     fn the_same_code_means_what_its_call_says() {
         // 230071 / 230075 / 230011 on a send or reply keep their §3 / §2.5 meaning.
         for code in [230071, 230072, 230075, 230011, 230110, 230054] {
-            assert_eq!(classify_call(Call::Send, 400, Some(code), ""), Record, "{code}");
+            assert_eq!(
+                classify_call(Call::Send, 400, Some(code), ""),
+                Record,
+                "{code}"
+            );
         }
         assert_eq!(classify_call(Call::Edit, 400, Some(230075), ""), Message);
         // 230001 ext=Internal Error is transient on every lifecycle call, other 230001 are not.

@@ -272,7 +272,12 @@ impl LarkClient {
         let url = self.message_url(message_id)?;
         let body = UpdateCardBody { content };
         let (_, log_id) = self
-            .authorized(|token| self.http.patch(&url).bearer_auth(token.expose()).json(&body))
+            .authorized(|token| {
+                self.http
+                    .patch(&url)
+                    .bearer_auth(token.expose())
+                    .json(&body)
+            })
             .await
             .map_err(|e| e.for_call(Call::UpdateCard))?;
         Ok(Updated { log_id })
@@ -331,7 +336,10 @@ impl LarkClient {
                 format!("'{message_id}' is not a Lark message id"),
             ));
         }
-        Ok(format!("{}/open-apis/im/v1/messages/{message_id}", self.base_url))
+        Ok(format!(
+            "{}/open-apis/im/v1/messages/{message_id}",
+            self.base_url
+        ))
     }
 
     /// `PATCH /open-apis/im/v1/messages/{message_id}/urgent_{kind}` (lark-api.md §6): buzzes

@@ -196,10 +196,12 @@ async fn set_edit_count(State(s): State<AppState>, body: Bytes) -> Result<Respon
         edit_count: u32,
     }
     let req: EditCount = serde_json::from_slice(&body)?;
-    Ok(match s.lock().set_edit_count(&req.message_id, req.edit_count) {
-        true => ok().into_response(),
-        false => no_such_message(),
-    })
+    Ok(
+        match s.lock().set_edit_count(&req.message_id, req.edit_count) {
+            true => ok().into_response(),
+            false => no_such_message(),
+        },
+    )
 }
 
 /// `GET /_emulator/clock` → `{"offset_ms":N,"now_ms":M}`: the message clock's offset and time.
