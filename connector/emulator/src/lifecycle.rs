@@ -25,7 +25,9 @@ pub enum VersionOp {
 /// One version of a message: what it showed from `at_ms` on.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct MessageVersion {
+    /// What made this version.
     pub op: VersionOp,
+    /// The message's type (the same in every version: an edit cannot change it).
     pub msg_type: String,
     /// The parsed content object (for a card, the card JSON).
     pub content: Value,
@@ -37,6 +39,7 @@ pub struct MessageVersion {
 /// [`crate::EmulatorHandle::message_view`].
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct MessageView {
+    /// The `om_…` id the send answered.
     pub message_id: String,
     /// The sending app; `None` for a webhook message.
     pub app_id: Option<String>,

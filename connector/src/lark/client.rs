@@ -50,6 +50,7 @@ pub struct SendOk {
 /// A card update or an edit Lark accepted (lark-api.md §14).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Updated {
+    /// The answer's `X-Tt-Logid`, for support tickets and the result record.
     pub log_id: Option<String>,
 }
 
