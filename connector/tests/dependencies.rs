@@ -35,6 +35,8 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("delivery", &["envelope", "lark", "state", "telemetry"]),
     // A result names what a keyed message did (`delivery::keyed::Op`).
     ("results", &["delivery", "dlq", "envelope", "lark", "record", "source"]),
+    // Message state for the alert lifecycle: its changelog topic through `source::kafka`.
+    ("state", &["source", "telemetry"]),
     // The top of the non-sink layers: builds the lower modules' own config types.
     ("config", &["delivery", "lark", "secret", "source"]),
     // The operator's surface.
@@ -76,6 +78,7 @@ const CRATE_HOMES: &[(&str, &[&str], &str)] = &[
             "record.rs",
             "dlq/",
             "results.rs",
+            "state/",
             "sink/",
             "commands/",
         ],
