@@ -32,6 +32,9 @@ fn entry(id: String, sent_ms: i64, edits: u32) -> StateEntry {
 /// One changelog write: state partition, key, entry (`None` = tombstone).
 type Write = (i32, StateKey, Option<StateEntry>);
 
+/// One round of the workload: what it does, and to which keys.
+type Step = (&'static str, fn(usize) -> bool);
+
 /// Keys of the workload: receivers and message keys with the characters a naive key encoding
 /// would trip on.
 fn key(k: usize) -> StateKey {
@@ -52,7 +55,7 @@ fn workload(state_partitions: i32) -> Vec<Vec<Write>> {
     let part = |k: usize| state_partition((k % 6) as i32, state_partitions);
     let mut live: HashMap<usize, StateEntry> = HashMap::new();
     let mut rounds = Vec::new();
-    let steps: [(&str, fn(usize) -> bool); 6] = [
+    let steps: [Step; 6] = [
         ("send", |_| true),
         ("update", |k| k % 2 == 0),
         ("recall", |k| k % 5 == 0),
