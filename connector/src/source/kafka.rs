@@ -197,9 +197,15 @@ const GROUP_ONLY: &[&str] = &[
     "enable.partition.eof",
 ];
 
+/// The `group.id` of an assign-only reader. librdkafka refuses `assign` without one ("Unknown
+/// group"), but a reader that never subscribes never joins it, and one that commits nothing
+/// leaves it without offsets: it names the reader in the broker's logs, nothing more.
+pub const READER_GROUP: &str = "lark-sink-assign-only-reader";
+
 /// A librdkafka consumer config from the `kafka.*` passthrough (connection, TLS, SASL, fetch
-/// sizes) for a reader that assigns partitions itself and reads them to their end: no group, no
-/// commits, partition end reported, from the earliest offset.
+/// sizes) for a reader that assigns partitions itself and reads them to their end: not in the
+/// sink's group (in [`READER_GROUP`], never joined), no commits, partition end reported, from the
+/// earliest offset.
 pub fn reader_config(kafka: &BTreeMap<String, String>) -> ClientConfig {
     let mut cfg = ClientConfig::new();
     for (k, v) in kafka {
@@ -207,7 +213,8 @@ pub fn reader_config(kafka: &BTreeMap<String, String>) -> ClientConfig {
             cfg.set(k, v);
         }
     }
-    cfg.set("enable.auto.commit", "false")
+    cfg.set("group.id", READER_GROUP)
+        .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("enable.partition.eof", "true")
         .set("auto.offset.reset", "earliest");
