@@ -123,7 +123,10 @@ pub async fn ensure_topic_with(
             Ok(_) => tracing::info!(topic, partitions, "created topic"),
             // Someone else created it meanwhile: theirs is the topic, with its own count.
             Err((_, rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists)) => {
-                let existing = partition_count(producer, topic)?.unwrap_or(partitions);
+                let existing = partition_count(producer, topic)
+                    .ok()
+                    .flatten()
+                    .unwrap_or(partitions);
                 return Ok(EnsuredTopic {
                     partitions: existing,
                     created: false,
