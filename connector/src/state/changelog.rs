@@ -91,6 +91,8 @@ impl Restored {
 }
 
 /// The changelog topic: its acknowledged producer, and the settings its restores read with.
+/// `Send + Sync`: one per sink, shared by the tasks that write. No `Debug`: `kafka` may hold
+/// credentials.
 pub struct Changelog {
     producer: FutureProducer,
     kafka: BTreeMap<String, String>,

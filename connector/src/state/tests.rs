@@ -201,6 +201,7 @@ fn expired_lists_entries_sent_before_the_ttl_oldest_first() {
 fn the_map_is_shared_across_threads() {
     fn shared<T: Send + Sync>() {}
     shared::<MessageStates>();
+    shared::<Changelog>();
     let s = std::sync::Arc::new(MessageStates::new());
     let handles: Vec<_> = (0..4)
         .map(|t| {
