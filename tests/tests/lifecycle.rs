@@ -286,12 +286,14 @@ async fn refused_updates_replace_the_message_and_repoint_the_key() {
         card("retyped", "retyped v1"),
         json!({"receiveType": "chat", "receiveId": "oc_ops", "messageKey": "shared", "contentType": "share_chat",
                "content": {"chat_id": "oc_team"}}),
-        // The next version of a replaced key updates the new message.
-        text("recalled", "recalled v2"),
     ] {
         s.send(&r).await;
     }
-    wait_until("second versions committed", WAIT, || s.committed() == vec![11]).await;
+    wait_until("second versions committed", WAIT, || s.committed() == vec![10]).await;
+    // The next version of a replaced key updates the new message (sent once the replacement
+    // landed: while both waited, the newer would supersede the older).
+    s.send(&text("recalled", "recalled v2")).await;
+    wait_until("third version committed", WAIT, || s.committed() == vec![11]).await;
     let results = read_topic_on(&s.kafka, &results_topic, 11, WAIT);
     let by_offset: BTreeMap<i64, Value> = results
         .iter()
