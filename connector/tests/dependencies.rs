@@ -34,7 +34,10 @@ const ALLOWED: &[(&str, &[&str])] = &[
     // Sending, updating and recalling; a keyed version's plan reads its key's `state` entry.
     ("delivery", &["envelope", "lark", "state", "telemetry"]),
     // A result names what a keyed message did (`delivery::keyed::Op`).
-    ("results", &["delivery", "dlq", "envelope", "lark", "record", "source"]),
+    (
+        "results",
+        &["delivery", "dlq", "envelope", "lark", "record", "source"],
+    ),
     // Message state for the alert lifecycle: its changelog topic through `source::kafka`.
     ("state", &["source", "telemetry"]),
     // The top of the non-sink layers: builds the lower modules' own config types.

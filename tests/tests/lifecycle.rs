@@ -26,7 +26,12 @@ fn keyed_config(s: &Scenario) -> (Value, String, String) {
 /// Version `v` of alert `key`, to one of four receivers (two chats, two users): cards for even
 /// keys, text for odd ones; the last version (`resolved`) is green.
 fn alert(key: usize, v: usize, resolved: bool) -> Value {
-    let (receive_type, id) = [("chat", "oc_ops"), ("user", "ou_alice"), ("chat", "oc_team"), ("user", "ou_bob")][key % 4];
+    let (receive_type, id) = [
+        ("chat", "oc_ops"),
+        ("user", "ou_alice"),
+        ("chat", "oc_team"),
+        ("user", "ou_bob"),
+    ][key % 4];
     let k = format!("alert-{key}");
     if key % 2 == 0 {
         let (title, colour) = if resolved {
@@ -82,20 +87,33 @@ fn ops(results: &[ReadRecord]) -> BTreeMap<String, usize> {
 
 /// Checks that every key of `keys` has exactly one message in Lark, showing its last version,
 /// and that no update ever hit Lark's per-message limit. Returns the updates applied per key.
-fn assert_one_message_per_key(lark: &EmulatorHandle, keys: usize, last: &dyn Fn(usize) -> Value) -> Vec<u32> {
+fn assert_one_message_per_key(
+    lark: &EmulatorHandle,
+    keys: usize,
+    last: &dyn Fn(usize) -> Value,
+) -> Vec<u32> {
     let by_key = messages_by_key(lark);
     let mut updates = Vec::new();
     for key in 0..keys {
         let k = format!("alert-{key}");
         let msgs = by_key.get(&k).map(Vec::as_slice).unwrap_or_default();
-        assert_eq!(msgs.len(), 1, "{k}: {} messages in Lark: {msgs:#?}", msgs.len());
+        assert_eq!(
+            msgs.len(),
+            1,
+            "{k}: {} messages in Lark: {msgs:#?}",
+            msgs.len()
+        );
         let view = lark.message_view(&msgs[0].message_id).expect("view");
         let want = shown(&last(key)["content"]);
         assert_eq!(shown(&view.content), want, "{k}: the last version shows");
         assert!(!view.recalled && !view.deleted, "{k}");
         updates.push(view.patch_count + view.edit_count);
     }
-    assert_eq!(lark.stats().throttled_message, 0, "an update went over Lark's 5/s per message");
+    assert_eq!(
+        lark.stats().throttled_message,
+        0,
+        "an update went over Lark's 5/s per message"
+    );
     updates
 }
 
@@ -129,7 +147,10 @@ async fn keyed_alerts_are_updated_in_place() {
     let superseded = ops.get("superseded").copied().unwrap_or(0);
     assert_eq!(updated + superseded, KEYS * 4, "{ops:?}");
     assert_eq!(updates.iter().map(|u| *u as usize).sum::<usize>(), updated);
-    assert_eq!(s.texts().iter().filter(|t| t.starts_with("plain")).count(), 50);
+    assert_eq!(
+        s.texts().iter().filter(|t| t.starts_with("plain")).count(),
+        50
+    );
     // The state topic holds one entry per key once compacted; uncompacted, a record per change.
     let changelog = read_to_end(&state, Duration::from_secs(10));
     let keys: BTreeSet<_> = changelog.iter().filter_map(|r| r.key.clone()).collect();
@@ -166,7 +187,8 @@ async fn keyed_alerts_survive_sigkills() {
     let mut records = 0;
     for v in 0..5 {
         for key in 0..KEYS {
-            s.send_keyed(&format!("alert-{key}"), &alert(key, v, v == 4)).await;
+            s.send_keyed(&format!("alert-{key}"), &alert(key, v, v == 4))
+                .await;
             records += 1;
         }
     }
@@ -214,7 +236,8 @@ async fn state_follows_partitions_between_instances() {
         async move {
             for v in from..to {
                 for key in 0..KEYS {
-                    s.send_keyed(&format!("alert-{key}"), &alert(key, v, v == 4)).await;
+                    s.send_keyed(&format!("alert-{key}"), &alert(key, v, v == 4))
+                        .await;
                 }
             }
         }
@@ -252,8 +275,10 @@ async fn refused_updates_replace_the_message_and_repoint_the_key() {
     let (cfg, _, results_topic) = keyed_config(&s);
     let mut c = Connector::start(&cfg);
     let text = |k: &str, t: &str| json!({"receiveType": "chat", "receiveId": "oc_ops", "messageKey": k, "content": {"text": t}});
-    let card = |k: &str, t: &str| json!({"receiveType": "chat", "receiveId": "oc_ops", "messageKey": k, "contentType": "interactive",
-        "content": {"header": {"title": {"tag": "plain_text", "content": t}}, "elements": []}});
+    let card = |k: &str, t: &str| {
+        json!({"receiveType": "chat", "receiveId": "oc_ops", "messageKey": k, "contentType": "interactive",
+        "content": {"header": {"title": {"tag": "plain_text", "content": t}}, "elements": []}})
+    };
     let first = [
         text("recalled", "recalled v0"),
         card("deleted", "deleted v0"),
@@ -265,12 +290,18 @@ async fn refused_updates_replace_the_message_and_repoint_the_key() {
     for r in &first {
         s.send(r).await;
     }
-    wait_until("first versions delivered", WAIT, || s.committed() == vec![5]).await;
+    wait_until("first versions delivered", WAIT, || {
+        s.committed() == vec![5]
+    })
+    .await;
     let id_of = |words: &str| {
         s.lark
             .messages()
             .into_iter()
-            .find(|m| shown(&m.content) == words || m.content.get("chat_id").is_some() && words == "shared")
+            .find(|m| {
+                shown(&m.content) == words
+                    || m.content.get("chat_id").is_some() && words == "shared"
+            })
             .map(|m| m.message_id)
             .unwrap_or_else(|| panic!("no message {words}"))
     };
@@ -289,11 +320,17 @@ async fn refused_updates_replace_the_message_and_repoint_the_key() {
     ] {
         s.send(&r).await;
     }
-    wait_until("second versions committed", WAIT, || s.committed() == vec![10]).await;
+    wait_until("second versions committed", WAIT, || {
+        s.committed() == vec![10]
+    })
+    .await;
     // The next version of a replaced key updates the new message (sent once the replacement
     // landed: while both waited, the newer would supersede the older).
     s.send(&text("recalled", "recalled v2")).await;
-    wait_until("third version committed", WAIT, || s.committed() == vec![11]).await;
+    wait_until("third version committed", WAIT, || {
+        s.committed() == vec![11]
+    })
+    .await;
     let results = read_topic_on(&s.kafka, &results_topic, 11, WAIT);
     let by_offset: BTreeMap<i64, Value> = results
         .iter()
@@ -302,7 +339,13 @@ async fn refused_updates_replace_the_message_and_repoint_the_key() {
             (v["source"]["offset"].as_i64().unwrap(), v)
         })
         .collect();
-    for (offset, old) in [(5, &recalled), (6, &deleted), (7, &edits), (8, &retyped), (9, &shared)] {
+    for (offset, old) in [
+        (5, &recalled),
+        (6, &deleted),
+        (7, &edits),
+        (8, &retyped),
+        (9, &shared),
+    ] {
         let r = &by_offset[&offset];
         assert_eq!(r["op"], "replaced", "offset {offset}: {r}\n{}", c.logs());
         assert_eq!(r["replaced_message_id"], json!(old), "{r}");
@@ -310,16 +353,29 @@ async fn refused_updates_replace_the_message_and_repoint_the_key() {
     }
     let v2 = &by_offset[&10];
     assert_eq!(v2["op"], "updated", "{v2}");
-    assert_eq!(v2["message_id"], by_offset[&5]["message_id"], "the key points at the replacement");
-    let view = s.lark.message_view(v2["message_id"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        v2["message_id"], by_offset[&5]["message_id"],
+        "the key points at the replacement"
+    );
+    let view = s
+        .lark
+        .message_view(v2["message_id"].as_str().unwrap())
+        .unwrap();
     assert_eq!(shown(&view.content), "recalled v2");
     // Lark answered F-msg for the three it refused; the type change and share_chat were
     // replaced without asking.
     let errors = s.lark.stats().errors_by_code;
     for code in [230011, 230110, 230072] {
-        assert!(errors.contains_key(&code), "{code} not answered: {errors:?}");
+        assert!(
+            errors.contains_key(&code),
+            "{code} not answered: {errors:?}"
+        );
     }
-    assert_eq!(s.lark.messages().len(), 10, "5 first versions + 5 replacements");
+    assert_eq!(
+        s.lark.messages().len(),
+        10,
+        "5 first versions + 5 replacements"
+    );
     assert_eq!(c.stop(), Some(0));
 }
 
@@ -338,24 +394,43 @@ async fn messages_past_their_windows_are_replaced() {
     .await;
     let (cfg, _, results_topic) = keyed_config(&s);
     let mut c = Connector::start(&cfg);
-    let card = |t: &str| json!({"receiveType": "chat", "receiveId": "oc_ops", "messageKey": "card", "contentType": "interactive",
-        "content": {"header": {"title": {"tag": "plain_text", "content": t}}, "elements": []}});
+    let card = |t: &str| {
+        json!({"receiveType": "chat", "receiveId": "oc_ops", "messageKey": "card", "contentType": "interactive",
+        "content": {"header": {"title": {"tag": "plain_text", "content": t}}, "elements": []}})
+    };
     let text = |t: &str| json!({"receiveType": "chat", "receiveId": "oc_ops", "messageKey": "text", "content": {"text": t}});
     s.send(&card("card v0")).await;
     s.send(&text("text v0")).await;
-    wait_until("first versions delivered", WAIT, || s.committed() == vec![2]).await;
+    wait_until("first versions delivered", WAIT, || {
+        s.committed() == vec![2]
+    })
+    .await;
     s.lark.advance_clock(Duration::from_secs(15 * 24 * 3600));
     s.send(&card("card v1")).await;
     s.send(&text("text v1")).await;
-    wait_until("second versions committed", WAIT, || s.committed() == vec![4]).await;
+    wait_until("second versions committed", WAIT, || {
+        s.committed() == vec![4]
+    })
+    .await;
     let results = read_topic_on(&s.kafka, &results_topic, 4, WAIT);
     let ops: Vec<String> = results
         .iter()
-        .map(|r| serde_json::from_slice::<Value>(r.value.as_deref().unwrap_or_default()).unwrap()["op"].to_string())
+        .map(|r| {
+            serde_json::from_slice::<Value>(r.value.as_deref().unwrap_or_default()).unwrap()["op"]
+                .to_string()
+        })
         .collect();
-    assert_eq!(ops, ["\"sent\"", "\"sent\"", "\"replaced\"", "\"replaced\""], "{}", c.logs());
+    assert_eq!(
+        ops,
+        ["\"sent\"", "\"sent\"", "\"replaced\"", "\"replaced\""],
+        "{}",
+        c.logs()
+    );
     let errors = s.lark.stats().errors_by_code;
-    assert!(errors.contains_key(&230031) && errors.contains_key(&230075), "{errors:?}");
+    assert!(
+        errors.contains_key(&230031) && errors.contains_key(&230075),
+        "{errors:?}"
+    );
     assert_eq!(s.lark.messages().len(), 4);
     assert_eq!(c.stop(), Some(0));
 }
@@ -368,7 +443,8 @@ async fn recall_deletes_the_message_and_forgets_the_key() {
     let (cfg, state, results_topic) = keyed_config(&s);
     let mut c = Connector::start(&cfg);
     let v = |t: &str| json!({"receiveType": "chat", "receiveId": "oc_ops", "messageKey": "k", "content": {"text": t}});
-    let recall = json!({"receiveType": "chat", "receiveId": "oc_ops", "messageKey": "k", "recall": true});
+    let recall =
+        json!({"receiveType": "chat", "receiveId": "oc_ops", "messageKey": "k", "recall": true});
     s.send(&v("first")).await;
     wait_until("sent", WAIT, || s.committed() == vec![1]).await;
     s.send(&recall).await;
@@ -388,8 +464,16 @@ async fn recall_deletes_the_message_and_forgets_the_key() {
         .iter()
         .map(|r| serde_json::from_slice(r.value.as_deref().unwrap_or_default()).unwrap())
         .collect();
-    let ops: Vec<&str> = vals.iter().map(|v| v["op"].as_str().unwrap_or("-")).collect();
-    assert_eq!(ops, ["sent", "recalled", "recalled", "recalled", "sent"], "{}", c.logs());
+    let ops: Vec<&str> = vals
+        .iter()
+        .map(|v| v["op"].as_str().unwrap_or("-"))
+        .collect();
+    assert_eq!(
+        ops,
+        ["sent", "recalled", "recalled", "recalled", "sent"],
+        "{}",
+        c.logs()
+    );
     assert_eq!(vals[1]["message_id"], json!(msgs[0].message_id));
     assert_eq!(vals[2]["message_id"], Value::Null, "nothing left to recall");
     assert_eq!(vals[4]["message_id"], json!(msgs[1].message_id));
@@ -406,8 +490,10 @@ async fn a_burst_of_versions_coalesces_into_a_few_updates() {
     const VERSIONS: usize = 1000;
     let s = Scenario::new("keyed-burst", 1).await;
     let (cfg, _, results_topic) = keyed_config(&s);
-    let version = |n: usize| json!({"receiveType": "chat", "receiveId": "oc_ops", "messageKey": "lag", "contentType": "interactive",
-        "content": {"header": {"title": {"tag": "plain_text", "content": format!("lag {n}")}}, "elements": []}});
+    let version = |n: usize| {
+        json!({"receiveType": "chat", "receiveId": "oc_ops", "messageKey": "lag", "contentType": "interactive",
+        "content": {"header": {"title": {"tag": "plain_text", "content": format!("lag {n}")}}, "elements": []}})
+    };
     for n in 0..VERSIONS {
         s.send(&version(n)).await;
     }
@@ -425,7 +511,11 @@ async fn a_burst_of_versions_coalesces_into_a_few_updates() {
         view.patch_count,
         "{ops:?}"
     );
-    assert!(view.patch_count < 50, "{} PATCHes for a burst: coalescing did not work", view.patch_count);
+    assert!(
+        view.patch_count < 50,
+        "{} PATCHes for a burst: coalescing did not work",
+        view.patch_count
+    );
     assert_eq!(s.lark.stats().throttled_message, 0);
     eprintln!(
         "{VERSIONS} versions in a burst: {} PATCHes, results {ops:?}",
@@ -496,17 +586,35 @@ async fn send_with_a_message_key_updates_in_place() {
     std::fs::write(&path, config.to_string()).unwrap();
     let send = |args: &[&str]| {
         let p = path.display().to_string();
-        let mut all = vec!["send", "--config", p.as_str(), "--receive-type", "chat", "--receive-id", "oc_ops"];
+        let mut all = vec![
+            "send",
+            "--config",
+            p.as_str(),
+            "--receive-type",
+            "chat",
+            "--receive-id",
+            "oc_ops",
+        ];
         all.extend_from_slice(args);
         let out = run_sink(&all);
         assert_eq!(out.code, Some(0), "{}", out.stderr);
         out.stdout.trim().to_string()
     };
-    let first = send(&["--message-key", "disk", "--content", r#"{"text":"disk 91%"}"#]);
+    let first = send(&[
+        "--message-key",
+        "disk",
+        "--content",
+        r#"{"text":"disk 91%"}"#,
+    ]);
     let (op, id) = first.split_once(' ').unwrap();
     assert_eq!(op, "sent");
     assert!(id.starts_with("om_"), "{first}");
-    let second = send(&["--message-key", "disk", "--content", r#"{"text":"disk 95%"}"#]);
+    let second = send(&[
+        "--message-key",
+        "disk",
+        "--content",
+        r#"{"text":"disk 95%"}"#,
+    ]);
     assert_eq!(second, format!("updated {id}"));
     assert_eq!(shown(&lark.message_content(id).unwrap()), "disk 95%");
     let third = send(&["--message-key", "disk", "--recall"]);

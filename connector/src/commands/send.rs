@@ -199,7 +199,10 @@ async fn keyed(
     let all: Vec<i32> = (0..changelog.partitions()).collect();
     for (p, restored) in changelog.restore_all(&all).await? {
         if let Some(e) = restored.entries.get(&key) {
-            if found.as_ref().is_none_or(|(_, f)| e.updated_ms >= f.updated_ms) {
+            if found
+                .as_ref()
+                .is_none_or(|(_, f)| e.updated_ms >= f.updated_ms)
+            {
                 found = Some((p, e.clone()));
             }
         }

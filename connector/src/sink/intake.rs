@@ -221,7 +221,9 @@ impl Intake {
             };
             for (key, partition) in expired {
                 if let Err(e) = state.changelog.write(partition, &key, None).await {
-                    tracing::warn!("messageKey: could not write the tombstone of an expired key: {e}");
+                    tracing::warn!(
+                        "messageKey: could not write the tombstone of an expired key: {e}"
+                    );
                 }
             }
         });
@@ -247,9 +249,14 @@ impl Intake {
         let new: Vec<i32> = owned.difference(&self.restored).copied().collect();
         if !new.is_empty() {
             for (p, restored) in state.changelog.restore_all(&new).await? {
-                tracing::info!(state_partition = p, keys = restored.entries.len(), records = restored.records,
-                    bad = restored.bad, elapsed_ms = restored.elapsed.as_millis() as u64,
-                    "messageKey: state restored");
+                tracing::info!(
+                    state_partition = p,
+                    keys = restored.entries.len(),
+                    records = restored.records,
+                    bad = restored.bad,
+                    elapsed_ms = restored.elapsed.as_millis() as u64,
+                    "messageKey: state restored"
+                );
                 state.states.load(p, restored.entries);
             }
         }

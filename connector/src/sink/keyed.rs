@@ -134,7 +134,13 @@ impl Settle {
         for older in &m.superseded {
             let record = &older.record.record;
             let result = self.outputs.results.is_some().then(|| {
-                results::superseded(&self.outputs.name, record, older.index, &older.envelope, &by)
+                results::superseded(
+                    &self.outputs.name,
+                    record,
+                    older.index,
+                    &older.envelope,
+                    &by,
+                )
             });
             self.write_result(record, result).await?;
             self.stats.keyed("superseded");

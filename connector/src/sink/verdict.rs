@@ -198,7 +198,9 @@ mod tests {
     fn an_app_wide_configuration_error_stops_instead_of_dead_lettering() {
         let f = failure(ErrorClass::Fatal, 10003, 1, false);
         let reason = f.to_string();
-        assert!(matches!(sent::<Delivered>(Err(f.clone()), unused), Verdict::Stop(r) if r == reason));
+        assert!(
+            matches!(sent::<Delivered>(Err(f.clone()), unused), Verdict::Stop(r) if r == reason)
+        );
         let v = buzzed(Err(f), "om_1", "app", unused);
         assert!(matches!(v, Verdict::Stop(r) if r == reason));
     }
