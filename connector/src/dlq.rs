@@ -89,6 +89,7 @@ impl DeadLetterClass {
                 Token => "R-tok-exhausted",
                 Config => "F-cfg-exhausted",
                 Record => "F-rec-exhausted",
+                Message => "F-msg-exhausted",
                 Fatal => "F-cfg-fatal-exhausted",
             },
             DeadLetterClass::Urgent(c) => match c {
@@ -97,6 +98,7 @@ impl DeadLetterClass {
                 Token => "urgent-R-tok",
                 Config => "urgent-F-cfg",
                 Record => "urgent-F-rec",
+                Message => "urgent-F-msg",
                 Fatal => "urgent-F-cfg-fatal",
             },
         }
@@ -155,7 +157,7 @@ mod tests {
         );
         assert_eq!(DeadLetterClass::Urgent(Record).label(), "urgent-F-rec");
         // The strings the sink built with format! before the enum existed, for every class.
-        for c in [RateLimited, Backoff, Token, Config, Record, Fatal] {
+        for c in [RateLimited, Backoff, Token, Config, Record, Message, Fatal] {
             assert_eq!(DeadLetterClass::Lark(c).label(), c.label());
             let exhausted = format!("{}-exhausted", c.label());
             assert_eq!(DeadLetterClass::Exhausted(c).label(), exhausted);

@@ -21,7 +21,8 @@
 //!     pure), what Lark's final answer means for a message (`verdict.rs`, pure), and what happens
 //!     after Lark answers (`settle.rs`).
 //!
-//! Beside the path: [`telemetry`] (the Prometheus metrics, one call per event), [`control`] and
+//! Beside the path: [`state`] (which Lark message an alert key was sent as, kept in a compacted
+//! changelog topic and restored per partition, for updates and recalls in place), [`telemetry`] (the Prometheus metrics, one call per event), [`control`] and
 //! [`admin`] (the operator's surface of a running process), [`secret`] (values that print as
 //! `***`), [`record`] (an owned Kafka record and its message uuid).
 //!
@@ -60,6 +61,8 @@ pub mod secret;
 pub mod sink;
 #[cfg(feature = "runtime")]
 pub mod source;
+#[cfg(feature = "runtime")]
+pub mod state;
 #[cfg(feature = "runtime")]
 pub mod telemetry;
 #[cfg(feature = "runtime")]

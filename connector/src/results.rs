@@ -337,8 +337,18 @@ mod tests {
         };
         let v = delivered("c", &record(), 0, &env, &d);
         assert_eq!(
-            (&v["messageKey"], &v["op"], &v["message_id"], &v["replaced_message_id"]),
-            (&json!("disk/db1"), &json!("replaced"), &json!("om_2"), &json!("om_1"))
+            (
+                &v["messageKey"],
+                &v["op"],
+                &v["message_id"],
+                &v["replaced_message_id"]
+            ),
+            (
+                &json!("disk/db1"),
+                &json!("replaced"),
+                &json!("om_2"),
+                &json!("om_1")
+            )
         );
         let by = SupersededBy {
             partition: 2,
@@ -347,10 +357,23 @@ mod tests {
             message_id: Some("om_2"),
         };
         let v = superseded("c", &record(), 0, &env, &by);
-        assert_eq!((&v["status"], &v["op"]), (&json!("superseded"), &json!("superseded")));
-        assert_eq!(v["superseded_by"], json!({"partition": 2, "offset": 50, "index": 0}));
-        assert_eq!((&v["message_id"], &v["messageKey"]), (&json!("om_2"), &json!("disk/db1")));
-        for (op, s) in [(Op::Sent, "sent"), (Op::Updated, "updated"), (Op::Recalled, "recalled")] {
+        assert_eq!(
+            (&v["status"], &v["op"]),
+            (&json!("superseded"), &json!("superseded"))
+        );
+        assert_eq!(
+            v["superseded_by"],
+            json!({"partition": 2, "offset": 50, "index": 0})
+        );
+        assert_eq!(
+            (&v["message_id"], &v["messageKey"]),
+            (&json!("om_2"), &json!("disk/db1"))
+        );
+        for (op, s) in [
+            (Op::Sent, "sent"),
+            (Op::Updated, "updated"),
+            (Op::Recalled, "recalled"),
+        ] {
             assert_eq!(op.as_str(), s);
         }
     }

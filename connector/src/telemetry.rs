@@ -39,6 +39,10 @@ pub const METRICS: &[(&str, &str, &str)] = &[
     ("lark_sink_transform_errors_total", "counter", "Records a transform failed on, by transform name."),
     ("lark_sink_delivery_latency_seconds", "histogram", "From the record's Kafka timestamp to Lark's acceptance of its message."),
     ("lark_sink_keyed_messages_total", "counter", "Keyed messages (messageKey) finished, by op: sent, updated, replaced, recalled, superseded."),
+    ("lark_sink_state_keys", "gauge", "Message states held in memory (one per sent Lark message an alert key may still update or recall)."),
+    ("lark_sink_state_writes_total", "counter", "Acknowledged writes to the state changelog topic, by kind (entry, tombstone)."),
+    ("lark_sink_state_restore_seconds", "histogram", "Time to restore one state partition from the changelog topic."),
+    ("lark_sink_state_bad_records_total", "counter", "Changelog records a restore skipped as undecodable."),
 ];
 
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
@@ -66,6 +70,13 @@ pub fn install() -> Option<PrometheusHandle> {
                     &[
                         0.0, 0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 60.0,
                     ],
+                )
+                .ok()?
+                .set_buckets_for_metric(
+                    metrics_exporter_prometheus::Matcher::Full(
+                        "lark_sink_state_restore_seconds".into(),
+                    ),
+                    &[0.01, 0.05, 0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0],
                 )
                 .ok()?
                 .install_recorder()
@@ -222,6 +233,26 @@ pub fn transform_error(transform: &str) {
     counter!("lark_sink_transform_errors_total", "transform" => transform.to_string()).increment(1);
 }
 
+/// How many message states the process holds now (after a restore, a write, a revoke).
+pub fn state_keys(keys: usize) {
+    gauge!("lark_sink_state_keys").set(keys as f64);
+}
+
+/// One acknowledged changelog write: an entry, or a tombstone (a recalled or expired message).
+pub fn state_written(tombstone: bool) {
+    let kind = if tombstone { "tombstone" } else { "entry" };
+    labelled_counter("lark_sink_state_writes_total", "kind", kind).increment(1);
+}
+
+/// One state partition restored in `elapsed`, `bad` records skipped. The partition and its key
+/// count are in the restore's log line, not labels; the keys held show in `lark_sink_state_keys`.
+pub fn state_restored(bad: u64, elapsed: Duration) {
+    histogram!("lark_sink_state_restore_seconds").record(elapsed.as_secs_f64());
+    if bad > 0 {
+        counter!("lark_sink_state_bad_records_total").increment(bad);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -352,6 +383,39 @@ mod tests {
                 METRICS.iter().any(|(n, _, _)| *n == base),
                 "{name} is not in METRICS (docs/operations.md lists them)"
             );
+        }
+    }
+
+    #[test]
+    fn the_state_events_are_listed_metrics() {
+        let recorder = PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        metrics::with_local_recorder(&recorder, || {
+            state_keys(3);
+            state_written(false);
+            state_written(false);
+            state_written(true);
+            state_restored(0, Duration::from_millis(20));
+            state_restored(2, Duration::from_millis(40));
+        });
+        let text = handle.render();
+        assert_series(
+            &text,
+            &[
+                ("lark_sink_state_keys", 3.0),
+                ("lark_sink_state_writes_total{kind=\"entry\"}", 2.0),
+                ("lark_sink_state_writes_total{kind=\"tombstone\"}", 1.0),
+                ("lark_sink_state_restore_seconds_count", 2.0),
+                ("lark_sink_state_bad_records_total", 2.0),
+            ],
+        );
+        for name in [
+            "lark_sink_state_keys",
+            "lark_sink_state_writes_total",
+            "lark_sink_state_restore_seconds",
+            "lark_sink_state_bad_records_total",
+        ] {
+            assert!(METRICS.iter().any(|(n, _, _)| *n == name), "{name}");
         }
     }
 }

@@ -34,7 +34,12 @@ const ALLOWED: &[(&str, &[&str])] = &[
     // Sending, updating and recalling; a keyed version's plan reads its key's `state` entry.
     ("delivery", &["envelope", "lark", "state", "telemetry"]),
     // A result names what a keyed message did (`delivery::keyed::Op`).
-    ("results", &["delivery", "dlq", "envelope", "lark", "record", "source"]),
+    (
+        "results",
+        &["delivery", "dlq", "envelope", "lark", "record", "source"],
+    ),
+    // Message state for the alert lifecycle: its changelog topic through `source::kafka`.
+    ("state", &["source", "telemetry"]),
     // The top of the non-sink layers: builds the lower modules' own config types.
     ("config", &["delivery", "lark", "secret", "source"]),
     // The operator's surface.
@@ -76,6 +81,7 @@ const CRATE_HOMES: &[(&str, &[&str], &str)] = &[
             "record.rs",
             "dlq/",
             "results.rs",
+            "state/",
             "sink/",
             "commands/",
         ],

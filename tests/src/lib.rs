@@ -19,7 +19,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, ResourceSpecifier, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaResult;
@@ -422,6 +422,32 @@ pub fn watermarks_on(kafka: &KafkaAccess, topic: &str) -> Vec<(i64, i64)> {
                 .expect("watermarks")
         })
         .collect()
+}
+
+/// The configs the broker reports for `topic` (DescribeConfigs), name → value: to check how a
+/// connector created a topic (the state changelog's `cleanup.policy=compact`).
+pub async fn topic_configs(topic: &str) -> BTreeMap<String, String> {
+    let admin: AdminClient<DefaultClientContext> = KafkaAccess::plain()
+        .client_config()
+        .create()
+        .expect("admin client");
+    let res = admin
+        .describe_configs(
+            &[ResourceSpecifier::Topic(topic)],
+            &AdminOptions::new().request_timeout(Some(Duration::from_secs(10))),
+        )
+        .await
+        .expect("describe_configs request");
+    let mut out = BTreeMap::new();
+    for r in res {
+        let resource = r.unwrap_or_else(|code| panic!("describing topic {topic}: {code}"));
+        for entry in resource.entries {
+            if let Some(v) = entry.value {
+                out.insert(entry.name, v);
+            }
+        }
+    }
+    out
 }
 
 /// Whether `topic` exists on the broker (a metadata request that never creates it).

@@ -96,6 +96,55 @@ pub const SELF_DESTRUCTING: LarkCode = c(
     "A self-destructing message cannot be replied to.",
 );
 
+// --- update / edit / recall (`/work/shared/lark-api-lifecycle.md` §1.1-1.3); all HTTP 400,
+// texts as the lifecycle tables give them.
+/// DELETE after the tenant admin's recall window (lifecycle §1.3).
+pub const RECALL_EXPIRED: LarkCode = c(230009, 400, "Message has expired when recall message.");
+/// DELETE of a message this app did not send (lifecycle §1.3).
+pub const NO_RECALL_PERMISSION: LarkCode = c(230026, 400, "No permission to recall this message.");
+/// PATCH of a card sent more than 14 days ago (lifecycle §1.1).
+pub const UPDATE_TOO_OLD: LarkCode = c(
+    230031,
+    400,
+    "Message can only be modified within 14 days after sending.",
+);
+/// DELETE of a system message (lifecycle §1.3, D-MSGTYPE).
+pub const UNSUPPORTED_FOR_TYPE: LarkCode = c(
+    230054,
+    400,
+    "This operation is not supported for this message type.",
+);
+/// PUT of a message another app sent (lifecycle §1.2). Same number as [`NO_THREAD_REPLY`], so
+/// it is left out of [`ALL`] (one entry per code); a scripted 230071 fault borrows the reply text
+/// unless it names its own `msg`.
+pub const NOT_THE_SENDER: LarkCode = c(
+    230071,
+    400,
+    "The operator is not the sender of the message.",
+);
+/// PUT after 20 edits (lifecycle §1.2). Same number as [`AGGREGATED_NO_THREAD`]; not in [`ALL`].
+pub const EDIT_LIMIT_REACHED: LarkCode = c(
+    230072,
+    400,
+    "The message has reached the number of times it can be edited.",
+);
+/// PUT after the tenant admin's edit window (lifecycle §1.2; for a send, lark-api.md §3 gives
+/// 230075 another meaning, which the emulator never answers).
+pub const EDIT_WINDOW_PASSED: LarkCode = c(
+    230075,
+    400,
+    "The message has exceeded the time that can be edited.",
+);
+/// A card the platform could not build (lifecycle §1.1). `msg` is a prefix:
+/// [`ApiError::card_build`] appends `ErrCode: N; ErrMsg: …`.
+pub const CARD_BUILD_FAILED: LarkCode = c(230099, 400, "Failed to create card content, ext=");
+/// Any call on a deleted message (lifecycle §1.1-1.3).
+pub const MESSAGE_DELETED: LarkCode = c(
+    230110,
+    400,
+    "Action unavailable as the message has been deleted.",
+);
+
 /// Server-side failure (§3 "1500 / 5000 / 10101 / 2200 internal error"); used for JSON bodies
 /// of injected HTTP 500 faults.
 pub const INTERNAL: LarkCode = c(1500, 500, "internal error");
@@ -153,6 +202,13 @@ pub const ALL: &[LarkCode] = &[
     NO_THREAD_REPLY,
     AGGREGATED_NO_THREAD,
     SELF_DESTRUCTING,
+    RECALL_EXPIRED,
+    NO_RECALL_PERMISSION,
+    UPDATE_TOO_OLD,
+    UNSUPPORTED_FOR_TYPE,
+    EDIT_WINDOW_PASSED,
+    CARD_BUILD_FAILED,
+    MESSAGE_DELETED,
     INTERNAL,
     WH_BAD_REQUEST,
     WH_TOKEN_INVALID,
@@ -207,6 +263,14 @@ impl ApiError {
             "field_violations",
             serde_json::json!([{ "field": field, "description": description }]),
         ));
+        e
+    }
+
+    /// 230099 with a card-builder sub-code (lifecycle §1.1: `ext=ErrCode: N; ErrMsg: …`).
+    pub fn card_build(err_code: u32, err_msg: &str) -> Self {
+        let mut e = Self::new(CARD_BUILD_FAILED);
+        e.msg
+            .push_str(&format!("ErrCode: {err_code}; ErrMsg: {err_msg}"));
         e
     }
 

@@ -97,7 +97,7 @@ impl Fault {
 }
 
 /// The endpoint a scripted fault is aimed at. JSON: `"send"`, `"reply"`, `"token"`,
-/// `"batch_get_id"`, `"urgent"`, `"webhook"`.
+/// `"batch_get_id"`, `"urgent"`, `"webhook"`, `"update_card"`, `"edit"`, `"recall"`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum FaultTarget {
@@ -108,6 +108,12 @@ pub enum FaultTarget {
     BatchGetId,
     Urgent,
     Webhook,
+    /// `PATCH /open-apis/im/v1/messages/{id}`: card update (lifecycle §1.1).
+    UpdateCard,
+    /// `PUT /open-apis/im/v1/messages/{id}`: text / post edit (lifecycle §1.2).
+    Edit,
+    /// `DELETE /open-apis/im/v1/messages/{id}`: recall (lifecycle §1.3).
+    Recall,
 }
 
 /// Scripted queues plus the random configuration.

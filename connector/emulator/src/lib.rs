@@ -29,6 +29,9 @@
 //! | `POST /open-apis/im/v1/messages?receive_id_type=open_id\|union_id\|user_id\|email\|chat_id` | §2 |
 //! | `POST /open-apis/im/v1/messages/{id}/reply` | §2.5 |
 //! | `GET /open-apis/im/v1/messages/{id}` (message get; not in lark-api.md) | §2.3 fields |
+//! | `PATCH /open-apis/im/v1/messages/{id}` (update a card) | lark-api.md §14; lifecycle §1.1 |
+//! | `PUT /open-apis/im/v1/messages/{id}` (edit text / post) | lark-api.md §14; lifecycle §1.2 |
+//! | `DELETE /open-apis/im/v1/messages/{id}` (recall) | lark-api.md §14; lifecycle §1.3 |
 //! | `POST /open-apis/contact/v3/users/batch_get_id?user_id_type=…` | §5 |
 //! | `PATCH /open-apis/im/v1/messages/{id}/urgent_app\|urgent_sms\|urgent_phone?user_id_type=…` | §6 |
 //! | `POST /open-apis/bot/v2/hook/{token}` | §8 |
@@ -48,10 +51,16 @@
 //! | `POST /_emulator/faults` | scripted: `{"target":"send","fault":{"kind":"status","status":503},"times":1}` → `{"ok":true}` |
 //! | `POST /_emulator/faults` | random: `{"config":{"error_5xx_rate":0.1,"slow_rate":0.0,"slow_ms":1000,"throttle_rate":0.0}}` |
 //! | `POST /_emulator/revoke-tokens` | → `{"ok":true}` |
-//! | `POST /_emulator/recall` | `{"message_id":"om_…"}` → `{"ok":true}` (404 if unknown): replies to it get 230011 |
+//! | `POST /_emulator/recall` | `{"message_id":"om_…"}` → `{"ok":true}` (404 if unknown): replies, PATCH, PUT and DELETE of it get 230011 |
+//! | `GET /_emulator/messages/{id}` | → [`MessageView`]: current `msg_type` / `content`, `recalled`, `deleted`, `edit_count`, `patch_count`, `create_time_ms`, `update_time_ms`, `versions` `[{op: send\|patch\|put, msg_type, content, at_ms}]` (404 if unknown) |
+//! | `POST /_emulator/delete` | `{"message_id":"om_…"}` → `{"ok":true}` (404 if unknown): PATCH / PUT / DELETE of it get 230110 |
+//! | `POST /_emulator/edit-count` | `{"message_id":"om_…","edit_count":20}` → `{"ok":true}` (404 if unknown): at 20 a PUT gets 230072 |
+//! | `GET /_emulator/clock` | → `{"offset_ms":N,"now_ms":M}` |
+//! | `POST /_emulator/clock` | `{"advance_ms":N}` → `{"ok":true,"offset_ms":…}`: moves the message clock forward |
 //! | `POST /_emulator/reset` | → `{"ok":true}` |
 //!
-//! `target` ∈ `send`, `reply`, `token`, `batch_get_id`, `urgent`, `webhook`. `fault` is one of
+//! `target` ∈ `send`, `reply`, `token`, `batch_get_id`, `urgent`, `webhook`, `update_card`
+//! (PATCH), `edit` (PUT), `recall` (DELETE). `fault` is one of
 //! `{"kind":"status","status":502}`, `{"kind":"slow","ms":1500}`,
 //! `{"kind":"code","code":230020}` with optional `"http_status"`, `"msg"` (both default to the
 //! code's real values) and `"ratelimit_reset_secs"`. Bad control bodies → HTTP 400
@@ -123,8 +132,29 @@
 //!   envelope `{"code":404|405,"msg":"404 page not found"|"405 method not allowed","error":{…}}`
 //!   and `X-Tt-Logid` (the codes are the emulator's choice; the official SDKs cannot parse the
 //!   plain-text 404 a bare router gives).
+//! - Update / edit / recall (`/work/shared/lark-api-lifecycle.md`; the check order is in
+//!   `src/api/lifecycle.rs`): scopes `im:message` / `im:message:send_as_bot` /
+//!   `im:message:update` (PATCH, PUT) and `im:message` / `im:message:recall` /
+//!   `im:message:send_as_bot` (DELETE). A caller that is not the sender gets 230001
+//!   ``ext=bot or user is not the message`s sender`` (PATCH, UNCONFIRMED), 230071 (PUT), 230026
+//!   (DELETE). A card that is not shared gets what [`EmulatorConfig::unshared_card_update`]
+//!   says (UNCONFIRMED; default 230001 with an `ext=` naming update_multi); JSON 2.0 cards and
+//!   template references count as shared. Recalling a recalled message → 230011 (UNCONFIRMED,
+//!   the lifecycle §1.3 recommendation). PATCH and PUT of one message share its 5/s
+//!   ([`Limits::message_update_per_sec`]; for PUT UNCONFIRMED); each endpoint has its own app
+//!   budget (`update_card`, `edit`, `recall`). A PATCH refused for any reason after the limits
+//!   (bad content, unshared card) has spent its per-message slot. PUT answers the message object
+//!   with `updated: true`, ms timestamps as strings (UNCONFIRMED, lifecycle §7 item 5). Message
+//!   get answers the current version. [`AcceptedMessage`] stays the send as accepted (content
+//!   as sent); the current content and the history are [`EmulatorHandle::message_view`].
+//!   Counters: [`Stats::updates_accepted`], `patches_not_applied`, `edits_accepted`,
+//!   `recalls_accepted`, `throttled_message`. Random faults do not apply to these endpoints.
+//! - Clock: [`EmulatorHandle::advance_clock`] (`POST /_emulator/clock`) moves the message
+//!   clock: ages (14 days for PATCH, the admin windows) and the times recorded for later sends
+//!   and changes. Tokens, the uuid window and every rate limit keep real time.
 //! - [`EmulatorHandle::reset`] clears messages, urgents, stats, lookup counts, uuids, scripted faults, random
-//!   fault rates (back to off) and limiter windows; it keeps directory, tokens and limits.
+//!   fault rates (back to off), limiter windows and the clock offset; it keeps directory, tokens
+//!   and limits.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -140,6 +170,7 @@ pub mod directory;
 pub mod errors;
 pub mod faults;
 mod ids;
+pub mod lifecycle;
 pub mod limits;
 mod reply;
 mod serve;
@@ -151,6 +182,7 @@ mod tokens;
 pub use directory::{App, Chat, Directory, DirectoryError, User, Webhook};
 pub use errors::{ApiError, LarkCode};
 pub use faults::{Fault, FaultConfig, FaultTarget};
+pub use lifecycle::{MessageVersion, MessageView, UnsharedCardUpdate, VersionOp};
 pub use limits::Limits;
 pub use signature::webhook_sign;
 pub use state::{AcceptedMessage, AcceptedUrgent, LookupStats, Stats};
@@ -168,6 +200,16 @@ pub struct EmulatorConfig {
     pub uuid_window: Duration,
     /// Random faults; default all off.
     pub faults: FaultConfig,
+    /// What PATCH answers when the card as sent or the new card is not shared (`update_multi`
+    /// not true; JSON 2.0 cards always are): lifecycle §1.1 leaves it UNCONFIRMED. Default
+    /// [`UnsharedCardUpdate::Reject`] (230001 naming update_multi).
+    pub unshared_card_update: UnsharedCardUpdate,
+    /// The tenant admin's edit window for PUT (lifecycle §1.2: 230075 after it); `None` (the
+    /// default) = no window.
+    pub edit_window: Option<Duration>,
+    /// The tenant admin's recall window for DELETE (lifecycle §1.3: 230009 after it); `None`
+    /// (the default) = no window.
+    pub recall_window: Option<Duration>,
 }
 
 impl Default for EmulatorConfig {
@@ -178,6 +220,9 @@ impl Default for EmulatorConfig {
             token_ttl: Duration::from_secs(7200),
             uuid_window: Duration::from_secs(3600),
             faults: FaultConfig::default(),
+            unshared_card_update: UnsharedCardUpdate::default(),
+            edit_window: None,
+            recall_window: None,
         }
     }
 }
@@ -300,6 +345,42 @@ impl EmulatorHandle {
     /// Mark a message recalled (replies to it then get 230011, §2.5). Returns whether it exists.
     pub fn recall(&self, message_id: &str) -> bool {
         self.shared.lock().recall(message_id)
+    }
+
+    /// Mark a message deleted: later PATCH / PUT / DELETE of it get 230110 (lifecycle §1).
+    /// Returns whether it exists.
+    pub fn mark_deleted(&self, message_id: &str) -> bool {
+        self.shared.lock().mark_deleted(message_id)
+    }
+
+    /// Set a message's edit count (at 20 a PUT gets 230072, lifecycle §1.2). Returns whether it
+    /// exists.
+    pub fn set_edit_count(&self, message_id: &str, edit_count: u32) -> bool {
+        self.shared.lock().set_edit_count(message_id, edit_count)
+    }
+
+    /// A message as it stands now (type, content, flags, counts, times) with every version,
+    /// oldest first; `None` for an unknown id.
+    pub fn message_view(&self, message_id: &str) -> Option<MessageView> {
+        self.shared.lock().view(message_id)
+    }
+
+    /// The current content of a message (after any PATCH / PUT), `None` for an unknown id.
+    pub fn message_content(&self, message_id: &str) -> Option<serde_json::Value> {
+        self.message_view(message_id).map(|v| v.content)
+    }
+
+    /// Move the emulator's message clock forward by `by`: message ages (the 14-day update
+    /// window, the admin edit and recall windows) and the times of later sends and changes use
+    /// it. Tokens, the uuid window and rate limits keep the real clock.
+    pub fn advance_clock(&self, by: Duration) {
+        let mut s = self.shared.lock();
+        s.clock_offset_ms = s.clock_offset_ms.saturating_add(by.as_millis() as u64);
+    }
+
+    /// How far [`Self::advance_clock`] has moved the message clock (0 after [`Self::reset`]).
+    pub fn clock_offset(&self) -> Duration {
+        Duration::from_millis(self.shared.lock().clock_offset_ms)
     }
 
     pub fn urgents(&self) -> Vec<AcceptedUrgent> {

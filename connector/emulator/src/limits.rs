@@ -27,6 +27,9 @@ pub struct Limits {
     pub webhook_per_sec: u32,
     /// Per custom-bot webhook: 100/min.
     pub webhook_per_min: u32,
+    /// Per message: PATCH and PUT updates of one message id share 5/s (lifecycle §5: documented
+    /// for PATCH; for PUT UNCONFIRMED, modelled the same). Over it: 230020, HTTP 400.
+    pub message_update_per_sec: u32,
 }
 
 impl Default for Limits {
@@ -39,6 +42,7 @@ impl Default for Limits {
             receiver_per_sec: 5,
             webhook_per_sec: 5,
             webhook_per_min: 100,
+            message_update_per_sec: 5,
         }
     }
 }

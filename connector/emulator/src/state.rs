@@ -16,6 +16,7 @@ use crate::directory::DirectoryIndex;
 use crate::errors::{self, ApiError};
 use crate::faults::FaultBook;
 use crate::ids;
+use crate::lifecycle::{Lifecycle, MessageView};
 use crate::limits::{LimiterMap, Limits};
 use crate::tokens::TokenStore;
 use crate::EmulatorConfig;
@@ -74,6 +75,19 @@ pub struct Stats {
     /// Requests refused with 99991661 / 99991663 / 99991671.
     pub token_rejections: u64,
     pub faults_injected: u64,
+    /// Card updates (`PATCH /open-apis/im/v1/messages/{id}`) answered code 0, applied or not.
+    pub updates_accepted: u64,
+    /// Card updates answered code 0 without applying the content, because a card was not shared
+    /// and [`crate::UnsharedCardUpdate::Ignore`] is configured.
+    pub patches_not_applied: u64,
+    /// Edits (`PUT /open-apis/im/v1/messages/{id}`) applied.
+    pub edits_accepted: u64,
+    /// Recalls (`DELETE /open-apis/im/v1/messages/{id}`) applied.
+    pub recalls_accepted: u64,
+    /// PATCH / PUT refused with 230020 by the per-message limit (lifecycle §5: 5/s); sends
+    /// refused by the receiver limit are in `throttled_receiver`, though both count under 230020
+    /// in `errors_by_code`.
+    pub throttled_message: u64,
     /// Every non-zero `code` answered, including injected ones.
     pub errors_by_code: BTreeMap<i64, u64>,
 }
@@ -120,6 +134,26 @@ pub(crate) struct StoredMessage {
     pub reply_data: Value,
     /// The `oc_` chat id reported in replies (empty for webhook messages).
     pub reply_chat_id: String,
+    /// Current content, counts, flags and history, for PATCH / PUT / DELETE (lifecycle §6).
+    pub lifecycle: Lifecycle,
+}
+
+impl StoredMessage {
+    /// The §2.3 message object as it stands now: the send's answer with the current type,
+    /// content and `update_time`, `updated` once changed, `deleted` once recalled or deleted
+    /// (message get, and PUT's answer, lifecycle §1.2).
+    pub fn current_data(&self) -> Value {
+        let mut data = self.reply_data.clone();
+        let l = &self.lifecycle;
+        if let Some(obj) = data.as_object_mut() {
+            obj.insert("msg_type".into(), json!(l.msg_type));
+            obj.insert("update_time".into(), json!(l.update_ms.to_string()));
+            obj.insert("updated".into(), json!(l.versions.len() > 1));
+            obj.insert("deleted".into(), json!(self.public.recalled || l.deleted));
+            obj.insert("body".into(), json!({ "content": l.content_raw }));
+        }
+        data
+    }
 }
 
 /// A validated send, ready to be recorded.
@@ -171,6 +205,11 @@ pub(crate) struct Inner {
     pub app_limiters: LimiterMap,
     pub receiver_limiters: LimiterMap,
     pub webhook_limiters: LimiterMap,
+    /// Per message id: the 5/s update budget of PATCH and PUT (lifecycle §5).
+    pub message_limiters: LimiterMap,
+    /// How far [`crate::EmulatorHandle::advance_clock`] moved the message clock ahead of the
+    /// wall clock, ms.
+    pub clock_offset_ms: u64,
 }
 
 /// Shared between the HTTP handlers and every [`crate::EmulatorHandle`] clone.
@@ -179,6 +218,12 @@ pub(crate) struct Shared {
     pub dir: DirectoryIndex,
     pub token_ttl: Duration,
     pub uuid_window: Duration,
+    /// PATCH's reaction to a card that is not shared ([`EmulatorConfig::unshared_card_update`]).
+    pub unshared_card_update: crate::UnsharedCardUpdate,
+    /// [`EmulatorConfig::edit_window`] in ms.
+    pub edit_window_ms: Option<u64>,
+    /// [`EmulatorConfig::recall_window`] in ms.
+    pub recall_window_ms: Option<u64>,
     inner: Mutex<Inner>,
 }
 
@@ -191,6 +236,9 @@ impl Shared {
             dir: DirectoryIndex::new(config.directory),
             token_ttl: config.token_ttl,
             uuid_window: config.uuid_window,
+            unshared_card_update: config.unshared_card_update,
+            edit_window_ms: config.edit_window.map(|w| w.as_millis() as u64),
+            recall_window_ms: config.recall_window.map(|w| w.as_millis() as u64),
             inner: Mutex::new(Inner {
                 tokens: TokenStore::default(),
                 messages: Vec::new(),
@@ -205,6 +253,8 @@ impl Shared {
                 app_limiters: LimiterMap::default(),
                 receiver_limiters: LimiterMap::default(),
                 webhook_limiters: LimiterMap::default(),
+                message_limiters: LimiterMap::default(),
+                clock_offset_ms: 0,
             }),
         }
     }
@@ -228,6 +278,8 @@ impl Shared {
         s.app_limiters.clear();
         s.receiver_limiters.clear();
         s.webhook_limiters.clear();
+        s.message_limiters.clear();
+        s.clock_offset_ms = 0;
     }
 }
 
@@ -296,7 +348,7 @@ impl Inner {
             }
         }
         let message_id = ids::message_id();
-        let at_ms = ids::now_ms();
+        let at_ms = self.now_ms();
         // §2.3 success data for a bot send.
         let mut reply_data = json!({
             "message_id": message_id,
@@ -340,12 +392,19 @@ impl Inner {
             thread_id: msg.reply.and_then(|r| r.thread_id),
             recalled: false,
         };
+        let lifecycle = Lifecycle::sent(
+            &public.msg_type,
+            msg.content_raw,
+            public.content.clone(),
+            at_ms,
+        );
         let idx = self.store(StoredMessage {
             public,
             app_id: Some(msg.app_id.clone()),
             p2p_open_id: msg.p2p_open_id,
             reply_data: reply_data.clone(),
             reply_chat_id: msg.reply_chat_id,
+            lifecycle,
         });
         if let Some(uuid) = msg.uuid {
             if self.uuids.len() > self.uuid_sweep_at {
@@ -378,6 +437,8 @@ impl Inner {
                 return Err(ApiError::new(errors::WH_BOT_THROTTLED));
             }
         }
+        let at_ms = self.now_ms();
+        let lifecycle = Lifecycle::sent(&msg_type, content.to_string(), content.clone(), at_ms);
         let public = AcceptedMessage {
             message_id: ids::message_id(),
             via: format!("webhook:{token}"),
@@ -387,7 +448,7 @@ impl Inner {
             msg_type,
             content,
             uuid: None,
-            received_at_ms: ids::now_ms(),
+            received_at_ms: at_ms,
             parent_id: None,
             root_id: None,
             thread_id: None,
@@ -399,6 +460,7 @@ impl Inner {
             p2p_open_id: None,
             reply_data: Value::Null,
             reply_chat_id: String::new(),
+            lifecycle,
         });
         Ok(())
     }
@@ -417,18 +479,56 @@ impl Inner {
             .and_then(|&i| self.messages.get(i))
     }
 
-    /// Marks a message recalled (a test hook: the emulator has no recall API). Returns whether
-    /// the message exists.
+    pub fn message_mut(&mut self, message_id: &str) -> Option<&mut StoredMessage> {
+        let i = self.by_id.get(message_id).copied()?;
+        self.messages.get_mut(i)
+    }
+
+    /// Marks a message recalled (`DELETE` does it, and tests through
+    /// [`crate::EmulatorHandle::recall`]). Returns whether the message exists.
     pub fn recall(&mut self, message_id: &str) -> bool {
-        match self.by_id.get(message_id).copied() {
-            Some(i) => {
-                if let Some(m) = self.messages.get_mut(i) {
-                    m.public.recalled = true;
-                }
-                true
-            }
-            None => false,
-        }
+        self.message_mut(message_id)
+            .map(|m| m.public.recalled = true)
+            .is_some()
+    }
+
+    /// Marks a message deleted (later PATCH / PUT / DELETE get 230110). Returns whether it exists.
+    pub fn mark_deleted(&mut self, message_id: &str) -> bool {
+        self.message_mut(message_id)
+            .map(|m| m.lifecycle.deleted = true)
+            .is_some()
+    }
+
+    /// Sets a message's edit count (20 = no edit left, 230072). Returns whether it exists.
+    pub fn set_edit_count(&mut self, message_id: &str, edit_count: u32) -> bool {
+        self.message_mut(message_id)
+            .map(|m| m.lifecycle.edit_count = edit_count)
+            .is_some()
+    }
+
+    /// The emulator's clock for message times and ages: the wall clock plus the offset
+    /// [`crate::EmulatorHandle::advance_clock`] added, ms.
+    pub fn now_ms(&self) -> u64 {
+        ids::now_ms().saturating_add(self.clock_offset_ms)
+    }
+
+    /// A message as it stands now, with its history.
+    pub fn view(&self, message_id: &str) -> Option<MessageView> {
+        let m = self.message(message_id)?;
+        let l = &m.lifecycle;
+        Some(MessageView {
+            message_id: m.public.message_id.clone(),
+            app_id: m.app_id.clone(),
+            msg_type: l.msg_type.clone(),
+            content: l.content(),
+            recalled: m.public.recalled,
+            deleted: l.deleted,
+            edit_count: l.edit_count,
+            patch_count: l.patch_count,
+            create_time_ms: l.create_ms,
+            update_time_ms: l.update_ms,
+            versions: l.versions.clone(),
+        })
     }
 }
 

@@ -187,7 +187,7 @@ async fn keyed(
     uuid: &str,
 ) -> Result<Landed, SendCommandError> {
     let state = cfg.state.as_ref().ok_or(SendCommandError::NoState)?;
-    let mut changelog = Changelog::new(&cfg.kafka, state.topic.clone())?;
+    let changelog = Changelog::new(&cfg.kafka, state.topic.clone())?;
     changelog
         .ensure_topic(&cfg.kafka, state.partitions.unwrap_or(1))
         .await?;
@@ -196,10 +196,14 @@ async fn keyed(
         message_key: envelope.op.key().unwrap_or_default().to_string(),
     };
     let mut found: Option<(i32, StateEntry)> = None;
-    for p in 0..changelog.partitions() {
-        for (k, e) in changelog.restore(p).await?.entries {
-            if k == key && found.as_ref().is_none_or(|(_, f)| e.updated_ms >= f.updated_ms) {
-                found = Some((p, e));
+    let all: Vec<i32> = (0..changelog.partitions()).collect();
+    for (p, restored) in changelog.restore_all(&all).await? {
+        if let Some(e) = restored.entries.get(&key) {
+            if found
+                .as_ref()
+                .is_none_or(|(_, f)| e.updated_ms >= f.updated_ms)
+            {
+                found = Some((p, e.clone()));
             }
         }
     }

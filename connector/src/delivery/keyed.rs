@@ -85,9 +85,9 @@ pub fn plan(op: &Operation, msg_type: &str, entry: Option<StateEntry>, now_ms: i
                 }
             }
         }
-        "text" | "post" if entry.edits >= MAX_EDITS => replace(format!(
-            "its message has used Lark's {MAX_EDITS} edits"
-        )),
+        "text" | "post" if entry.edits >= MAX_EDITS => {
+            replace(format!("its message has used Lark's {MAX_EDITS} edits"))
+        }
         "text" | "post" => Plan::Update {
             entry,
             method: Method::Put,
@@ -161,7 +161,6 @@ pub struct Calls<'a> {
     pub limits: &'a RateLimits,
     pub policy: &'a RetryPolicy,
 }
-
 
 /// Carries `plan` out in Lark for `envelope` (a version whose sends use `lead_uuid`; `at`
 /// names it in logs), falling back to a replacement when Lark refuses an update as `F-msg`.
@@ -285,7 +284,6 @@ async fn send_new(
     })
 }
 
-
 /// Milliseconds since the Unix epoch: the clock of [`plan`]'s age rule and of state entries.
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
@@ -373,7 +371,11 @@ mod tests {
             matches!(&p, Plan::Replace { why, .. } if why.contains("cannot update image")),
             "{p:?}"
         );
-        for (was, now) in [("text", "post"), ("text", "interactive"), ("interactive", "text")] {
+        for (was, now) in [
+            ("text", "post"),
+            ("text", "interactive"),
+            ("interactive", "text"),
+        ] {
             let p = plan(&upsert(), now, Some(entry(was, 0, 0)), 0);
             assert!(
                 matches!(&p, Plan::Replace { why, .. } if why.contains("type")),
@@ -385,7 +387,11 @@ mod tests {
     #[test]
     fn replacement_uuids_are_stable_and_distinct() {
         let a = replacement_uuid("ls-abc-0-7-0", "om_1");
-        assert_eq!(a, replacement_uuid("ls-abc-0-7-0", "om_1"), "a replay sends the same uuid");
+        assert_eq!(
+            a,
+            replacement_uuid("ls-abc-0-7-0", "om_1"),
+            "a replay sends the same uuid"
+        );
         assert_ne!(a, replacement_uuid("ls-abc-0-7-0", "om_2"));
         assert_ne!(a, replacement_uuid("ls-abc-0-8-0", "om_1"));
         assert!(a.starts_with("lr-") && a.len() <= 50, "{a}");

@@ -134,14 +134,20 @@ pub struct Permit {
 impl Permit {
     /// Marks the send as done now; the receiver's next send waits `interval` from here.
     pub fn sent(mut self) {
-        for g in [self.gate.as_mut(), self.message.as_mut()].into_iter().flatten() {
+        for g in [self.gate.as_mut(), self.message.as_mut()]
+            .into_iter()
+            .flatten()
+        {
             **g = Some(Instant::now().max(g.unwrap_or_else(Instant::now)));
         }
     }
 
     /// Lark throttled this receiver (or message): keep it quiet for `hold` before its next send.
     pub fn hold(mut self, hold: Duration) {
-        for g in [self.gate.as_mut(), self.message.as_mut()].into_iter().flatten() {
+        for g in [self.gate.as_mut(), self.message.as_mut()]
+            .into_iter()
+            .flatten()
+        {
             **g = Some(Instant::now() + hold);
         }
     }
@@ -424,7 +430,11 @@ mod tests {
             p.sent();
         }
         for w in t.windows(2) {
-            assert!(w[1] - w[0] >= Duration::from_millis(251), "{:?}", w[1] - w[0]);
+            assert!(
+                w[1] - w[0] >= Duration::from_millis(251),
+                "{:?}",
+                w[1] - w[0]
+            );
         }
         // Lark's 5 per message per second is never reached (4, with headroom).
         for (i, start) in t.iter().enumerate() {
@@ -432,7 +442,10 @@ mod tests {
                 .iter()
                 .filter(|x| **x - *start < Duration::from_secs(1))
                 .count();
-            assert!(n <= MESSAGE_UPDATES_PER_SECOND as usize, "{n} updates within 1 s");
+            assert!(
+                n <= MESSAGE_UPDATES_PER_SECOND as usize,
+                "{n} updates within 1 s"
+            );
         }
         // Another message of the same chat is not held back by the first one's gate.
         let before = tokio::time::Instant::now();

@@ -311,9 +311,12 @@ mod tests {
         }
     }
 
-    /// Records (n, absorbed) in handling order; the first item takes 1 s.
+    /// An item's `n` and the `n`s it absorbed, as handled.
+    type Handled = (usize, Vec<usize>);
+
+    /// Records what was handled, in order; the first item takes 1 s.
     #[derive(Default, Clone)]
-    struct Versions(Arc<Mutex<Vec<(usize, Vec<usize>)>>>);
+    struct Versions(Arc<Mutex<Vec<Handled>>>);
 
     impl Handler<Version> for Versions {
         async fn handle(&self, item: Version) {

@@ -316,7 +316,10 @@ fn message_keys_make_upserts_and_recalls() {
         .unwrap();
     assert!(matches!(e.op, Operation::Upsert { .. }));
     let e = v()
-        .validate(&json!({"receiveId": "ou_a", "content": {"text": "x"}}), None)
+        .validate(
+            &json!({"receiveId": "ou_a", "content": {"text": "x"}}),
+            None,
+        )
         .unwrap();
     assert_eq!((e.op.clone(), e.op.key()), (Operation::Send, None));
     // A recall needs no content; any content given is not checked.
@@ -326,7 +329,10 @@ fn message_keys_make_upserts_and_recalls() {
             None,
         )
         .unwrap();
-    assert_eq!((e.op, e.content.as_str()), (Operation::Recall { key: "k".into() }, ""));
+    assert_eq!(
+        (e.op, e.content.as_str()),
+        (Operation::Recall { key: "k".into() }, "")
+    );
     v().validate(
         &json!({"receiveId": "ou_a", "messageKey": "k", "recall": true, "contentType": "image", "content": {"nope": 1}}),
         None,
@@ -341,8 +347,10 @@ fn message_key_rules() {
     assert!(e.contains("messageKey"), "{e}");
     let e = err(json!({"receiveId": "ou_a", "messageKey": "k"}));
     assert!(e.contains("content"), "{e}");
-    assert!(err(json!({"receiveId": "ou_a", "messageKey": "", "content": {"text": "x"}}))
-        .contains("/messageKey"));
+    assert!(
+        err(json!({"receiveId": "ou_a", "messageKey": "", "content": {"text": "x"}}))
+            .contains("/messageKey")
+    );
     assert!(err(
         json!({"receiveId": "ou_a", "messageKey": "k".repeat(201), "content": {"text": "x"}})
     )
@@ -361,7 +369,10 @@ fn message_key_rules() {
         )
         .unwrap_err()
         .to_string();
-    assert!(e.contains("/messageKey") && e.contains("webhooks cannot update"), "{e}");
+    assert!(
+        e.contains("/messageKey") && e.contains("webhooks cannot update"),
+        "{e}"
+    );
     // Without a state topic a key would be forgotten: refused with the key to set.
     let e = v()
         .allow_keys(false)
@@ -371,9 +382,15 @@ fn message_key_rules() {
         )
         .unwrap_err()
         .to_string();
-    assert!(e.contains("/3/messageKey") && e.contains("lark.state.topic"), "{e}");
+    assert!(
+        e.contains("/3/messageKey") && e.contains("lark.state.topic"),
+        "{e}"
+    );
     v().allow_keys(false)
-        .validate(&json!({"receiveId": "ou_a", "content": {"text": "x"}}), None)
+        .validate(
+            &json!({"receiveId": "ou_a", "content": {"text": "x"}}),
+            None,
+        )
         .unwrap();
 }
 
@@ -389,12 +406,17 @@ fn keyed_cards_are_made_updatable() {
     };
     let parsed = |s: String| serde_json::from_str::<Value>(&s).unwrap();
     // JSON 1.0: update_multi is set (it defaults to false, and PATCH needs it before and after).
-    let c = parsed(card(json!({"elements": [{"tag": "markdown", "content": "x"}]})));
+    let c = parsed(card(
+        json!({"elements": [{"tag": "markdown", "content": "x"}]}),
+    ));
     assert_eq!(c["config"]["update_multi"], json!(true));
     let c = parsed(card(
         json!({"config": {"wide_screen_mode": true, "update_multi": false}, "elements": []}),
     ));
-    assert_eq!(c["config"], json!({"wide_screen_mode": true, "update_multi": true}));
+    assert_eq!(
+        c["config"],
+        json!({"wide_screen_mode": true, "update_multi": true})
+    );
     // Already updatable, JSON 2.0, and template references stay as given (byte for byte).
     for given in [
         r#"{"config":{"update_multi":true},"elements":[]}"#,

@@ -6,6 +6,11 @@
 //!
 //! [`read_answer`] turns a whole answer (status, body text, the two headers that matter) into a
 //! result; it is pure, so the fuzz target `fuzz/fuzz_targets/lark_answer.rs` runs it on any bytes.
+//!
+//! The same code means different things on different APIs (230071 is "no thread replies here"
+//! for a reply and "not the sender" for an edit; 230075 "encrypted chat" for a send and "edit
+//! window passed" for an edit): [`Call`] names the API, and [`LarkError::for_call`] re-reads an
+//! answer to an update, edit or recall with that call's table (lark-api.md §14).
 
 use std::time::Duration;
 
@@ -24,6 +29,11 @@ pub enum ErrorClass {
     Config,
     /// F-rec: this message can never succeed as it is: dead-letter it.
     Record,
+    /// F-msg: the message *id* cannot be updated, edited or recalled any more (recalled,
+    /// deleted, too old, out of edits, not ours, not a card…), although a new message to the
+    /// same chat can still be sent: not retryable; the connector falls back to sending a new
+    /// message (lark-api.md §14).
+    Message,
     /// F-cfg that breaks every message (bad credentials, missing scope, bot disabled, quota spent):
     /// the connector stops instead of dead-lettering the whole topic, and the record is not
     /// committed, so fixing the config and restarting delivers it.
@@ -42,6 +52,7 @@ impl ErrorClass {
             ErrorClass::Token => "R-tok",
             ErrorClass::Config => "F-cfg",
             ErrorClass::Record => "F-rec",
+            ErrorClass::Message => "F-msg",
             ErrorClass::Fatal => "F-cfg-fatal",
         }
     }
@@ -58,6 +69,20 @@ pub struct LarkError {
     pub log_id: Option<String>,
     /// The server's `x-ogw-ratelimit-reset`, when it sent one.
     pub retry_after: Option<Duration>,
+}
+
+/// Which Lark API an answer came from: the same code can mean different things per API
+/// (lark-api.md §14), so the answers of the lifecycle calls are classified with their own table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Call {
+    /// Send, reply, urgent, look-up, webhook: the tables of lark-api.md §3, §5, §6, §8.
+    Send,
+    /// `PATCH /open-apis/im/v1/messages/{id}`: update a card (§14).
+    UpdateCard,
+    /// `PUT /open-apis/im/v1/messages/{id}`: edit a text or post message (§14).
+    Edit,
+    /// `DELETE /open-apis/im/v1/messages/{id}`: recall a message (§14).
+    Recall,
 }
 
 /// Which quota a throttle answer says was exceeded (lark-api.md §3, §4), so the sender holds back
@@ -98,6 +123,26 @@ impl LarkError {
     pub fn with_class(mut self, class: ErrorClass) -> Self {
         self.class = class;
         self
+    }
+
+    /// The same answer read as an answer to `call` (lark-api.md §14): a code that call's table
+    /// names gets that class; every other code (token, app-wide, unknown) keeps the class it has,
+    /// so a token error the client already escalated to fatal stays fatal.
+    pub fn for_call(mut self, call: Call) -> Self {
+        if let (Some(code), Some(_)) = (self.code, self.http_status) {
+            if let Some(class) = call_class(call, code, &self.msg) {
+                self.class = class;
+            }
+        }
+        self
+    }
+
+    /// Whether this answer to `call` says the message's own update budget was spent (230020 on
+    /// a card update or an edit, 5/s per message, lark-api.md §14): hold that message's updates.
+    /// [`Self::throttle`] still reports it as [`Throttle::Receiver`] (slow the chat down too, the
+    /// §14 recommendation while it is unconfirmed whether updates share the chat's budget).
+    pub fn message_throttled(&self, call: Call) -> bool {
+        matches!(call, Call::UpdateCard | Call::Edit) && self.code == Some(230020)
     }
 
     /// The scope this answer throttles, if it is a throttle answer (lark-api.md §3, §4); the
@@ -206,6 +251,81 @@ pub fn classify(http_status: u16, code: Option<i64>, msg: &str) -> ErrorClass {
         // An undocumented business code: keep the record (DLQ) and the pipeline moving.
         _ => ErrorClass::Record,
     }
+}
+
+/// Classifies a non-success answer to `call` (lark-api.md §14 for the lifecycle calls, §3 and
+/// the others for [`Call::Send`]).
+pub fn classify_call(call: Call, http_status: u16, code: Option<i64>, msg: &str) -> ErrorClass {
+    code.and_then(|c| call_class(call, c, msg))
+        .unwrap_or_else(|| classify(http_status, code, msg))
+}
+
+/// Whether a recall answer means the message is gone already (recalled, 230011; deleted,
+/// 230110): the recall's goal is reached, so lark-sink takes it as success (lark-api.md §14).
+pub fn recall_gone(code: i64) -> bool {
+    matches!(code, 230011 | 230110)
+}
+
+/// The `ext=` details of a 230001 that say this message id cannot be updated although a new
+/// message could be sent (lark-api.md §14; lifecycle D-230001): no such id, not a card, the
+/// wrong type for an edit, a card that is not shared, another sender's message.
+const MESSAGE_230001: &[&str] = &[
+    "invalid message_id",
+    "not a card",
+    "invalid msg_type",
+    "update_multi",
+    "not the message",
+];
+
+/// A 230001 whose `ext=` is `Internal Error`: transient (lifecycle D-230001).
+fn is_internal_error(msg: &str) -> bool {
+    msg.to_ascii_lowercase().contains("internal error")
+}
+
+/// The per-call code tables of lark-api.md §14; `None` = not named there, read as for a send.
+fn call_class(call: Call, code: i64, msg: &str) -> Option<ErrorClass> {
+    use ErrorClass::*;
+    match call {
+        Call::Send => None,
+        Call::UpdateCard | Call::Edit => update_class(code, msg),
+        Call::Recall => Some(match code {
+            230001 if is_internal_error(msg) => Backoff,
+            // Gone already: the client answers `Recalled::AlreadyGone` instead (§14).
+            230011 | 230110 => Message,
+            // Too old (admin window), not ours, a system message, invisible: nothing to fall
+            // back to (a recall has no "send a new one"), so the record is dead-lettered.
+            230009 | 230026 | 230054 | 230050 | 230001 | 230002 | 232009 => Record,
+            _ => return None,
+        }),
+    }
+}
+
+/// PATCH and PUT (§14): F-msg where the message cannot change but a new one can be sent.
+fn update_class(code: i64, msg: &str) -> Option<ErrorClass> {
+    use ErrorClass::*;
+    Some(match code {
+        230001 if is_internal_error(msg) => Backoff,
+        230001 => {
+            let lower = msg.to_ascii_lowercase();
+            match MESSAGE_230001.iter().any(|ext| lower.contains(ext)) {
+                true => Message,
+                // Bad content: a new message with it would be refused too.
+                false => Record,
+            }
+        }
+        // Recalled, deleted, older than 14 days, out of edits, edit window passed, not the
+        // sender, unsupported type, secret / third-party-encrypted group, invisible to the bot.
+        230011 | 230110 | 230031 | 230072 | 230075 | 230071 | 230054 | 230073 | 230074 | 230050 => {
+            Message
+        }
+        // The doc calls these F-msg, but they are about the chat, not the message: dissolved,
+        // bot not in it, muted / blocked, group settings, cross-tenant p2p. A new message would
+        // be refused the same way, so they are dead-lettered (F-rec) instead of falling back.
+        232009 | 230002 | 230035 | 230018 | 230038 => Record,
+        // The per-message 5/s (or another IM limit): back off (§14, `message_throttled`).
+        230020 => Backoff,
+        _ => return None,
+    })
 }
 
 /// Whether a 9499's `msg` says "too many request" (a webhook throttle) rather than "Bad
@@ -426,6 +546,254 @@ mod tests {
             assert_eq!(throttle(429, body, reset), None, "{body}");
         }
         assert_eq!(LarkError::transport("reset").throttle(), None);
+    }
+
+    /// Every code of the PATCH table (lark-api.md §14) with the class lark-sink gives it.
+    const PATCH_TABLE: &[(i64, &str, ErrorClass)] = &[
+        (230001, "…, ext=invalid message_id", Message),
+        (230001, "…, ext=This message is NOT a card", Message),
+        (
+            230001,
+            "…, ext=bot or user is not the message`s sender",
+            Message,
+        ),
+        (
+            230001,
+            "…, ext=the card is not shared: update_multi must be true",
+            Message,
+        ),
+        (
+            230001,
+            "…, ext=invalid message content. validate content fail",
+            Record,
+        ),
+        (230001, "…, ext=Internal Error", Backoff),
+        (230006, "Bot ability is not activated.", Fatal),
+        (230011, "The message is recalled.", Message),
+        (230013, "Bot has NO availability to this user.", Record),
+        (
+            230020,
+            "This operation triggers the frequency limit.",
+            Backoff,
+        ),
+        (
+            230025,
+            "The length of the message content reaches its limit.",
+            Record,
+        ),
+        (230027, "Lack of necessary permissions.", Config),
+        (230028, "The messages do NOT pass the audit.", Record),
+        (
+            230031,
+            "Message can only be modified within 14 days after sending.",
+            Message,
+        ),
+        (
+            230099,
+            "Failed to create card content, ext=ErrCode: 200621",
+            Record,
+        ),
+        (
+            230110,
+            "Action unavailable as the message has been deleted.",
+            Message,
+        ),
+        (
+            232009,
+            "Your request specifies a chat which has already been dissolved.",
+            Record,
+        ),
+        (99991400, "request trigger frequency limit", RateLimited),
+        (99991663, "Invalid access token", Token),
+        (99991661, "Need a token", Token),
+        (99991671, "Invalid token", Token),
+        (99991665, "", Token),
+    ];
+
+    /// Every code of the PUT table (§14).
+    const PUT_TABLE: &[(i64, &str, ErrorClass)] = &[
+        (230001, "…, ext=invalid msg_type", Message),
+        (
+            230001,
+            "…, ext=invalid message content. validate content fail",
+            Record,
+        ),
+        (230001, "…, ext=Internal Error", Backoff),
+        (230002, "The bot can not be outside the group.", Record),
+        (230006, "Bot ability is not activated.", Fatal),
+        (230011, "The message is recalled.", Message),
+        (230013, "Bot has NO availability to this user.", Record),
+        (
+            230018,
+            "These operations are NOT allowed at current group settings.",
+            Record,
+        ),
+        (
+            230020,
+            "This operation triggers the frequency limit.",
+            Backoff,
+        ),
+        (
+            230022,
+            "The content of the message contains sensitive information.",
+            Record,
+        ),
+        (
+            230025,
+            "The length of the message content reaches its limit.",
+            Record,
+        ),
+        (230027, "Lack of necessary permissions.", Config),
+        (230028, "The messages do NOT pass the audit.", Record),
+        (230035, "Send message permission deny.", Record),
+        (230038, "Cross tenant p2p chat operate forbid.", Record),
+        (230050, "The message is invisible to the operator.", Message),
+        (
+            230054,
+            "This operation is not supported for this message type.",
+            Message,
+        ),
+        (230055, "The type of file upload does not match", Record),
+        (
+            230071,
+            "The operator is not the sender of the message.",
+            Message,
+        ),
+        (
+            230072,
+            "The message has reached the number of times it can be edited.",
+            Message,
+        ),
+        (
+            230073,
+            "The message in the secret group is not allowed to be edited.",
+            Message,
+        ),
+        (
+            230074,
+            "The message in the third-party encryption group …",
+            Message,
+        ),
+        (
+            230075,
+            "The message has exceeded the time that can be edited.",
+            Message,
+        ),
+        (
+            230110,
+            "Action unavailable as the message has been deleted.",
+            Message,
+        ),
+        (
+            232009,
+            "Your request specifies a chat which has already been dissolved.",
+            Record,
+        ),
+        (99991400, "request trigger frequency limit", RateLimited),
+        (99991663, "Invalid access token", Token),
+    ];
+
+    /// Every code of the DELETE list (§14). 230011 / 230110 are success for the client
+    /// (`Recalled::AlreadyGone`); as classes they are F-msg.
+    const DELETE_TABLE: &[(i64, &str, ErrorClass)] = &[
+        (230001, "…, ext=invalid message_id", Record),
+        (230001, "…, ext=Internal Error", Backoff),
+        (230002, "The bot can not be outside the group.", Record),
+        (230006, "Bot ability is not activated.", Fatal),
+        (230009, "Message has expired when recall message.", Record),
+        (230011, "The message is recalled.", Message),
+        (230013, "Bot has NO availability to this user.", Record),
+        (230026, "No permission to recall this message.", Record),
+        (230027, "Lack of necessary permissions.", Config),
+        (230050, "The message is invisible to the operator.", Record),
+        (
+            230054,
+            "This operation is not supported for this message type.",
+            Record,
+        ),
+        (
+            230110,
+            "Action unavailable as the message has been deleted.",
+            Message,
+        ),
+        (
+            232009,
+            "Your request specifies a chat which has already been dissolved.",
+            Record,
+        ),
+        (99991400, "request trigger frequency limit", RateLimited),
+        (99991663, "Invalid access token", Token),
+    ];
+
+    #[test]
+    fn lifecycle_tables_classify_every_code() {
+        for (call, table) in [
+            (Call::UpdateCard, PATCH_TABLE),
+            (Call::Edit, PATCH_TABLE),
+            (Call::Edit, PUT_TABLE),
+            (Call::Recall, DELETE_TABLE),
+        ] {
+            for &(code, msg, class) in table {
+                let status = if code == 99991400 { 429 } else { 400 };
+                assert_eq!(
+                    classify_call(call, status, Some(code), msg),
+                    class,
+                    "{call:?} {code} {msg}"
+                );
+                let body = serde_json::json!({ "code": code, "msg": msg }).to_string();
+                let e = answer(status, &body, None).unwrap_err().for_call(call);
+                assert_eq!(e.class, class, "for_call {call:?} {code} {msg}");
+            }
+        }
+        assert!(!Message.is_retryable());
+        assert_eq!(Message.label(), "F-msg");
+    }
+
+    #[test]
+    fn the_same_code_means_what_its_call_says() {
+        // 230071 / 230075 / 230011 on a send or reply keep their §3 / §2.5 meaning.
+        for code in [230071, 230072, 230075, 230011, 230110, 230054] {
+            assert_eq!(
+                classify_call(Call::Send, 400, Some(code), ""),
+                Record,
+                "{code}"
+            );
+        }
+        assert_eq!(classify_call(Call::Edit, 400, Some(230075), ""), Message);
+        // 230001 ext=Internal Error is transient on every lifecycle call, other 230001 are not.
+        assert_eq!(
+            classify_call(Call::Send, 400, Some(230001), "ext=Internal Error"),
+            Record
+        );
+        // Unknown codes and statuses fall back to the send rules.
+        assert_eq!(classify_call(Call::UpdateCard, 503, None, ""), Backoff);
+        assert_eq!(classify_call(Call::Recall, 400, Some(424242), ""), Record);
+        assert!(recall_gone(230011) && recall_gone(230110) && !recall_gone(230009));
+    }
+
+    #[test]
+    fn for_call_keeps_local_and_escalated_classes() {
+        let escalated = answer(400, r#"{"code":99991663}"#, None)
+            .unwrap_err()
+            .with_class(Fatal)
+            .for_call(Call::UpdateCard);
+        assert_eq!(escalated.class, Fatal);
+        let local = LarkError::local(Config, "no app").for_call(Call::Edit);
+        assert_eq!(local.class, Config);
+    }
+
+    #[test]
+    fn a_per_message_throttle_is_named() {
+        let e = answer(400, r#"{"code":230020}"#, None).unwrap_err();
+        assert!(e.message_throttled(Call::UpdateCard) && e.message_throttled(Call::Edit));
+        assert!(!e.message_throttled(Call::Send) && !e.message_throttled(Call::Recall));
+        assert_eq!(e.throttle(), Some(Throttle::Receiver));
+        let app = answer(429, r#"{"code":99991400}"#, Some("3")).unwrap_err();
+        assert!(!app.message_throttled(Call::UpdateCard));
+        assert_eq!(
+            app.for_call(Call::UpdateCard).throttle(),
+            Some(Throttle::App(Some(Duration::from_secs(3))))
+        );
     }
 
     #[test]

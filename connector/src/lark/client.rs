@@ -1,17 +1,18 @@
-//! The Lark calls lark-sink makes (send, reply, webhook push, urgent, batch_get_id), over one
-//! shared HTTP connection pool.
+//! The Lark calls lark-sink makes (send, reply, webhook push, urgent, batch_get_id, and the
+//! lifecycle calls: card update, edit, recall), over one shared HTTP connection pool.
 //!
 //! Every call goes through [`read_response`] (`http.rs`), which sends the request and hands the
 //! answer to `read_answer`: the JSON body of a success or a classified [`LarkError`]; the token
 //! rule of lark-api.md §1.6 (evict, re-mint, retry once, then give up as a configuration error)
-//! lives in [`LarkClient::authorized`].
+//! lives in [`LarkClient::authorized`]. The lifecycle calls re-read their errors with their own
+//! code table ([`LarkError::for_call`], lark-api.md §14).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use super::classify::{ErrorClass, LarkError};
+use super::classify::{recall_gone, Call, ErrorClass, LarkError};
 use super::http::http_client;
 use super::token::TokenCache;
 use super::webhook::WebhookConfig;
@@ -46,6 +47,23 @@ pub struct SendOk {
     pub log_id: Option<String>,
 }
 
+/// A card update or an edit Lark accepted (lark-api.md §14).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Updated {
+    /// The answer's `X-Tt-Logid`, for support tickets and the result record.
+    pub log_id: Option<String>,
+}
+
+/// What a recall achieved (lark-api.md §14).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recalled {
+    /// Lark recalled the message now.
+    Recalled,
+    /// The message was recalled (230011) or deleted (230110) already: the recall's goal holds,
+    /// so it is no error (a retried recall whose first attempt landed ends here too).
+    AlreadyGone,
+}
+
 /// One entry of a `batch_get_id` answer (lark-api.md §5). `user_id` (an open_id here) is `None`
 /// when Lark knows no such user, or the user is not visible to the app.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,6 +92,19 @@ struct SendBody<'a> {
     msg_type: &'a str,
     content: &'a str,
     uuid: &'a str,
+}
+
+/// The card update body (lark-api.md §14): the card JSON as a string, no `msg_type`.
+#[derive(serde::Serialize)]
+struct UpdateCardBody<'a> {
+    content: &'a str,
+}
+
+/// The edit body (lark-api.md §14): `text` or `post` and its content string.
+#[derive(serde::Serialize)]
+struct EditBody<'a> {
+    msg_type: &'a str,
+    content: &'a str,
 }
 
 /// The reply body (lark-api.md §2.5): no `receive_id`; the parent is in the path.
@@ -232,6 +263,84 @@ impl LarkClient {
             .authorized(|token| self.http.post(&url).bearer_auth(token.expose()).json(&body))
             .await?;
         Ok(send_ok(&resp, log_id))
+    }
+
+    /// `PATCH /open-apis/im/v1/messages/{message_id}` (lark-api.md §14): replaces the card of a
+    /// message this app sent (`update_multi: true`, at most 14 days old, 5 updates/s per
+    /// message). Errors are classified for [`Call::UpdateCard`]: F-msg when this message can no
+    /// longer be updated but a new one can be sent.
+    pub async fn update_card(&self, message_id: &str, content: &str) -> Result<Updated, LarkError> {
+        let url = self.message_url(message_id)?;
+        let body = UpdateCardBody { content };
+        let (_, log_id) = self
+            .authorized(|token| {
+                self.http
+                    .patch(&url)
+                    .bearer_auth(token.expose())
+                    .json(&body)
+            })
+            .await
+            .map_err(|e| e.for_call(Call::UpdateCard))?;
+        Ok(Updated { log_id })
+    }
+
+    /// `PUT /open-apis/im/v1/messages/{message_id}` (lark-api.md §14): edits a text or post
+    /// message this app sent (same `msg_type`, at most 20 edits). Errors are classified for
+    /// [`Call::Edit`]. A retry after a lost answer may spend a second edit (§14).
+    pub async fn edit_message(
+        &self,
+        message_id: &str,
+        msg_type: &str,
+        content: &str,
+    ) -> Result<Updated, LarkError> {
+        let url = self.message_url(message_id)?;
+        let body = EditBody { msg_type, content };
+        let (_, log_id) = self
+            .authorized(|token| self.http.put(&url).bearer_auth(token.expose()).json(&body))
+            .await
+            .map_err(|e| e.for_call(Call::Edit))?;
+        Ok(Updated { log_id })
+    }
+
+    /// `DELETE /open-apis/im/v1/messages/{message_id}` (lark-api.md §14): recalls a message this
+    /// app sent. A message recalled or deleted already is [`Recalled::AlreadyGone`], not an
+    /// error; other errors are classified for [`Call::Recall`].
+    pub async fn recall_message(&self, message_id: &str) -> Result<Recalled, LarkError> {
+        let url = self.message_url(message_id)?;
+        match self
+            .authorized(|token| self.http.delete(&url).bearer_auth(token.expose()))
+            .await
+        {
+            Ok(_) => Ok(Recalled::Recalled),
+            Err(e) if e.code.is_some_and(recall_gone) && e.http_status.is_some() => {
+                Ok(Recalled::AlreadyGone)
+            }
+            Err(e) => Err(e.for_call(Call::Recall)),
+        }
+    }
+
+    /// `…/open-apis/im/v1/messages/{message_id}` for a lifecycle call. The id comes from the
+    /// connector's state, not from validation, so it is checked here to be one path segment
+    /// (`om_` ids are letters, digits, `_` and `-`): anything else is F-msg (this id cannot be
+    /// changed; a new message can still be sent).
+    fn message_url(&self, message_id: &str) -> Result<String, LarkError> {
+        if !self.has_app {
+            return Err(no_app());
+        }
+        let safe = !message_id.is_empty()
+            && message_id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        if !safe {
+            return Err(LarkError::local(
+                ErrorClass::Message,
+                format!("'{message_id}' is not a Lark message id"),
+            ));
+        }
+        Ok(format!(
+            "{}/open-apis/im/v1/messages/{message_id}",
+            self.base_url
+        ))
     }
 
     /// `PATCH /open-apis/im/v1/messages/{message_id}/urgent_{kind}` (lark-api.md §6): buzzes

@@ -5,7 +5,8 @@
 //! - [`token`]: the tenant_access_token cache (early refresh, single-flight fetch, eviction).
 //! - [`http`]: the HTTP client builder and the transport every call goes through (sends a request,
 //!   reads the answer and what reqwest reports when there is none).
-//! - [`client`]: the calls themselves (send message, webhook push, urgent, batch_get_id).
+//! - [`client`]: the calls themselves (send message, webhook push, urgent, batch_get_id, and
+//!   the lifecycle calls: update a card, edit, recall).
 //! - [`directory`]: phone / email → open_id, cached, single-flight and batched.
 //! - [`webhook`]: custom-bot webhook settings, bodies and their signature.
 //!
@@ -26,9 +27,9 @@ pub mod token;
 #[cfg(feature = "runtime")]
 pub mod webhook;
 
-pub use classify::{ErrorClass, LarkError, Throttle};
+pub use classify::{Call, ErrorClass, LarkError, Throttle};
 #[cfg(feature = "runtime")]
-pub use client::{ClientConfig, LarkClient, SendOk, UserIdEntry};
+pub use client::{ClientConfig, LarkClient, Recalled, SendOk, Updated, UserIdEntry};
 #[cfg(feature = "runtime")]
 pub use directory::{LookupConfig, UserDirectory};
 #[cfg(feature = "runtime")]

@@ -25,7 +25,7 @@ use crate::envelope::prepare::Prepared;
 use crate::envelope::validate::EnvelopeValidator;
 use crate::record::SourceRecord;
 use crate::source::{Assignment, SinkConsumer};
-use crate::state::state_partition;
+use crate::state::state_partitions;
 use crate::transform::TransformRunner;
 
 /// How often the loop re-checks the buffer bound while no record arrives (e.g. while paused).
@@ -221,7 +221,9 @@ impl Intake {
             };
             for (key, partition) in expired {
                 if let Err(e) = state.changelog.write(partition, &key, None).await {
-                    tracing::warn!("messageKey: could not write the tombstone of an expired key: {e}");
+                    tracing::warn!(
+                        "messageKey: could not write the tombstone of an expired key: {e}"
+                    );
                 }
             }
         });
@@ -237,20 +239,26 @@ impl Intake {
         let Ok(tpl) = self.consumer.assignment() else {
             return Ok(());
         };
-        let count = state.changelog.partitions();
-        let owned: BTreeSet<i32> = tpl
-            .elements()
-            .iter()
-            .map(|e| state_partition(e.partition(), count))
-            .collect();
+        let owned = state_partitions(
+            tpl.elements().iter().map(|e| e.partition()),
+            state.changelog.partitions(),
+        );
         for p in self.restored.difference(&owned) {
             state.states.drop_partition(*p);
         }
-        for &p in owned.difference(&self.restored) {
-            let restored = state.changelog.restore(p).await?;
-            tracing::info!(state_partition = p, keys = restored.entries.len(), records = restored.records,
-                elapsed_ms = restored.elapsed.as_millis() as u64, "messageKey: state restored");
-            state.states.load(p, restored.entries);
+        let new: Vec<i32> = owned.difference(&self.restored).copied().collect();
+        if !new.is_empty() {
+            for (p, restored) in state.changelog.restore_all(&new).await? {
+                tracing::info!(
+                    state_partition = p,
+                    keys = restored.entries.len(),
+                    records = restored.records,
+                    bad = restored.bad,
+                    elapsed_ms = restored.elapsed.as_millis() as u64,
+                    "messageKey: state restored"
+                );
+                state.states.load(p, restored.entries);
+            }
         }
         self.restored = owned;
         Ok(())

@@ -10,22 +10,12 @@
 //! Coalesced versions ([`Outgoing::superseded`]) finish as `superseded` once the version that
 //! took their place has finished (landed, or been dead-lettered).
 
-use std::time::Duration;
-
-use super::settle::{durably, lark_config, Outgoing, Settle};
+use super::settle::{durably, lark_config, KeyedState, Outgoing, Settle};
 use super::verdict::{self, Verdict};
 use super::SinkError;
 use crate::delivery::keyed::{apply, now_ms, plan, Calls, Change, Landed, Op};
 use crate::results::{self, Delivery, SupersededBy};
-use crate::state::{state_partition, Changelog, MessageStates, StateKey};
-
-/// The keyed messages' state: the in-memory map and the changelog topic behind it.
-pub(super) struct KeyedState {
-    pub states: MessageStates,
-    pub changelog: Changelog,
-    /// `lark.state.ttl.ms`: entries whose message was sent longer ago are forgotten.
-    pub ttl: Duration,
-}
+use crate::state::{state_partition, StateKey};
 
 impl Settle {
     /// Delivers one keyed message to the end: plan, call Lark, write the state, buzz, result,
@@ -144,7 +134,13 @@ impl Settle {
         for older in &m.superseded {
             let record = &older.record.record;
             let result = self.outputs.results.is_some().then(|| {
-                results::superseded(&self.outputs.name, record, older.index, &older.envelope, &by)
+                results::superseded(
+                    &self.outputs.name,
+                    record,
+                    older.index,
+                    &older.envelope,
+                    &by,
+                )
             });
             self.write_result(record, result).await?;
             self.stats.keyed("superseded");

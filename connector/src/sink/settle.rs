@@ -17,7 +17,6 @@ use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::keyed::KeyedState;
 use super::verdict::{self, Subject, Verdict};
 use super::SinkError;
 use crate::control::Control;
@@ -28,6 +27,7 @@ use crate::lark::{LarkClient, UserDirectory};
 use crate::record::SourceRecord;
 use crate::results::{self, Delivery, Op, ResultWriter, UrgentOutcome};
 use crate::source::{Offsets, Ticket};
+use crate::state::{Changelog, MessageStates};
 use crate::telemetry::SinkStats;
 
 /// A record whose messages are being delivered. Finished when `pending` reaches zero.
@@ -143,6 +143,14 @@ pub(super) struct Outputs {
     pub results: Option<ResultWriter>,
     /// `lark.state.topic`, when set: keyed messages' state, written before their offset moves.
     pub state: Option<KeyedState>,
+}
+
+/// The keyed messages' state: the in-memory map and the changelog topic behind it.
+pub(super) struct KeyedState {
+    pub states: MessageStates,
+    pub changelog: Changelog,
+    /// `lark.state.ttl.ms`: entries whose message was sent longer ago are forgotten.
+    pub ttl: Duration,
 }
 
 /// Everything settling a message needs, shared by the receiver queues and the loop.

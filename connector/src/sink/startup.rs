@@ -8,8 +8,7 @@ use std::sync::{Arc, Mutex};
 
 use lark_sink_transforms::Chain;
 
-use super::keyed::KeyedState;
-use super::settle::{LarkSide, Outputs};
+use super::settle::{KeyedState, LarkSide, Outputs};
 use super::SinkError;
 use crate::config::{ConnectorConfig, Tolerance};
 use crate::control::Control;

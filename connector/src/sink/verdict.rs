@@ -157,7 +157,7 @@ mod tests {
 
     /// The dead letter of a send that failed with `class` and `code`.
     fn send_letter(class: ErrorClass, code: i64, attempts: u32, exhausted: bool) -> DeadLetter {
-        letter(sent(
+        letter(sent::<Delivered>(
             Err(failure(class, code, attempts, exhausted)),
             subject,
         ))
@@ -198,7 +198,9 @@ mod tests {
     fn an_app_wide_configuration_error_stops_instead_of_dead_lettering() {
         let f = failure(ErrorClass::Fatal, 10003, 1, false);
         let reason = f.to_string();
-        assert!(matches!(sent(Err(f.clone()), unused), Verdict::Stop(r) if r == reason));
+        assert!(
+            matches!(sent::<Delivered>(Err(f.clone()), unused), Verdict::Stop(r) if r == reason)
+        );
         let v = buzzed(Err(f), "om_1", "app", unused);
         assert!(matches!(v, Verdict::Stop(r) if r == reason));
     }

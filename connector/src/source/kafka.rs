@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, ResourceSpecifier, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::producer::{FutureProducer, Producer};
 use rdkafka::ClientConfig;
@@ -72,21 +72,45 @@ pub async fn ensure_topic(
     partitions: i32,
     replication: i32,
 ) -> Result<(), String> {
-    let metadata = producer
-        .client()
-        .fetch_metadata(Some(topic), Duration::from_secs(10))
-        .map_err(|e| format!("metadata request failed: {e}"))?;
-    let exists = metadata
-        .topics()
-        .iter()
-        .any(|t| t.name() == topic && t.error().is_none() && !t.partitions().is_empty());
-    if exists {
-        return Ok(());
+    ensure_topic_with(producer, kafka, topic, partitions, replication, &[])
+        .await
+        .map(|_| ())
+}
+
+/// What [`ensure_topic_with`] found or made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EnsuredTopic {
+    /// The topic's partition count: the existing topic's (kept as it is), or the one it was
+    /// created with.
+    pub partitions: i32,
+    /// Whether this call created it.
+    pub created: bool,
+}
+
+/// Makes sure `topic` exists; when it is missing, creates it with `partitions`, `replication`
+/// and the topic `configs` (e.g. `cleanup.policy=compact` for a changelog). An existing topic is
+/// kept as it is, whatever its partition count or configs: the caller reads what it got.
+pub async fn ensure_topic_with(
+    producer: &FutureProducer,
+    kafka: &BTreeMap<String, String>,
+    topic: &str,
+    partitions: i32,
+    replication: i32,
+    configs: &[(&str, &str)],
+) -> Result<EnsuredTopic, String> {
+    if let Some(existing) = partition_count(producer, topic)? {
+        return Ok(EnsuredTopic {
+            partitions: existing,
+            created: false,
+        });
     }
     let admin: AdminClient<DefaultClientContext> = producer_config(kafka)
         .create()
         .map_err(|e| format!("admin client: {e}"))?;
-    let new = NewTopic::new(topic, partitions, TopicReplication::Fixed(replication));
+    let mut new = NewTopic::new(topic, partitions, TopicReplication::Fixed(replication));
+    for (k, v) in configs {
+        new = new.set(k, v);
+    }
     let results = admin
         .create_topics(
             &[new],
@@ -96,10 +120,106 @@ pub async fn ensure_topic(
         .map_err(|e| e.to_string())?;
     for r in results {
         match r {
-            Ok(_) => tracing::info!(topic, "created topic"),
-            Err((_, rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Ok(_) => tracing::info!(topic, partitions, "created topic"),
+            // Someone else created it meanwhile: theirs is the topic, with its own count.
+            Err((_, rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists)) => {
+                let existing = partition_count(producer, topic)
+                    .ok()
+                    .flatten()
+                    .unwrap_or(partitions);
+                return Ok(EnsuredTopic {
+                    partitions: existing,
+                    created: false,
+                });
+            }
             Err((_, code)) => return Err(code.to_string()),
         }
     }
-    Ok(())
+    Ok(EnsuredTopic {
+        partitions,
+        created: true,
+    })
+}
+
+/// The partition count of `topic`, or `None` when the broker does not know it.
+fn partition_count(producer: &FutureProducer, topic: &str) -> Result<Option<i32>, String> {
+    let metadata = producer
+        .client()
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .map_err(|e| format!("metadata request failed: {e}"))?;
+    Ok(metadata
+        .topics()
+        .iter()
+        .find(|t| t.name() == topic && t.error().is_none() && !t.partitions().is_empty())
+        .map(|t| t.partitions().len() as i32))
+}
+
+/// The configs the broker reports for `topic` (DescribeConfigs), name → value, so a writer can
+/// tell whether a topic it found is set up as it needs (a changelog's `cleanup.policy`).
+pub async fn topic_configs(
+    kafka: &BTreeMap<String, String>,
+    topic: &str,
+) -> Result<BTreeMap<String, String>, String> {
+    let admin: AdminClient<DefaultClientContext> = producer_config(kafka)
+        .create()
+        .map_err(|e| format!("admin client: {e}"))?;
+    let results = admin
+        .describe_configs(
+            &[ResourceSpecifier::Topic(topic)],
+            &AdminOptions::new().request_timeout(Some(Duration::from_secs(10))),
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut out = BTreeMap::new();
+    for r in results {
+        let resource = r.map_err(|code| code.to_string())?;
+        for entry in resource.entries {
+            if let Some(v) = entry.value {
+                out.insert(entry.name, v);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Consumer settings a reader that only assigns partitions must not inherit from `kafka.*`: it
+/// joins no group and commits nothing, so it cannot disturb the sink's group or its offsets.
+const GROUP_ONLY: &[&str] = &[
+    "group.id",
+    "group.instance.id",
+    "group.protocol",
+    "group.remote.assignor",
+    "enable.auto.commit",
+    "enable.auto.offset.store",
+    "auto.commit.interval.ms",
+    "partition.assignment.strategy",
+    "session.timeout.ms",
+    "heartbeat.interval.ms",
+    "max.poll.interval.ms",
+    "auto.offset.reset",
+    "enable.partition.eof",
+];
+
+/// The `group.id` of an assign-only reader. librdkafka refuses `assign` without one ("Unknown
+/// group"), but a reader that never subscribes never joins it, and one that commits nothing
+/// leaves it without offsets: it names the reader in the broker's logs, nothing more.
+pub const READER_GROUP: &str = "lark-sink-assign-only-reader";
+
+/// A librdkafka consumer config from the `kafka.*` passthrough (connection, TLS, SASL, fetch
+/// sizes) for a reader that assigns partitions itself and reads them to their end: not in the
+/// sink's group (in [`READER_GROUP`], never joined), no commits, partition end reported, from the
+/// earliest offset.
+pub fn reader_config(kafka: &BTreeMap<String, String>) -> ClientConfig {
+    let mut cfg = ClientConfig::new();
+    for (k, v) in kafka {
+        if !GROUP_ONLY.contains(&k.as_str()) {
+            cfg.set(k, v);
+        }
+    }
+    cfg.set("group.id", READER_GROUP)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("enable.partition.eof", "true")
+        .set("auto.offset.reset", "earliest");
+    cfg
 }

@@ -1,7 +1,8 @@
 //! The Kafka side: the consumer ([`consumer`]), which topics it consumes ([`subscription`]),
 //! which offsets may be committed and storing them ([`offsets`]), the client helpers the writers
-//! share ([`kafka`]: producer config, the `acks=all` producer, topic creation), and the one probe
-//! of the connection that start-up and `check` both run ([`probe`]).
+//! share ([`kafka`]: producer config, the `acks=all` producer, topic creation and configs, the
+//! assign-only reader's config), and the one probe of the connection that start-up and `check`
+//! both run ([`probe`]).
 
 pub mod consumer;
 pub mod kafka;

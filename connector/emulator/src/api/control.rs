@@ -5,7 +5,7 @@
 //! get faults and never need a token.
 
 use axum::body::Bytes;
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -72,6 +72,10 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/_emulator/limits", get(get_limits).post(set_limits))
         .route("/_emulator/revoke-tokens", post(revoke_tokens))
         .route("/_emulator/recall", post(recall))
+        .route("/_emulator/messages/{message_id}", get(message_view))
+        .route("/_emulator/delete", post(mark_deleted))
+        .route("/_emulator/edit-count", post(set_edit_count))
+        .route("/_emulator/clock", get(get_clock).post(advance_clock))
         .route("/_emulator/reset", post(reset))
 }
 
@@ -145,6 +149,79 @@ async fn recall(State(s): State<AppState>, body: Bytes) -> Result<Response, Cont
         )
             .into_response())
     }
+}
+
+/// 404 `{"ok":false,"error":"no such message"}`.
+fn no_such_message() -> Response {
+    (
+        StatusCode::NOT_FOUND,
+        Json(json!({ "ok": false, "error": "no such message" })),
+    )
+        .into_response()
+}
+
+/// `GET /_emulator/messages/{message_id}`: the message's current state and history
+/// ([`crate::MessageView`]); 404 for an unknown id.
+async fn message_view(State(s): State<AppState>, Path(id): Path<String>) -> Response {
+    match s.lock().view(&id) {
+        Some(view) => Json(view).into_response(),
+        None => no_such_message(),
+    }
+}
+
+/// `{"message_id":"om_…"}`, the body of `/_emulator/delete`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MessageRef {
+    message_id: String,
+}
+
+/// `POST /_emulator/delete` `{"message_id":"om_…"}`: mark a message deleted, so PATCH / PUT /
+/// DELETE of it get 230110. Unknown ids → 404.
+async fn mark_deleted(State(s): State<AppState>, body: Bytes) -> Result<Response, ControlError> {
+    let req: MessageRef = serde_json::from_slice(&body)?;
+    Ok(match s.lock().mark_deleted(&req.message_id) {
+        true => ok().into_response(),
+        false => no_such_message(),
+    })
+}
+
+/// `POST /_emulator/edit-count` `{"message_id":"om_…","edit_count":20}`: set how many edits a
+/// message has used (at 20, PUT gets 230072). Unknown ids → 404.
+async fn set_edit_count(State(s): State<AppState>, body: Bytes) -> Result<Response, ControlError> {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct EditCount {
+        message_id: String,
+        edit_count: u32,
+    }
+    let req: EditCount = serde_json::from_slice(&body)?;
+    Ok(
+        match s.lock().set_edit_count(&req.message_id, req.edit_count) {
+            true => ok().into_response(),
+            false => no_such_message(),
+        },
+    )
+}
+
+/// `GET /_emulator/clock` → `{"offset_ms":N,"now_ms":M}`: the message clock's offset and time.
+async fn get_clock(State(s): State<AppState>) -> Response {
+    let st = s.lock();
+    Json(json!({ "offset_ms": st.clock_offset_ms, "now_ms": st.now_ms() })).into_response()
+}
+
+/// `POST /_emulator/clock` `{"advance_ms":N}` → `{"ok":true,"offset_ms":…}`: move the message
+/// clock forward (ages of messages; see [`crate::EmulatorHandle::advance_clock`]).
+async fn advance_clock(State(s): State<AppState>, body: Bytes) -> Result<Response, ControlError> {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Advance {
+        advance_ms: u64,
+    }
+    let req: Advance = serde_json::from_slice(&body)?;
+    let mut st = s.lock();
+    st.clock_offset_ms = st.clock_offset_ms.saturating_add(req.advance_ms);
+    Ok(Json(json!({ "ok": true, "offset_ms": st.clock_offset_ms })).into_response())
 }
 
 async fn revoke_tokens(State(s): State<AppState>) -> Response {

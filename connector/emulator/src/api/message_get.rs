@@ -41,9 +41,6 @@ fn read(shared: &Shared, message_id: &str, headers: &HeaderMap) -> Result<Value,
     if !visible_to(shared, msg, &app_id) {
         return Err(errors::MESSAGE_INVISIBLE.into());
     }
-    let mut item = msg.reply_data.clone();
-    if msg.public.recalled {
-        item["deleted"] = json!(true);
-    }
-    Ok(json!({ "items": [item] }))
+    // The current version (after PATCH / PUT), `deleted: true` once recalled or deleted.
+    Ok(json!({ "items": [msg.current_data()] }))
 }

@@ -24,6 +24,7 @@ use crate::state::Shared;
 mod contact;
 mod control;
 mod im_content;
+mod lifecycle;
 mod message_get;
 mod messages;
 mod token;
@@ -45,7 +46,10 @@ pub(crate) fn router(shared: AppState) -> Router {
         .route("/open-apis/im/v1/messages", post(messages::create))
         .route(
             "/open-apis/im/v1/messages/{message_id}",
-            get(message_get::get),
+            get(message_get::get)
+                .patch(lifecycle::update_card)
+                .put(lifecycle::edit)
+                .delete(lifecycle::recall),
         )
         .route(
             "/open-apis/im/v1/messages/{message_id}/reply",

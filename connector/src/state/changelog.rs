@@ -1,0 +1,395 @@
+//! The changelog topic (`lark.state.topic`): compacted, one record per [`StateKey`], written with
+//! the acknowledged producer and read back, one partition or several at a time, by a reader that
+//! assigns partitions itself (no group, no commits), so restoring never touches the sink's group.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::atomic::{AtomicI32, Ordering};
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::Message;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{Offset, TopicPartitionList};
+
+use super::{StateEntry, StateError, StateKey};
+use crate::source::kafka::{acked_producer, ensure_topic_with, reader_config, topic_configs};
+use crate::telemetry;
+
+/// How long a restore waits without any record or partition end before it gives up: a broker
+/// that answers nothing for this long is down, and the caller decides (the sink stops rather
+/// than send with a state it does not have).
+pub const RESTORE_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long a metadata (watermark) request of a restore may take.
+const WATERMARK_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The reader's prefetch (librdkafka `queued.max.messages.kbytes`): larger than the sink's 4 MB
+/// cap, since a restore wants to read fast and lives only until it reaches the end; 16 MB bounds
+/// it per restore.
+const RESTORE_PREFETCH_KB: &str = "16384";
+
+/// The topic configs the changelog is created with: compaction keeps the last record per key
+/// (and drops tombstones eventually), so the topic stays as large as the live state.
+const TOPIC_CONFIGS: &[(&str, &str)] = &[("cleanup.policy", "compact")];
+
+/// What [`Changelog::ensure_topic`] found or made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChangelogTopic {
+    /// Its partition count (an existing topic's is kept, whatever was asked for).
+    pub partitions: i32,
+    /// Whether this call created it (then with `cleanup.policy=compact`).
+    pub created: bool,
+    /// `cleanup.policy` as the broker reports it, `None` if it could not be read. An existing topic
+    /// without `compact` is used as it is, with a warning: it grows with every write.
+    pub cleanup_policy: Option<String>,
+}
+
+/// One state partition read back: the live entries (last value per key, tombstones applied) and
+/// what it took.
+#[derive(Debug, Clone, Default)]
+pub struct Restored {
+    /// The state partition.
+    pub partition: i32,
+    /// The entries, one per live key.
+    pub entries: HashMap<StateKey, StateEntry>,
+    /// Records read (values, tombstones and bad ones).
+    pub records: u64,
+    /// Tombstones among them.
+    pub tombstones: u64,
+    /// Records skipped as undecodable (a key or value lark-sink does not write). A bad value also
+    /// forgets its key's earlier value: that key's state is unknown, not the older one.
+    pub bad: u64,
+    /// The high watermark the restore read up to (taken when it started).
+    pub high_watermark: i64,
+    /// From the start of the restore to this partition's end.
+    pub elapsed: Duration,
+}
+
+impl Restored {
+    /// One changelog record: a value sets its key, a tombstone (no value) removes it.
+    fn apply(&mut self, key: Option<&[u8]>, value: Option<&[u8]>) {
+        self.records += 1;
+        let Some(key) = key.and_then(|k| StateKey::from_bytes(k).ok()) else {
+            self.bad += 1;
+            return;
+        };
+        match value.map(StateEntry::from_bytes) {
+            None => {
+                self.tombstones += 1;
+                self.entries.remove(&key);
+            }
+            Some(Ok(entry)) => {
+                self.entries.insert(key, entry);
+            }
+            Some(Err(_)) => {
+                self.bad += 1;
+                self.entries.remove(&key);
+            }
+        }
+    }
+}
+
+/// The changelog topic: its acknowledged producer, and the settings its restores read with.
+/// `Send + Sync`: one per sink, shared by the tasks that write. No `Debug`: `kafka` may hold
+/// credentials.
+pub struct Changelog {
+    producer: FutureProducer,
+    kafka: BTreeMap<String, String>,
+    topic: String,
+    /// The partition count [`Changelog::ensure_topic`] found; 0 before.
+    partitions: AtomicI32,
+}
+
+impl Changelog {
+    /// The changelog `topic`, reached with the `kafka.*` settings (`acks=all` forced on writes).
+    pub fn new(kafka: &BTreeMap<String, String>, topic: String) -> Result<Self, StateError> {
+        let producer = acked_producer(kafka).map_err(|source| StateError::Create {
+            what: "producer",
+            source,
+        })?;
+        Ok(Changelog {
+            producer,
+            kafka: kafka.clone(),
+            topic,
+            partitions: AtomicI32::new(0),
+        })
+    }
+
+    /// The topic's name.
+    pub fn topic(&self) -> &str {
+        &self.topic
+    }
+
+    /// Makes sure the topic exists: created with `partitions` partitions, the broker's default
+    /// replication and `cleanup.policy=compact` when missing; kept as it is when it exists (its
+    /// partition count is what [`Changelog::partitions`] then reports). Pass the source topic's
+    /// partition count, so [`super::state_partition`] maps one to one.
+    pub async fn ensure_topic(
+        &self,
+        kafka: &BTreeMap<String, String>,
+        partitions: i32,
+    ) -> Result<ChangelogTopic, StateError> {
+        let ensured = ensure_topic_with(
+            &self.producer,
+            kafka,
+            &self.topic,
+            partitions,
+            -1,
+            TOPIC_CONFIGS,
+        )
+        .await
+        .map_err(|reason| StateError::Topic {
+            topic: self.topic.clone(),
+            reason,
+        })?;
+        self.partitions.store(ensured.partitions, Ordering::Relaxed);
+        let cleanup_policy = match topic_configs(kafka, &self.topic).await {
+            Ok(mut configs) => configs.remove("cleanup.policy"),
+            Err(reason) => {
+                tracing::warn!(topic = %self.topic, %reason, "cannot read the state topic's configs");
+                None
+            }
+        };
+        if cleanup_policy
+            .as_deref()
+            .is_some_and(|p| !p.contains("compact"))
+        {
+            tracing::warn!(
+                topic = %self.topic,
+                cleanup_policy = cleanup_policy.as_deref().unwrap_or_default(),
+                "the state topic is not compacted: it keeps every write, and restores read them all"
+            );
+        }
+        Ok(ChangelogTopic {
+            partitions: ensured.partitions,
+            created: ensured.created,
+            cleanup_policy,
+        })
+    }
+
+    /// The partition count [`Changelog::ensure_topic`] found (0 before it ran).
+    pub fn partitions(&self) -> i32 {
+        self.partitions.load(Ordering::Relaxed)
+    }
+
+    /// Writes `key`'s entry (or, with `None`, its tombstone) to `partition` and returns once the
+    /// broker acknowledged it (`acks=all`); only then may the caller store the source offset.
+    pub async fn write(
+        &self,
+        partition: i32,
+        key: &StateKey,
+        entry: Option<&StateEntry>,
+    ) -> Result<(), StateError> {
+        let key_bytes = key.to_bytes();
+        let value = entry.map(StateEntry::to_bytes);
+        let mut out: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&self.topic)
+            .partition(partition)
+            .key(key_bytes.as_slice());
+        if let Some(v) = &value {
+            out = out.payload(v.as_slice());
+        }
+        self.producer
+            .send(out, Duration::from_secs(30))
+            .await
+            .map_err(|(source, _)| StateError::Write {
+                topic: self.topic.clone(),
+                partition,
+                source,
+            })?;
+        telemetry::state_written(entry.is_none());
+        Ok(())
+    }
+
+    /// Reads state partition `partition` from its beginning to its high watermark as it is when
+    /// the restore starts.
+    pub async fn restore(&self, partition: i32) -> Result<Restored, StateError> {
+        let mut all = self.restore_all(&[partition]).await?;
+        all.remove(&partition).ok_or_else(|| StateError::Restore {
+            topic: self.topic.clone(),
+            partition,
+            reason: "the restore returned no result for it".into(),
+        })
+    }
+
+    /// Reads several state partitions in one pass of one reader (on a blocking thread), each to its
+    /// high watermark at the start; each partition's `elapsed` ends when that partition does.
+    pub async fn restore_all(
+        &self,
+        partitions: &[i32],
+    ) -> Result<BTreeMap<i32, Restored>, StateError> {
+        let mut cfg = reader_config(&self.kafka);
+        cfg.set("queued.max.messages.kbytes", RESTORE_PREFETCH_KB);
+        let topic = self.topic.clone();
+        let wanted = partitions.to_vec();
+        let first = partitions.first().copied().unwrap_or(-1);
+        let result = tokio::task::spawn_blocking(move || {
+            let reader: BaseConsumer = cfg.create().map_err(|source| StateError::Create {
+                what: "reader",
+                source,
+            })?;
+            read_partitions(&reader, &topic, &wanted)
+        })
+        .await
+        .map_err(|e| StateError::Restore {
+            topic: self.topic.clone(),
+            partition: first,
+            reason: format!("the restore thread failed: {e}"),
+        })??;
+        for r in result.values() {
+            telemetry::state_restored(r.bad, r.elapsed);
+            tracing::info!(
+                topic = %self.topic,
+                partition = r.partition,
+                keys = r.entries.len(),
+                records = r.records,
+                bad = r.bad,
+                elapsed_ms = r.elapsed.as_millis() as u64,
+                "restored message state"
+            );
+        }
+        Ok(result)
+    }
+}
+
+/// One partition's restore in progress.
+struct Reading {
+    restored: Restored,
+    done: bool,
+}
+
+/// The restore proper: watermarks, assign, read until every partition reached its watermark.
+fn read_partitions(
+    reader: &BaseConsumer,
+    topic: &str,
+    partitions: &[i32],
+) -> Result<BTreeMap<i32, Restored>, StateError> {
+    let start = Instant::now();
+    let fail = |partition: i32, reason: String| StateError::Restore {
+        topic: topic.to_string(),
+        partition,
+        reason,
+    };
+    let mut reading = assign(reader, topic, partitions)?;
+    let mut last_progress = Instant::now();
+    let mut last_error: Option<KafkaError> = None;
+    while let Some((&p, _)) = reading.iter().find(|(_, r)| !r.done) {
+        let Some(polled) = reader.poll(Duration::from_millis(200)) else {
+            if last_progress.elapsed() >= RESTORE_IDLE_TIMEOUT {
+                let why = last_error.map_or("no answer".to_string(), |e| e.to_string());
+                let reason = format!("nothing read for {RESTORE_IDLE_TIMEOUT:?}: {why}");
+                return Err(fail(p, reason));
+            }
+            continue;
+        };
+        let (partition, reached) = match polled {
+            Ok(m) => {
+                // Records written since the start (past the watermark) are not this restore's.
+                let Some(r) = reading
+                    .get_mut(&m.partition())
+                    .filter(|r| !r.done && m.offset() < r.restored.high_watermark)
+                else {
+                    last_progress = Instant::now();
+                    continue;
+                };
+                r.restored.apply(m.key(), m.payload());
+                last_progress = Instant::now();
+                (m.partition(), m.offset() + 1 >= r.restored.high_watermark)
+            }
+            // The end of the log, which is at or past the watermark taken at the start.
+            Err(KafkaError::PartitionEOF(partition)) => {
+                last_progress = Instant::now();
+                (partition, true)
+            }
+            Err(e) => {
+                tracing::debug!(topic, error = %e, "state restore: consumer error");
+                last_error = Some(e);
+                continue;
+            }
+        };
+        if let Some(r) = reading.get_mut(&partition).filter(|r| reached && !r.done) {
+            r.done = true;
+            r.restored.elapsed = start.elapsed();
+        }
+    }
+    Ok(reading.into_iter().map(|(p, r)| (p, r.restored)).collect())
+}
+
+/// Takes each partition's watermarks and assigns the non-empty ones from their beginning; an
+/// empty partition is done at once.
+fn assign(
+    reader: &BaseConsumer,
+    topic: &str,
+    partitions: &[i32],
+) -> Result<BTreeMap<i32, Reading>, StateError> {
+    let fail = |partition: i32, reason: String| StateError::Restore {
+        topic: topic.to_string(),
+        partition,
+        reason,
+    };
+    let mut reading = BTreeMap::new();
+    let mut tpl = TopicPartitionList::new();
+    for p in partitions.iter().copied().collect::<BTreeSet<i32>>() {
+        let (low, high) = reader
+            .fetch_watermarks(topic, p, WATERMARK_TIMEOUT)
+            .map_err(|e| fail(p, format!("watermarks: {e}")))?;
+        let done = high <= low;
+        if !done {
+            tpl.add_partition_offset(topic, p, Offset::Beginning)
+                .map_err(|e| fail(p, e.to_string()))?;
+        }
+        let restored = Restored {
+            partition: p,
+            high_watermark: high,
+            ..Restored::default()
+        };
+        reading.insert(p, Reading { restored, done });
+    }
+    reader
+        .assign(&tpl)
+        .map_err(|e| fail(partitions.first().copied().unwrap_or(-1), e.to_string()))?;
+    Ok(reading)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(id: &str) -> StateEntry {
+        StateEntry {
+            message_id: id.into(),
+            msg_type: "interactive".into(),
+            chat_id: None,
+            sent_ms: 1,
+            updated_ms: 1,
+            edits: 0,
+        }
+    }
+
+    #[test]
+    fn the_last_value_wins_and_tombstones_remove() {
+        let a = StateKey::new("chat_id:oc_1", "a");
+        let b = StateKey::new("chat_id:oc_1", "b");
+        let mut r = Restored::default();
+        r.apply(Some(&a.to_bytes()), Some(&entry("om_1").to_bytes()));
+        r.apply(Some(&b.to_bytes()), Some(&entry("om_2").to_bytes()));
+        r.apply(Some(&a.to_bytes()), Some(&entry("om_3").to_bytes()));
+        r.apply(Some(&b.to_bytes()), None);
+        assert_eq!((r.records, r.tombstones, r.bad), (4, 1, 0));
+        assert_eq!(r.entries.len(), 1);
+        assert_eq!(r.entries[&a].message_id, "om_3");
+    }
+
+    #[test]
+    fn bad_records_are_counted_and_a_bad_value_forgets_its_key() {
+        let a = StateKey::new("chat_id:oc_1", "a");
+        let mut r = Restored::default();
+        r.apply(Some(&a.to_bytes()), Some(&entry("om_1").to_bytes()));
+        r.apply(None, Some(&entry("om_2").to_bytes()));
+        r.apply(Some(b"not json"), Some(&entry("om_2").to_bytes()));
+        assert_eq!(r.entries[&a].message_id, "om_1");
+        r.apply(Some(&a.to_bytes()), Some(b"{\"v\":2}"));
+        assert_eq!((r.records, r.tombstones, r.bad), (4, 0, 3));
+        assert!(r.entries.is_empty());
+    }
+}
