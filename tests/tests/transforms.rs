@@ -186,39 +186,107 @@ async fn lua_transform_end_to_end() {
     engine_end_to_end("lua", "lua", LUA, 5).await;
 }
 
-/// A shipped example, from its file, through broker and emulator.
+/// A shipped example, from its file, through broker and emulator: one card per alert (its
+/// fingerprint is the `messageKey`), turned from red or orange to green in place when the alert
+/// resolves. The firing notifications go first and the resolved ones once their cards are in
+/// Lark, so each resolution is an update of its card (versions waiting together would coalesce).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn alertmanager_example_delivers_cards() {
+async fn alertmanager_example_updates_one_card_per_alert() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let dir = root.join("deploy/examples/transforms");
-    let s = Scenario::new("tf-alertmanager", 1).await;
+    let s = Scenario::new("tf-alertmanager", 2).await;
     let mut cfg = s.config();
     cfg["config"]["transforms"] = json!("alerts");
     cfg["config"]["transforms.alerts.type"] = json!("javascript");
     cfg["config"]["transforms.alerts.file"] =
         json!(dir.join("alertmanager-to-card.js").canonicalize().unwrap());
+    cfg["config"]["lark.state.topic"] = json!(format!("{}-state", s.topic));
     let samples = std::fs::read_to_string(dir.join("alertmanager-to-card.jsonl")).unwrap();
-    for line in samples.lines().filter(|l| !l.trim().is_empty()) {
-        s.send_raw(None, line.as_bytes(), &[]).await;
-    }
+    let notifications: Vec<(&str, Value)> = samples
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| (l, serde_json::from_str(l).unwrap()))
+        .collect();
+    // Keyed by groupKey, as a bridge from Alertmanager should: an alert's notifications share a
+    // partition.
+    let produce = |status: &'static str| {
+        let batch: Vec<_> = notifications
+            .iter()
+            .filter(|(_, n)| n["status"] == status)
+            .cloned()
+            .collect();
+        let s = &s;
+        async move {
+            for (line, n) in batch {
+                s.send_raw(n["groupKey"].as_str(), line.as_bytes(), &[])
+                    .await;
+            }
+        }
+    };
+    produce("firing").await;
     let _c = Connector::start(&cfg);
-    wait_until("2 cards in the emulator", WAIT, || {
-        s.lark.messages().len() >= 2
+    wait_until("3 alert cards in the emulator", WAIT, || {
+        s.lark.messages().len() >= 3
+    })
+    .await;
+    produce("resolved").await;
+    let colours = |id: &str| -> Vec<String> {
+        let view = s
+            .lark
+            .message_view(id)
+            .expect("the emulator knows the card");
+        view.versions
+            .iter()
+            .map(|v| {
+                v.content["header"]["template"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_string()
+            })
+            .collect()
+    };
+    wait_until("every alert card turned green", WAIT, || {
+        s.lark
+            .messages()
+            .iter()
+            .all(|m| colours(&m.message_id).last().map(String::as_str) == Some("green"))
     })
     .await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let msgs = s.lark.messages();
-    assert_eq!(msgs.len(), 2, "{msgs:#?}");
-    let titles: Vec<&str> = msgs
+    assert_eq!(msgs.len(), 3, "one card per alert: {msgs:#?}");
+    let mut cards: Vec<(String, Vec<String>)> = msgs
         .iter()
         .map(|m| {
             assert_eq!(
                 (m.msg_type.as_str(), m.receive_id.as_str()),
                 ("interactive", "oc_ops")
             );
-            m.content["header"]["title"]["content"].as_str().unwrap()
+            let view = s.lark.message_view(&m.message_id).unwrap();
+            (
+                view.content["header"]["title"]["content"]
+                    .as_str()
+                    .unwrap()
+                    .to_string(),
+                colours(&m.message_id),
+            )
         })
         .collect();
-    assert_eq!(titles, ["[FIRING:2] HighErrorRate", "[RESOLVED] DiskFull"]);
+    cards.sort();
+    let card = |title: &str, first: &str| {
+        (
+            title.to_string(),
+            vec![first.to_string(), "green".to_string()],
+        )
+    };
+    assert_eq!(
+        cards,
+        [
+            card("[RESOLVED] DiskFull on db-1", "orange"),
+            card("[RESOLVED] HighErrorRate on api-1:8080", "red"),
+            card("[RESOLVED] HighErrorRate on api-2:8080", "red"),
+        ],
+        "each card was sent once and updated once, in place"
+    );
     assert!(s.dead_letters(1, Duration::from_secs(2)).is_empty());
 }

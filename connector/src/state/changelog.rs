@@ -146,6 +146,8 @@ impl Changelog {
         self.partitions.store(ensured.partitions, Ordering::Relaxed);
         let cleanup_policy = match topic_configs(kafka, &self.topic).await {
             Ok(mut configs) => configs.remove("cleanup.policy"),
+            // Created just now, compacted by us: nothing to warn about.
+            Err(_) if ensured.created => Some("compact".to_string()),
             Err(reason) => {
                 tracing::warn!(topic = %self.topic, %reason, "cannot read the state topic's configs");
                 None
