@@ -43,6 +43,7 @@ pub const METRICS: &[(&str, &str, &str)] = &[
     ("lark_sink_state_writes_total", "counter", "Acknowledged writes to the state changelog topic, by kind (entry, tombstone)."),
     ("lark_sink_state_restore_seconds", "histogram", "Time to restore one state partition from the changelog topic."),
     ("lark_sink_state_bad_records_total", "counter", "Changelog records a restore skipped as undecodable."),
+    ("lark_sink_state_restoring_partitions", "gauge", "Source partitions paused until the state of their state partition is restored."),
 ];
 
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
@@ -244,6 +245,11 @@ pub fn state_written(tombstone: bool) {
     labelled_counter("lark_sink_state_writes_total", "kind", kind).increment(1);
 }
 
+/// How many source partitions wait, paused, for a state restore now.
+pub fn state_restoring(partitions: usize) {
+    gauge!("lark_sink_state_restoring_partitions").set(partitions as f64);
+}
+
 /// One state partition restored in `elapsed`, `bad` records skipped. The partition and its key
 /// count are in the restore's log line, not labels; the keys held show in `lark_sink_state_keys`.
 pub fn state_restored(bad: u64, elapsed: Duration) {
@@ -397,6 +403,7 @@ mod tests {
             state_written(true);
             state_restored(0, Duration::from_millis(20));
             state_restored(2, Duration::from_millis(40));
+            state_restoring(2);
         });
         let text = handle.render();
         assert_series(
@@ -407,6 +414,7 @@ mod tests {
                 ("lark_sink_state_writes_total{kind=\"tombstone\"}", 1.0),
                 ("lark_sink_state_restore_seconds_count", 2.0),
                 ("lark_sink_state_bad_records_total", 2.0),
+                ("lark_sink_state_restoring_partitions", 2.0),
             ],
         );
         for name in [
@@ -414,6 +422,7 @@ mod tests {
             "lark_sink_state_writes_total",
             "lark_sink_state_restore_seconds",
             "lark_sink_state_bad_records_total",
+            "lark_sink_state_restoring_partitions",
         ] {
             assert!(METRICS.iter().any(|(n, _, _)| *n == name), "{name}");
         }

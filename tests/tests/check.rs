@@ -144,6 +144,8 @@ async fn check_reports_each_broken_setting_distinctly() {
     base["config"]["lark.webhooks.signed.token"] = json!("hook-signed");
     base["config"]["lark.webhooks.signed.secret"] = json!(HOOK_SECRET);
     base["config"]["lark.webhooks.plain.token"] = json!("hook-plain");
+    let state = unique("check-state");
+    base["config"]["lark.state.topic"] = json!(state);
     let fx = Fixture {
         dir: dir.clone(),
         base,
@@ -161,6 +163,7 @@ async fn check_reports_each_broken_setting_distinctly() {
             "topic",
             "dlq",
             "dlq-write",
+            "state",
             "credentials",
             "send-scope",
             "bot",
@@ -215,7 +218,7 @@ async fn check_reports_each_broken_setting_distinctly() {
     );
     assert!(line.contains("kafka.bootstrap.servers"), "{line}");
     let skipped: Vec<String> = r.lines("SKIP").into_iter().map(|(id, _)| id).collect();
-    assert_eq!(skipped, ["topic", "dlq", "dlq-write"], "{}", r.out);
+    assert_eq!(skipped, ["topic", "dlq", "dlq-write", "state"], "{}", r.out);
     assert_eq!(r.lines("OK").len(), 6, "{}", r.out);
 
     // A missing source topic, next to an existing one.
@@ -266,6 +269,68 @@ async fn check_reports_each_broken_setting_distinctly() {
     assert!(line.contains("kafka-topics.sh --create"), "{line}");
     assert_eq!(r.lines("SKIP")[0].0, "dlq-write");
     assert!(!topic_exists(&missing_dlq), "check must not create topics");
+
+    // The state topic: missing is fine (start-up creates it, compacted, partitioned like the
+    // source), and check does not create it; without one, keyed records are dead-lettered.
+    assert!(
+        good.out.contains(&format!(
+            "{state}: not there yet; start-up creates it with 3 partition(s) and cleanup.policy=compact"
+        )),
+        "{}",
+        good.out
+    );
+    assert!(!topic_exists(&state), "check must not create topics");
+    let r = fx.check(
+        |c| {
+            c.as_object_mut().unwrap().remove("lark.state.topic");
+        },
+        &[],
+    );
+    assert_eq!(r.code, Some(0), "{}", r.out);
+    let skips = r.lines("SKIP");
+    assert_eq!(skips.len(), 1, "{}", r.out);
+    assert_eq!(skips[0].0, "state");
+    assert!(skips[0]
+        .1
+        .contains("records with a messageKey are dead-lettered"));
+    // An existing one that is not compacted, or has fewer partitions than the source: warnings.
+    let plain = unique("check-state-plain");
+    create_topic(&plain, 3).await;
+    let r = fx.check(|c| c["lark.state.topic"] = json!(plain), &[]);
+    assert_eq!(r.code, Some(0), "{}", r.out);
+    let warns = r.lines("WARN");
+    assert_eq!(warns.len(), 1, "{}", r.out);
+    assert_eq!(warns[0].0, "state");
+    // Kafka reports `cleanup.policy=delete`; tansu reports none for a topic created without it.
+    assert!(
+        warns[0].1.contains("not compacted")
+            || warns[0].1.contains("whether it is compacted is unknown"),
+        "{}",
+        warns[0].1
+    );
+    assert!(
+        warns[0].1.contains("--add-config cleanup.policy=compact"),
+        "{}",
+        warns[0].1
+    );
+    let few = unique("check-state-few");
+    let kafka = std::collections::BTreeMap::from([("bootstrap.servers".to_string(), broker())]);
+    lark_sink::state::Changelog::new(&kafka, few.clone())
+        .expect("changelog")
+        .ensure_topic(&kafka, 1)
+        .await
+        .expect("a compacted topic of 1 partition");
+    let r = fx.check(|c| c["lark.state.topic"] = json!(few), &[]);
+    assert_eq!(r.code, Some(0), "{}", r.out);
+    let warns = r.lines("WARN");
+    assert_eq!(warns.len(), 1, "{}", r.out);
+    assert!(
+        warns[0]
+            .1
+            .contains("1 partition(s), cleanup.policy=compact; fewer than the source's 3"),
+        "{}",
+        warns[0].1
+    );
 
     // Wrong app secret, unknown app id: which key to fix, with Lark's code.
     let r = fx.check(|c| c["lark.app.secret"] = json!("not-the-secret"), &[]);

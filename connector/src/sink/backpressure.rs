@@ -91,18 +91,26 @@ impl Backpressure {
         }
     }
 
+    /// Whether the assigned partitions are paused by backpressure (or the admin API).
+    pub fn paused(&self) -> bool {
+        self.paused
+    }
+
     /// Records that `action` took effect on the consumer.
     pub fn done(&mut self, action: Action) {
         self.paused = matches!(action, Action::Pause { .. });
     }
 }
 
-/// Carries `action` out on every assigned partition; returns whether it took effect.
+/// Carries `action` out on every assigned partition (a resume leaves out the partitions for which
+/// `restoring` is true: they wait for their state, see `super::restore`); returns whether it took
+/// effect.
 pub(super) fn apply(
     action: Action,
     load: Load,
     consumer: &SinkConsumer,
     stats: &SinkStats,
+    restoring: &dyn Fn(&str, i32) -> bool,
 ) -> bool {
     // Only now ask for the assignment: it is a round trip to librdkafka's main thread, too
     // dear for every record (it was a tenth of the connector's CPU in the engine benchmark).
@@ -128,7 +136,7 @@ pub(super) fn apply(
                 false
             }
         },
-        Action::Resume => match consumer.resume(&assignment) {
+        Action::Resume => match consumer.resume(&without(&assignment, restoring)) {
             Ok(()) => {
                 tracing::info!(messages, bytes, "buffer drained: partitions resumed");
                 stats.paused(0);
@@ -140,6 +148,20 @@ pub(super) fn apply(
             }
         },
     }
+}
+
+/// `assignment` without the partitions `leave_out` names.
+fn without(
+    assignment: &rdkafka::TopicPartitionList,
+    leave_out: &dyn Fn(&str, i32) -> bool,
+) -> rdkafka::TopicPartitionList {
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    for e in assignment.elements() {
+        if !leave_out(e.topic(), e.partition()) {
+            tpl.add_partition(e.topic(), e.partition());
+        }
+    }
+    tpl
 }
 
 #[cfg(test)]

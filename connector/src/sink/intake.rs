@@ -17,6 +17,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
 use super::backpressure::{self, Backpressure, Load};
+use super::restore::{partition_list, Done, Restores, SourcePartition};
 use super::settle::{Deliverer, InFlight, Outgoing, Settle};
 use super::SinkError;
 use crate::config::ConnectorConfig;
@@ -25,7 +26,6 @@ use crate::envelope::prepare::Prepared;
 use crate::envelope::validate::EnvelopeValidator;
 use crate::record::SourceRecord;
 use crate::source::{Assignment, SinkConsumer};
-use crate::state::state_partitions;
 use crate::transform::TransformRunner;
 
 /// How often the loop re-checks the buffer bound while no record arrives (e.g. while paused).
@@ -64,8 +64,13 @@ pub(super) struct Intake {
     /// Partitions were assigned since the last backpressure step (they start unpaused in
     /// librdkafka, so a paused buffer must pause them too).
     reassigned: bool,
-    /// The state partitions whose keyed-message state is held (with `lark.state.topic`).
-    restored: BTreeSet<i32>,
+    /// The keyed messages' state (with `lark.state.topic`): held, being restored, and the source
+    /// partitions paused until it is in.
+    restores: Restores,
+    /// [`crate::source::SinkContext::assigns`] when the state last followed the assignment.
+    seen_assigns: u64,
+    /// The expiry of keys past `lark.state.ttl.ms` under way, if any (one at a time).
+    expiry: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Intake {
@@ -87,7 +92,9 @@ impl Intake {
             assignments: consumer.context().assignments(),
             broker_up: consumer.context().broker_up(),
             reassigned: false,
-            restored: BTreeSet::new(),
+            restores: Restores::default(),
+            expiry: None,
+            seen_assigns: 0,
             consumer,
             scheduler: Scheduler::new(Deliverer(settle.clone())),
             settle,
@@ -113,6 +120,10 @@ impl Intake {
                     self.on_tick(&mut last_housekeeping).await?;
                     continue;
                 }
+                done = self.restores.next(), if self.restores.busy() => {
+                    self.restored(done).await?;
+                    continue;
+                }
                 m = self.consumer.recv(), if self.backpressure.taking() => m,
             };
             let record = match msg {
@@ -130,7 +141,12 @@ impl Intake {
     async fn take(&mut self, record: SourceRecord) -> Result<(), SinkError> {
         // The record may be the first of a new assignment: its share of the rate budget, and its
         // partition's keyed-message state, apply before any of its messages is sent.
-        self.follow_rebalance().await?;
+        self.follow_rebalance()?;
+        if self.restores.waits(&record) {
+            // Taken before its partition's pause took effect: it waits for the state.
+            self.restores.hold(record);
+            return Ok(());
+        }
         self.settle.stats.received(&record.topic);
         let (ticket, revoked) = self
             .settle
@@ -190,7 +206,7 @@ impl Intake {
     /// The tick: backpressure, the admin API's status, finished dead-letter tasks, and now and
     /// then the idle rate state and the expired keys.
     async fn on_tick(&mut self, last_housekeeping: &mut Instant) -> Result<(), SinkError> {
-        self.follow_rebalance().await?;
+        self.follow_rebalance()?;
         self.apply_backpressure();
         self.report_status();
         while self.dead_letters.try_join_next().is_some() {}
@@ -202,65 +218,83 @@ impl Intake {
         Ok(())
     }
 
-    /// Forgets the keys whose message was sent longer ago than `lark.state.ttl.ms`: out of the
-    /// map at once, and a tombstone each in the state topic (written off the loop; a lost one
-    /// only means the key is forgotten again after the next restore).
+    /// Forgets the keys whose message was sent longer ago than `lark.state.ttl.ms`, off the loop:
+    /// tombstones in batches, each key out of the map once its tombstone is acknowledged
+    /// ([`crate::state::Changelog::expire`]). One expiry at a time: a large one outlasting the
+    /// housekeeping interval is not started again beside itself.
     fn expire_keys(&mut self) {
-        let Some(state) = &self.settle.outputs.state else {
-            return;
-        };
-        let expired = state.states.expire(now_ms(), state.ttl);
-        if expired.is_empty() {
+        if self.settle.outputs.state.is_none()
+            || self.expiry.as_ref().is_some_and(|t| !t.is_finished())
+        {
             return;
         }
-        tracing::info!(keys = expired.len(), ttl = ?state.ttl, "messageKey: forgetting expired keys");
         let settle = self.settle.clone();
-        self.dead_letters.spawn(async move {
+        self.expiry = Some(tokio::spawn(async move {
             let Some(state) = &settle.outputs.state else {
                 return;
             };
-            for (key, partition) in expired {
-                if let Err(e) = state.changelog.write(partition, &key, None).await {
-                    tracing::warn!(
-                        "messageKey: could not write the tombstone of an expired key: {e}"
-                    );
-                }
+            let started = Instant::now();
+            let done = state
+                .changelog
+                .expire(&state.states, now_ms(), state.ttl)
+                .await;
+            if done.due > 0 {
+                tracing::info!(
+                    due = done.due,
+                    forgotten = done.forgotten,
+                    rewritten = done.rewritten,
+                    failed = done.failed,
+                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    ttl = ?state.ttl,
+                    "messageKey: expired keys forgotten"
+                );
             }
-        });
+        }));
     }
 
-    /// Restores the keyed messages' state of newly assigned partitions (from the state topic, to
-    /// its end, before any of their records is taken) and drops that of revoked ones, so an
-    /// instance holds exactly the state of the partitions it owns.
-    async fn follow_state(&mut self) -> Result<(), SinkError> {
+    /// Follows the assignment with the keyed messages' state: drops that of revoked partitions,
+    /// and starts restoring that of new ones with their source partitions paused, while the loop
+    /// goes on (see [`super::restore`]).
+    fn follow_state(&mut self) {
         let Some(state) = &self.settle.outputs.state else {
-            return Ok(());
+            return;
         };
         let Ok(tpl) = self.consumer.assignment() else {
-            return Ok(());
+            return;
         };
-        let owned = state_partitions(
-            tpl.elements().iter().map(|e| e.partition()),
-            state.changelog.partitions(),
-        );
-        for p in self.restored.difference(&owned) {
-            state.states.drop_partition(*p);
-        }
-        let new: Vec<i32> = owned.difference(&self.restored).copied().collect();
-        if !new.is_empty() {
-            for (p, restored) in state.changelog.restore_all(&new).await? {
-                tracing::info!(
-                    state_partition = p,
-                    keys = restored.entries.len(),
-                    records = restored.records,
-                    bad = restored.bad,
-                    elapsed_ms = restored.elapsed.as_millis() as u64,
-                    "messageKey: state restored"
-                );
-                state.states.load(p, restored.entries);
+        let assigned: BTreeSet<SourcePartition> = tpl
+            .elements()
+            .iter()
+            .map(|e| (e.topic().to_string(), e.partition()))
+            .collect();
+        let assigns = self.consumer.context().assigns();
+        let continuous = assigns <= self.seen_assigns + 1;
+        self.seen_assigns = assigns;
+        let partitions = state.changelog.partitions();
+        let followed = self
+            .restores
+            .follow(&self.settle, &assigned, continuous, partitions);
+        if !followed.pause.is_empty() {
+            if let Err(e) = self.consumer.pause(&partition_list(&followed.pause)) {
+                // Their records are held instead (see `take`); the prefetch bounds them.
+                tracing::warn!("pausing partitions for a state restore failed: {e}");
             }
         }
-        self.restored = owned;
+    }
+
+    /// A restore is in: its state partitions are held, their source partitions resume (unless
+    /// backpressure holds every partition paused; it resumes them later), and the records held
+    /// meanwhile are taken, in order.
+    async fn restored(&mut self, done: Done) -> Result<(), SinkError> {
+        let resume = self.restores.finished(&self.settle, done)?;
+        if !resume.is_empty() && !self.backpressure.paused() {
+            if let Err(e) = self.consumer.resume(&partition_list(&resume)) {
+                tracing::warn!("resuming partitions after a state restore failed: {e}");
+            }
+        }
+        for record in self.restores.released() {
+            self.take(record).await?;
+        }
         Ok(())
     }
 
@@ -281,7 +315,8 @@ impl Intake {
             .backpressure
             .step(load, bound, user_paused, reassigned, Instant::now());
         if let Some(action) = step {
-            if backpressure::apply(action, load, &self.consumer, stats) {
+            let restoring = |topic: &str, partition: i32| self.restores.waits_for(topic, partition);
+            if backpressure::apply(action, load, &self.consumer, stats, &restoring) {
                 self.backpressure.done(action);
             }
         }
@@ -290,13 +325,13 @@ impl Intake {
     /// Acts on an assignment the rebalance context published since the last look: the next
     /// backpressure step pauses the new partitions if the buffer is paused, and with
     /// `lark.rate.share=auto` the app's rate budget is scaled to this instance's share.
-    async fn follow_rebalance(&mut self) -> Result<(), SinkError> {
+    fn follow_rebalance(&mut self) -> Result<(), SinkError> {
         if !self.assignments.has_changed().unwrap_or(false) {
             return Ok(());
         }
         let assignment = *self.assignments.borrow_and_update();
         self.reassigned = true;
-        self.follow_state().await?;
+        self.follow_state();
         if let Some(share) = assignment.share {
             self.settle.lark.limits.set_share(share);
             tracing::info!(

@@ -14,6 +14,8 @@
 //! 1. `startup.rs`: the components, built and checked before the first record.
 //! 2. `intake.rs`: the loop takes the record, prepares it and hands its messages to the queues.
 //! 3. `backpressure.rs`: when the loop stops taking records and pauses the partitions (pure).
+//!    `restore.rs`: with `lark.state.topic`, which state partitions are held or being restored
+//!    beside the loop, and the source partitions paused (their records held) until then.
 //! 4. `settle.rs`: each queue sends a message to Lark and settles it: buzz, result or dead letter,
 //!    and the offset once the record's last message is finished. `keyed.rs`: the same for a
 //!    message with a `messageKey` (send, update in place, replace or recall, with the key's
@@ -29,6 +31,7 @@
 mod backpressure;
 mod intake;
 mod keyed;
+mod restore;
 mod settle;
 mod startup;
 mod verdict;

@@ -11,6 +11,7 @@
 //! channels, and the sink acts on it.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -69,12 +70,22 @@ pub struct SinkContext {
     assignment: watch::Sender<Assignment>,
     /// Whether any broker connection is up, from the last statistics (for `/readyz`).
     broker_up: watch::Sender<bool>,
+    /// Assignments so far ([`SinkContext::assigns`]): two or more since the sink last looked,
+    /// and a partition owned at both looks may have been someone else's in between, which the
+    /// assignment alone does not show.
+    assigns: AtomicU64,
 }
 
 impl SinkContext {
     /// Every assignment from now on; the sink reads them between records.
     pub fn assignments(&self) -> watch::Receiver<Assignment> {
         self.assignment.subscribe()
+    }
+
+    /// How many assignments there were so far (each rebalance that gave this instance
+    /// partitions, or took them, ends with one).
+    pub fn assigns(&self) -> u64 {
+        self.assigns.load(Ordering::SeqCst)
     }
 
     /// Whether a broker connection is up, each time librdkafka's statistics say.
@@ -151,6 +162,7 @@ impl ConsumerContext for SinkContext {
 
     fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Assign(tpl) = rebalance {
+            self.assigns.fetch_add(1, Ordering::SeqCst);
             let share = self
                 .partition_share
                 .then(|| self.partition_share(consumer, tpl.count()))
@@ -216,6 +228,7 @@ pub fn create_consumer(
         partition_share: cfg.partition_share,
         assignment: watch::channel(Assignment::default()).0,
         broker_up: watch::channel(false).0,
+        assigns: AtomicU64::new(0),
     })?;
     match &cfg.topics {
         Topics::List(topics) => {

@@ -3,16 +3,17 @@
 //! assigns partitions itself (no group, no commits), so restoring never touches the sink's group.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
 
-use super::{StateEntry, StateError, StateKey};
+use super::{AfterTombstone, MessageStates, StateEntry, StateError, StateKey};
 use crate::source::kafka::{acked_producer, ensure_topic_with, reader_config, topic_configs};
 use crate::telemetry;
 
@@ -28,6 +29,14 @@ const WATERMARK_TIMEOUT: Duration = Duration::from_secs(10);
 /// cap, since a restore wants to read fast and lives only until it reaches the end; 16 MB bounds
 /// it per restore.
 const RESTORE_PREFETCH_KB: &str = "16384";
+
+/// How many tombstones [`Changelog::expire`] has in flight at once: enough for the producer to
+/// batch them (100k keys in seconds, not one round trip each), few enough to bound the memory.
+pub const EXPIRE_BATCH: usize = 1000;
+
+/// How long a write of the state may take before it fails (librdkafka `message.timeout.ms` for
+/// the record).
+const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The topic configs the changelog is created with: compaction keeps the last record per key
 /// (and drops tombstones eventually), so the topic stays as large as the live state.
@@ -192,7 +201,7 @@ impl Changelog {
             out = out.payload(v.as_slice());
         }
         self.producer
-            .send(out, Duration::from_secs(30))
+            .send(out, WRITE_TIMEOUT)
             .await
             .map_err(|(source, _)| StateError::Write {
                 topic: self.topic.clone(),
@@ -201,6 +210,86 @@ impl Changelog {
             })?;
         telemetry::state_written(entry.is_none());
         Ok(())
+    }
+
+    /// Enqueues `key`'s entry (or tombstone) in the producer without waiting: the write's place
+    /// in the partition is fixed when this returns, its acknowledgement is the future's.
+    fn enqueue(
+        &self,
+        partition: i32,
+        key: &StateKey,
+        entry: Option<&StateEntry>,
+    ) -> Result<DeliveryFuture, StateError> {
+        let key_bytes = key.to_bytes();
+        let value = entry.map(StateEntry::to_bytes);
+        let mut out: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&self.topic)
+            .partition(partition)
+            .key(key_bytes.as_slice());
+        if let Some(v) = &value {
+            out = out.payload(v.as_slice());
+        }
+        self.producer
+            .send_result(out)
+            .map_err(|(source, _)| StateError::Write {
+                topic: self.topic.clone(),
+                partition,
+                source,
+            })
+    }
+
+    /// Forgets the keys of `states` first sent more than `ttl` before `now_ms`: a tombstone each,
+    /// [`EXPIRE_BATCH`] in flight at a time, and each key out of the map once its tombstone is
+    /// acknowledged. A key whose tombstone failed stays (the next expiry tries again); a key a newer
+    /// version updated meanwhile stays and is written again after its tombstone
+    /// ([`MessageStates::forget_expired`]), so the changelog never ends on a tombstone for a key
+    /// the map still holds.
+    pub async fn expire(&self, states: &MessageStates, now_ms: i64, ttl: Duration) -> Expiry {
+        let due = states.expired(now_ms, ttl);
+        let mut report = Expiry {
+            due: due.len(),
+            ..Expiry::default()
+        };
+        for batch in due.chunks(EXPIRE_BATCH) {
+            let acks = batch.iter().map(|(key, p, _)| self.write(*p, key, None));
+            let acked = futures::future::join_all(acks).await;
+            let mut rewrites = Vec::new();
+            for ((key, _, old), written) in batch.iter().zip(acked) {
+                if let Err(e) = written {
+                    tracing::warn!("messageKey: the tombstone of an expired key failed: {e}");
+                    report.failed += 1;
+                    continue;
+                }
+                match states.forget_expired(key, old, |p, cur| self.enqueue(p, key, Some(cur))) {
+                    AfterTombstone::Forgotten => report.forgotten += 1,
+                    AfterTombstone::Gone => {}
+                    AfterTombstone::Changed(rewrite) => {
+                        report.rewritten += 1;
+                        rewrites.push(rewrite);
+                    }
+                }
+            }
+            for rewrite in rewrites {
+                let acked = match rewrite {
+                    Ok(ack) => matches!(
+                        tokio::time::timeout(WRITE_TIMEOUT, ack).await,
+                        Ok(Ok(Ok(_)))
+                    ),
+                    Err(_) => false,
+                };
+                if acked {
+                    telemetry::state_written(false);
+                } else {
+                    // The map holds the key, the changelog may end on its tombstone: after a
+                    // restore it is forgotten, and its next version is sent as a new message.
+                    tracing::warn!(
+                        "messageKey: rewriting a key updated while it expired failed; a restore \
+                         would forget it"
+                    );
+                    report.failed += 1;
+                }
+            }
+        }
+        report
     }
 
     /// Reads state partition `partition` from its beginning to its high watermark as it is when
@@ -220,37 +309,79 @@ impl Changelog {
         &self,
         partitions: &[i32],
     ) -> Result<BTreeMap<i32, Restored>, StateError> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        self.restore_each(partitions, move |r| {
+            let _ = tx.send(r);
+        })
+        .await?;
+        Ok(rx.try_iter().map(|r| (r.partition, r)).collect())
+    }
+
+    /// Like [`Changelog::restore_all`], but hands each partition to `each` as soon as it is read
+    /// (on the reader's thread), so a small partition is not kept waiting for a large one. Returns
+    /// once all are read, or with the first error (the partitions handed over before it stand).
+    pub async fn restore_each(
+        &self,
+        partitions: &[i32],
+        mut each: impl FnMut(Restored) + Send + 'static,
+    ) -> Result<(), StateError> {
         let mut cfg = reader_config(&self.kafka);
         cfg.set("queued.max.messages.kbytes", RESTORE_PREFETCH_KB);
         let topic = self.topic.clone();
         let wanted = partitions.to_vec();
         let first = partitions.first().copied().unwrap_or(-1);
-        let result = tokio::task::spawn_blocking(move || {
+        // Dropping this future (the sink stopped, or the partitions were revoked) ends the reader
+        // within one poll instead of reading on to the end for nobody.
+        let cancel = CancelOnDrop(Arc::new(AtomicBool::new(false)));
+        let cancelled = cancel.0.clone();
+        let log_topic = self.topic.clone();
+        tokio::task::spawn_blocking(move || {
             let reader: BaseConsumer = cfg.create().map_err(|source| StateError::Create {
                 what: "reader",
                 source,
             })?;
-            read_partitions(&reader, &topic, &wanted)
+            read_partitions(&reader, &topic, &wanted, &cancelled, &mut |r: Restored| {
+                telemetry::state_restored(r.bad, r.elapsed);
+                tracing::info!(
+                    topic = %log_topic,
+                    partition = r.partition,
+                    keys = r.entries.len(),
+                    records = r.records,
+                    bad = r.bad,
+                    elapsed_ms = r.elapsed.as_millis() as u64,
+                    "restored message state"
+                );
+                each(r);
+            })
         })
         .await
         .map_err(|e| StateError::Restore {
             topic: self.topic.clone(),
             partition: first,
             reason: format!("the restore thread failed: {e}"),
-        })??;
-        for r in result.values() {
-            telemetry::state_restored(r.bad, r.elapsed);
-            tracing::info!(
-                topic = %self.topic,
-                partition = r.partition,
-                keys = r.entries.len(),
-                records = r.records,
-                bad = r.bad,
-                elapsed_ms = r.elapsed.as_millis() as u64,
-                "restored message state"
-            );
-        }
-        Ok(result)
+        })?
+    }
+}
+
+/// What one [`Changelog::expire`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Expiry {
+    /// Keys past the TTL when it started.
+    pub due: usize,
+    /// Forgotten: tombstone acknowledged, out of the map.
+    pub forgotten: usize,
+    /// Updated by a newer version while expiring: kept, and written again after the tombstone.
+    pub rewritten: usize,
+    /// Tombstones (or rewrites) that failed; those keys are tried again by the next expiry.
+    pub failed: usize,
+}
+
+/// Sets its flag when dropped: tells a restore's blocking thread that nobody waits for it.
+struct CancelOnDrop(Arc<AtomicBool>);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
     }
 }
 
@@ -265,7 +396,9 @@ fn read_partitions(
     reader: &BaseConsumer,
     topic: &str,
     partitions: &[i32],
-) -> Result<BTreeMap<i32, Restored>, StateError> {
+    cancelled: &AtomicBool,
+    each: &mut dyn FnMut(Restored),
+) -> Result<(), StateError> {
     let start = Instant::now();
     let fail = |partition: i32, reason: String| StateError::Restore {
         topic: topic.to_string(),
@@ -273,9 +406,16 @@ fn read_partitions(
         reason,
     };
     let mut reading = assign(reader, topic, partitions)?;
+    // Empty partitions are done at once.
+    for r in reading.values_mut().filter(|r| r.done) {
+        each(std::mem::take(&mut r.restored));
+    }
     let mut last_progress = Instant::now();
     let mut last_error: Option<KafkaError> = None;
     while let Some((&p, _)) = reading.iter().find(|(_, r)| !r.done) {
+        if cancelled.load(Ordering::Relaxed) {
+            return Err(fail(p, "cancelled: nobody waits for it any more".into()));
+        }
         let Some(polled) = reader.poll(Duration::from_millis(200)) else {
             if last_progress.elapsed() >= RESTORE_IDLE_TIMEOUT {
                 let why = last_error.map_or("no answer".to_string(), |e| e.to_string());
@@ -312,9 +452,10 @@ fn read_partitions(
         if let Some(r) = reading.get_mut(&partition).filter(|r| reached && !r.done) {
             r.done = true;
             r.restored.elapsed = start.elapsed();
+            each(std::mem::take(&mut r.restored));
         }
     }
-    Ok(reading.into_iter().map(|(p, r)| (p, r.restored)).collect())
+    Ok(())
 }
 
 /// Takes each partition's watermarks and assigns the non-empty ones from their beginning; an

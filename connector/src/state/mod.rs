@@ -7,7 +7,9 @@
 //! ([`state_partition`]), written with the acknowledged producer (`acks=all`) before the source
 //! offset is stored, and a partition's state is restored from it when the source partition is
 //! assigned. [`MessageStates`] is the in-memory copy the sink reads: restored per state partition
-//! ([`MessageStates::load`]), updated after each acknowledged write, dropped on revoke.
+//! ([`MessageStates::load`], or [`MessageStates::merge`] when a partition it shares is assigned),
+//! updated after each acknowledged write, dropped on revoke; expired keys are forgotten after their
+//! tombstones ([`Changelog::expire`]).
 //!
 //! The pure parts here (keys, entries, the map, the partition rule) do no IO; `changelog.rs` is
 //! the Kafka side (through `source::kafka`).
@@ -22,7 +24,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::telemetry;
 
-pub use changelog::{Changelog, ChangelogTopic, Restored, RESTORE_IDLE_TIMEOUT};
+pub use changelog::{
+    Changelog, ChangelogTopic, Expiry, Restored, EXPIRE_BATCH, RESTORE_IDLE_TIMEOUT,
+};
 
 /// What can go wrong with the state topic or a state record.
 #[derive(Debug, thiserror::Error)]
@@ -193,10 +197,22 @@ pub fn state_partitions(
         .collect()
 }
 
+/// What [`MessageStates::forget_expired`] did with a key whose tombstone was acknowledged.
+#[derive(Debug, PartialEq, Eq)]
+pub enum AfterTombstone<R> {
+    /// It still held the expired entry: forgotten.
+    Forgotten,
+    /// A newer version had landed: kept, and rewritten (`rewrite`'s result).
+    Changed(R),
+    /// It was gone already (recalled, or its partition revoked).
+    Gone,
+}
+
 /// The in-memory state: every entry this instance holds, with the state partition it came from
 /// (so a revoke drops exactly that partition). One lock around a map, shared by the consumer
-/// loop and the receiver queues; each call holds it for one map operation (`load` and
-/// `drop_partition` for one pass), never across IO.
+/// loop and the receiver queues; each call holds it for one map operation (`load`, `merge` and
+/// `drop_partition` for one pass), never across IO (`forget_expired`'s rewrite only enqueues a
+/// write in the producer).
 #[derive(Debug, Default)]
 pub struct MessageStates {
     inner: Mutex<HashMap<StateKey, (i32, StateEntry)>>,
@@ -259,23 +275,64 @@ impl MessageStates {
     }
 
     /// The entries first sent more than `ttl` before `now_ms` (Lark no longer edits or recalls
-    /// them), oldest first, with their state partitions. Only lists them: see
-    /// [`MessageStates::expire`] to take them out.
-    pub fn expired(&self, now_ms: i64, ttl: Duration) -> Vec<(StateKey, i32)> {
+    /// them), oldest first, with their state partitions. Only lists them: the caller writes their
+    /// tombstones, then takes each out with [`MessageStates::forget_expired`] (`Changelog::expire`
+    /// does both), so the map never forgets a key the changelog still holds.
+    pub fn expired(&self, now_ms: i64, ttl: Duration) -> Vec<(StateKey, i32, StateEntry)> {
         older_than(&self.map(), now_ms, ttl)
     }
 
-    /// Takes the entries [`MessageStates::expired`] lists out of the map, under one lock (so a
-    /// key re-sent meanwhile is not lost), and returns them: the caller writes their tombstones
-    /// (a lost one only means the key is forgotten again after the next restore).
-    pub fn expire(&self, now_ms: i64, ttl: Duration) -> Vec<(StateKey, i32)> {
+    /// After `key`'s tombstone was acknowledged: forgets it if it still holds `expired` (what
+    /// [`MessageStates::expired`] listed). If a newer version landed meanwhile, the tombstone may
+    /// sit after that version's write in the changelog, so the key is kept and `rewrite` is called
+    /// with its current entry, under the lock: whatever it enqueues lands after the tombstone and
+    /// before any later write of the key (each of which is enqueued after its `put`).
+    pub fn forget_expired<R>(
+        &self,
+        key: &StateKey,
+        expired: &StateEntry,
+        rewrite: impl FnOnce(i32, &StateEntry) -> R,
+    ) -> AfterTombstone<R> {
         let mut map = self.map();
-        let expired = older_than(&map, now_ms, ttl);
-        for (k, _) in &expired {
-            map.remove(k);
+        let after = match map.get(key) {
+            Some((_, e)) if e == expired => {
+                map.remove(key);
+                AfterTombstone::Forgotten
+            }
+            Some((p, e)) => AfterTombstone::Changed(rewrite(*p, e)),
+            None => AfterTombstone::Gone,
+        };
+        telemetry::state_keys(map.len());
+        after
+    }
+
+    /// Folds a second restore of `state_partition` (read while this instance already held it) into
+    /// what it holds: a restored entry replaces the held one unless the held one was updated later
+    /// (an update of this instance's own, newer than what the restore read); a held entry the
+    /// restore did not find is forgotten (another instance recalled or expired it) unless it was
+    /// updated at or after `kept_since_ms` (its write may have been in flight when the restore took
+    /// the partition's end). Used when a source partition that shares `state_partition` with one
+    /// already owned is assigned: its keys were written by another instance meanwhile.
+    pub fn merge(
+        &self,
+        state_partition: i32,
+        entries: impl IntoIterator<Item = (StateKey, StateEntry)>,
+        kept_since_ms: i64,
+    ) {
+        let mut map = self.map();
+        let restored: HashMap<StateKey, StateEntry> = entries.into_iter().collect();
+        map.retain(|k, (p, e)| {
+            *p != state_partition || restored.contains_key(k) || e.updated_ms >= kept_since_ms
+        });
+        for (k, e) in restored {
+            match map.get(&k) {
+                Some((_, held)) if held.updated_ms > e.updated_ms => {}
+                _ => {
+                    map.insert(k, (state_partition, e));
+                }
+            }
         }
         telemetry::state_keys(map.len());
-        expired
     }
 
     /// How many entries are held.
@@ -294,16 +351,16 @@ fn older_than(
     map: &HashMap<StateKey, (i32, StateEntry)>,
     now_ms: i64,
     ttl: Duration,
-) -> Vec<(StateKey, i32)> {
+) -> Vec<(StateKey, i32, StateEntry)> {
     let ttl_ms = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX);
     let cutoff = now_ms.saturating_sub(ttl_ms);
-    let mut out: Vec<(i64, StateKey, i32)> = map
+    let mut out: Vec<(StateKey, i32, StateEntry)> = map
         .iter()
         .filter(|(_, (_, e))| e.sent_ms < cutoff)
-        .map(|(k, (p, e))| (e.sent_ms, k.clone(), *p))
+        .map(|(k, (p, e))| (k.clone(), *p, e.clone()))
         .collect();
-    out.sort();
-    out.into_iter().map(|(_, k, p)| (k, p)).collect()
+    out.sort_by(|a, b| (a.2.sent_ms, &a.0).cmp(&(b.2.sent_ms, &b.0)));
+    out
 }
 
 #[cfg(test)]

@@ -181,7 +181,7 @@ fn expired_lists_entries_sent_before_the_ttl_oldest_first() {
     let keys: Vec<(String, i32)> = s
         .expired(now, ttl)
         .into_iter()
-        .map(|(k, p)| (k.message_key, p))
+        .map(|(k, p, _)| (k.message_key, p))
         .collect();
     assert_eq!(
         keys,
@@ -190,11 +190,79 @@ fn expired_lists_entries_sent_before_the_ttl_oldest_first() {
     assert!(s.expired(now, Duration::MAX).is_empty());
     assert_eq!(s.expired(now, Duration::ZERO).len(), 5);
     assert_eq!(s.len(), 5, "expired only lists");
-    // expire takes them out.
-    assert_eq!(s.expire(now, ttl).len(), 3);
-    assert_eq!(s.len(), 2);
-    assert!(s.expire(now, ttl).is_empty());
-    assert!(s.get(&StateKey::new("r", "edge")).is_some());
+}
+
+#[test]
+fn forget_expired_forgets_only_an_unchanged_entry_and_rewrites_a_changed_one() {
+    let s = MessageStates::new();
+    let (a, b, c) = (
+        StateKey::new("r", "a"),
+        StateKey::new("r", "b"),
+        StateKey::new("r", "c"),
+    );
+    s.put(a.clone(), entry("om_a", 1), 0);
+    s.put(b.clone(), entry("om_b", 1), 1);
+    let due = s.expired(100, Duration::from_millis(10));
+    assert_eq!(due.len(), 2);
+    // A newer version of b lands while the tombstones are written.
+    let mut newer = entry("om_b2", 50);
+    newer.updated_ms = 60;
+    s.put(b.clone(), newer.clone(), 1);
+    let after: Vec<_> = due
+        .iter()
+        .map(|(k, _, old)| s.forget_expired(k, old, |p, cur| (p, cur.clone())))
+        .collect();
+    assert_eq!(
+        after,
+        vec![
+            AfterTombstone::Forgotten,
+            AfterTombstone::Changed((1, newer.clone()))
+        ]
+    );
+    assert_eq!(s.get(&a), None);
+    assert_eq!(s.get(&b), Some(newer));
+    assert_eq!(
+        s.forget_expired(&c, &entry("om_c", 1), |_, _| ()),
+        AfterTombstone::Gone
+    );
+}
+
+#[test]
+fn merge_keeps_newer_held_updates_and_forgets_what_another_instance_removed() {
+    let s = MessageStates::new();
+    let at = |id: &str, updated: i64| {
+        let mut e = entry(id, 1);
+        e.updated_ms = updated;
+        e
+    };
+    let k = |name: &str| StateKey::new("r", name);
+    // Held for state partition 0 (and one key of partition 1, untouched by the merge).
+    s.put(k("ours-newer"), at("om_1", 500), 0);
+    s.put(k("stale"), at("om_2", 100), 0);
+    s.put(k("removed-elsewhere"), at("om_3", 100), 0);
+    s.put(k("in-flight"), at("om_4", 900), 0);
+    s.put(k("other-partition"), at("om_5", 100), 1);
+    s.merge(
+        0,
+        [
+            (k("ours-newer"), at("om_1", 400)),
+            (k("stale"), at("om_2b", 300)),
+            (k("new"), at("om_6", 300)),
+        ],
+        800,
+    );
+    let id = |name: &str| s.get(&k(name)).map(|e| e.message_id);
+    assert_eq!(id("ours-newer").as_deref(), Some("om_1"));
+    assert_eq!(id("stale").as_deref(), Some("om_2b"));
+    assert_eq!(id("new").as_deref(), Some("om_6"));
+    assert_eq!(id("removed-elsewhere"), None);
+    assert_eq!(
+        id("in-flight").as_deref(),
+        Some("om_4"),
+        "updated after kept_since"
+    );
+    assert_eq!(id("other-partition").as_deref(), Some("om_5"));
+    assert_eq!(s.len(), 5);
 }
 
 #[test]

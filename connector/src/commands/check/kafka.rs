@@ -1,4 +1,4 @@
-//! The Kafka checks of `lark-sink check`: `broker`, `topic`, `dlq` and `dlq-write`.
+//! The Kafka checks of `lark-sink check`: `broker`, `topic`, `dlq`, `dlq-write` and `state`.
 //!
 //! One metadata answer serves the broker, topic and DLQ checks. It comes from the probe start-up
 //! runs too ([`crate::source::probe`]), which also collects librdkafka's reasons for a failed
@@ -16,7 +16,7 @@ use serde_json::json;
 
 use super::{fail, finding, needs, warn, CheckOptions, Checks, Finding, Status, PROBE_HEADER};
 use crate::config::{ConnectorConfig, Tolerance};
-use crate::source::kafka::{producer_config, ACKS_FORCED};
+use crate::source::kafka::{producer_config, topic_configs, ACKS_FORCED};
 use crate::source::probe::{probe, ErrorCapture, NoMetadata, Probe, Wait};
 use crate::source::Topics;
 
@@ -67,6 +67,103 @@ pub(super) async fn checks(
     if in_use.is_ok() && c.step("dlq-write", write_gates) {
         c.push(check_dlq_write(cfg, opts.timeout).await);
     }
+    let state_in_use = needs(
+        cfg.state.is_some(),
+        "no lark.state.topic: records with a messageKey are dead-lettered (see docs/user-guide.md#updating-messages)",
+    );
+    let broker = needs(metadata.is_some(), NEEDS_BROKER);
+    if c.step("state", [c.flag("state"), state_in_use, broker]) {
+        if let Some(md) = &metadata {
+            c.push(check_state(cfg, md).await);
+        }
+    }
+}
+
+/// `state`: the keyed messages' state topic (`lark.state.topic`). Missing is fine (start-up
+/// creates it compacted, which needs the CreateTopics permission); an existing one should be
+/// compacted (or it keeps every write, and every restore reads them all) and have as many
+/// partitions as the source (or several source partitions share one, and each owner reads the
+/// others' keys too).
+async fn check_state(cfg: &ConnectorConfig, md: &Metadata) -> Finding {
+    let Some(state) = &cfg.state else {
+        return finding("state", Status::Skip, "no lark.state.topic");
+    };
+    let topic = state.topic.as_str();
+    let source = source_partitions(cfg, md);
+    match partitions(md, topic) {
+        Some(Ok((n, _))) if n > 0 => {
+            let policy = topic_configs(&cfg.kafka, topic)
+                .await
+                .map(|mut c| c.remove("cleanup.policy"));
+            let compact_fix = format!("make it compacted (kafka-configs.sh --alter --entity-type topics --entity-name {topic} --add-config cleanup.policy=compact)");
+            let policy = match policy {
+                Ok(Some(p)) if p.contains("compact") => p,
+                Ok(Some(p)) => {
+                    return warn(
+                        "state",
+                        format!("{topic}: {n} partition(s), cleanup.policy={p}: not compacted, so it keeps every write and each restore reads them all"),
+                    )
+                    .with_fix(compact_fix);
+                }
+                Ok(None) => {
+                    return warn(
+                        "state",
+                        format!("{topic}: {n} partition(s); the broker reports no cleanup.policy, so whether it is compacted is unknown"),
+                    )
+                    .with_fix(compact_fix);
+                }
+                Err(e) => {
+                    return warn(
+                        "state",
+                        format!("{topic}: {n} partition(s); its configs could not be read ({e}), so whether it is compacted is unknown"),
+                    )
+                    .with_fix(format!("grant DESCRIBE_CONFIGS on topic '{topic}', or {compact_fix}"));
+                }
+            };
+            let policy = format!("cleanup.policy={policy}");
+            if n < source {
+                return warn(
+                    "state",
+                    format!("{topic}: {n} partition(s), {policy}; fewer than the source's {source}, so several source partitions share one state partition and each owner also holds the others' keys"),
+                )
+                .with_fix("for new deployments, let the connector create it (as many partitions as the source); this one works as it is");
+            }
+            finding(
+                "state",
+                Status::Ok,
+                format!("{topic}: exists, {n} partition(s), {policy}"),
+            )
+        }
+        Some(Err(e)) => fail(
+            "state",
+            format!("{topic}: the broker answered {e}"),
+            format!("if it is an authorization error, grant the connector's principal DESCRIBE, READ and WRITE on topic '{topic}'"),
+        ),
+        _ => {
+            let n = state.partitions.unwrap_or(source.max(1) as i32);
+            finding(
+                "state",
+                Status::Ok,
+                format!("{topic}: not there yet; start-up creates it with {n} partition(s) and cleanup.policy=compact (needs the CreateTopics permission)"),
+            )
+        }
+    }
+}
+
+/// The partition count of the source topic with the most partitions (0 if none is visible).
+fn source_partitions(cfg: &ConnectorConfig, md: &Metadata) -> usize {
+    let matches = |name: &str| match &cfg.topics {
+        Topics::List(list) => list.iter().any(|t| t == name),
+        Topics::Regex(re) => crate::source::topics_regex_matcher(re)
+            .map(|m| m.is_match(name))
+            .unwrap_or(false),
+    };
+    md.topics()
+        .iter()
+        .filter(|t| matches(t.name()))
+        .map(|t| t.partitions().len())
+        .max()
+        .unwrap_or(0)
 }
 
 /// Whether the configuration uses a dead-letter topic at all; if not, why (the `dlq` line).

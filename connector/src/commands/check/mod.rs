@@ -10,6 +10,7 @@
 //! | `topic` | each source topic (or the `topics.regex` matches) exists, with partition counts |
 //! | `dlq` | the dead-letter topic exists (`errors.tolerance=all` only) |
 //! | `dlq-write` | the dead-letter topic accepts a record (a marked probe, see below) |
+//! | `state` | `lark.state.topic` exists compacted with the source's partition count, or will be created |
 //! | `credentials` | a tenant token is minted (lark-api.md §1.4: 10003 app id, 10014 secret) |
 //! | `send-scope` | the send API accepts the app's scopes (§2.1, 99991672) |
 //! | `bot` | the bot ability is on (§3: 230006) |
@@ -55,6 +56,7 @@ pub const CHECK_IDS: &[&str] = &[
     "topic",
     "dlq",
     "dlq-write",
+    "state",
     "credentials",
     "send-scope",
     "bot",
