@@ -23,7 +23,7 @@ mkdir -p "$out"
 # Slowest first (measured on 2 cores, docs/testing.md), so the longest ones do not start last
 # and the run's end is not one long test running alone. Executables not named here run after.
 slow_first=(crash broker_restart faults broker_kills lifecycle engine results lookup operations pipeline
-  security corpus webhooks transforms check sdk state demo)
+  security corpus webhooks transforms check sdk restore state demo)
 
 # cargo's JSON lines name each test executable and its package's manifest; one line per
 # executable: "<target name> <executable> <package dir>".

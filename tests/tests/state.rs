@@ -297,3 +297,33 @@ async fn measure_restore_of_100k_keys() {
         r.records as f64 / r.elapsed.as_secs_f64().max(Duration::from_millis(1).as_secs_f64()),
     );
 }
+
+/// A measurement, not a check of speed: expiring 100k keys (tombstones in batches of
+/// `EXPIRE_BATCH`, each key out of the map once acknowledged), with one key updated meanwhile
+/// kept. `cargo test -p lark-sink-e2e --test state -- --ignored --nocapture`.
+#[tokio::test]
+#[ignore]
+async fn measure_expiry_of_100k_keys() {
+    let topic = unique("state-expire-100k");
+    let log = Changelog::new(&kafka(), topic.clone()).expect("changelog");
+    log.ensure_topic(&kafka(), 1).await.expect("topic");
+    let states = MessageStates::new();
+    let keys = 100_000;
+    for k in 0..keys {
+        states.put(key(k), entry(format!("om_{k}"), 1_000, 0), 0);
+    }
+    let started = Instant::now();
+    let done = log
+        .expire(&states, 1_000_000, Duration::from_millis(1_000))
+        .await;
+    let took = started.elapsed();
+    assert_eq!((done.due, done.forgotten, done.failed), (keys, keys, 0));
+    assert!(states.is_empty());
+    let r = log.restore(0).await.expect("restore");
+    assert_eq!((r.entries.len(), r.tombstones), (0, keys as u64));
+    println!(
+        "state expiry: {keys} keys forgotten in {:.2} s ({:.0} tombstones/s)",
+        took.as_secs_f64(),
+        keys as f64 / took.as_secs_f64()
+    );
+}
