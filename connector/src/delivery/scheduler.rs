@@ -19,6 +19,11 @@ pub trait Queued: Send + 'static {
     fn queue_key(&self) -> &str;
     /// Bytes this item holds, for the buffer bound.
     fn size(&self) -> usize;
+    /// Its rank in its queue: a waiting item of a higher rank is handled before those of a lower
+    /// one; within one rank, submission order. Default 1 (`priority: normal`; 2 is high, 0 low).
+    fn rank(&self) -> u8 {
+        1
+    }
     /// Items of one queue with the same coalescing key are versions of one thing (one keyed Lark
     /// message): a newer one may take the place of an older one still waiting, so only the newest
     /// is handled. `None` (the default): never coalesced.
@@ -102,7 +107,8 @@ impl<T: Queued, H: Handler<T>> Scheduler<T, H> {
                         }
                     }
                     self.inner.bytes.fetch_add(item.size(), Ordering::SeqCst);
-                    q.push_back(item);
+                    let at = place(q, &item);
+                    q.insert(at, item);
                     false
                 }
                 None => {
@@ -153,6 +159,19 @@ impl<T: Queued, H: Handler<T>> Scheduler<T, H> {
         };
         tokio::time::timeout(timeout, wait).await.is_ok()
     }
+}
+
+/// Where `item` goes in `q`: after every waiting item of its rank or higher (so it overtakes
+/// lower ranks only), and never before a waiting item with its coalescing key (versions of one
+/// thing keep their order whatever their rank).
+fn place<T: Queued>(q: &VecDeque<T>, item: &T) -> usize {
+    let rank = item.rank();
+    let by_rank = q.iter().rposition(|w| w.rank() >= rank).map_or(0, |i| i + 1);
+    let by_key = item
+        .coalesce_key()
+        .and_then(|key| q.iter().rposition(|w| w.coalesce_key() == Some(key)))
+        .map_or(0, |i| i + 1);
+    by_rank.max(by_key)
 }
 
 /// Removes the newest waiting item of `q` with `item`'s coalescing key, with its position.
@@ -371,6 +390,66 @@ mod tests {
             ]
         );
         assert_eq!((s.in_flight(), s.bytes()), (0, 0));
+    }
+
+    /// An item of queue "q" with a rank and an optional coalescing key.
+    struct Ranked {
+        n: usize,
+        rank: u8,
+        c: Option<&'static str>,
+    }
+
+    impl Queued for Ranked {
+        fn queue_key(&self) -> &str {
+            "q"
+        }
+        fn size(&self) -> usize {
+            1
+        }
+        fn rank(&self) -> u8 {
+            self.rank
+        }
+        fn coalesce_key(&self) -> Option<&str> {
+            self.c
+        }
+    }
+
+    #[derive(Default, Clone)]
+    struct Order(Arc<Mutex<Vec<usize>>>);
+
+    impl Handler<Ranked> for Order {
+        async fn handle(&self, item: Ranked) {
+            if item.n == 0 {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            self.0.lock().unwrap().push(item.n);
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn higher_ranks_go_first_and_order_holds_within_a_rank_and_a_key() {
+        let log = Order::default();
+        let s = Scheduler::new(log.clone());
+        let r = |n, rank, c| Ranked { n, rank, c };
+        // 0 is in hand. Waiting: lows, normals, highs interleaved; 7 is a high version of key
+        // "k" whose older version 2 (normal, not absorbed: no absorb here) waits: 7 may overtake
+        // the normals before 2, not 2 itself.
+        s.submit(r(0, 1, None));
+        tokio::task::yield_now().await;
+        for (n, rank, c) in [
+            (1, 0, None),
+            (2, 1, Some("k")),
+            (3, 1, None),
+            (4, 2, None),
+            (5, 0, None),
+            (6, 2, None),
+            (7, 2, Some("k")),
+            (8, 1, None),
+        ] {
+            s.submit(r(n, rank, c));
+        }
+        assert!(s.drain(Duration::from_secs(60)).await);
+        assert_eq!(*log.0.lock().unwrap(), [0, 4, 6, 2, 7, 3, 8, 1, 5]);
     }
 
     #[tokio::test(start_paused = true)]

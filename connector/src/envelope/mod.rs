@@ -209,6 +209,37 @@ impl Operation {
     }
 }
 
+/// `priority`: the order within one receiver's queue (higher first; the order of records is kept
+/// within one priority). Storm control (`storm.digest.*`) never merges a `High` message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub enum Priority {
+    Low,
+    #[default]
+    Normal,
+    High,
+}
+
+impl Priority {
+    /// The envelope's spelling (`high`, `normal`, `low`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Priority::Low => "low",
+            Priority::Normal => "normal",
+            Priority::High => "high",
+        }
+    }
+
+    /// From the envelope's spelling; `None` for anything else (the schema refuses it first).
+    pub fn parse(s: &str) -> Option<Priority> {
+        match s {
+            "low" => Some(Priority::Low),
+            "normal" => Some(Priority::Normal),
+            "high" => Some(Priority::High),
+            _ => None,
+        }
+    }
+}
+
 /// A validated, normalised message ready for delivery.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Envelope {
@@ -221,6 +252,8 @@ pub struct Envelope {
     pub reply: Option<ReplyTo>,
     /// Send, or (with `messageKey`) send-or-update, or recall.
     pub op: Operation,
+    /// Its place in the receiver's queue (`priority`, default `normal`).
+    pub priority: Priority,
 }
 
 #[cfg(test)]

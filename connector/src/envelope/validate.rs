@@ -16,7 +16,7 @@ use std::collections::HashMap;
 use jsonschema::Validator;
 use serde_json::Value;
 
-use super::{Envelope, IdType, Operation, Receiver, ReplyTo, Urgent, UrgentKind};
+use super::{Envelope, IdType, Operation, Priority, Receiver, ReplyTo, Urgent, UrgentKind};
 
 pub const ENVELOPE_SCHEMA: &str = include_str!("../../schema/envelope.json");
 pub const CONTENT_SCHEMA: &str = include_str!("../../schema/content.json");
@@ -135,6 +135,11 @@ impl EnvelopeValidator {
             .unwrap_or("text");
         let urgent = urgent(value);
         let op = operation(value);
+        let priority = value
+            .get("priority")
+            .and_then(Value::as_str)
+            .and_then(Priority::parse)
+            .unwrap_or_default();
         self.check_addressing(&receiver, reply.as_ref(), urgent.is_some(), msg_type, &at)?;
         self.check_keyed(&receiver, &op, &at)?;
         if let Operation::Recall { .. } = op {
@@ -146,6 +151,7 @@ impl EnvelopeValidator {
                 urgent: None,
                 reply,
                 op,
+                priority,
             });
         }
         let content_path = at.of("/content");
@@ -165,6 +171,7 @@ impl EnvelopeValidator {
             urgent,
             reply,
             op,
+            priority,
         })
     }
 

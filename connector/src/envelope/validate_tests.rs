@@ -434,3 +434,30 @@ fn keyed_cards_are_made_updatable() {
         .unwrap();
     assert_eq!(e.content, r#"{"elements":[]}"#);
 }
+
+#[test]
+fn priority_is_read_and_defaults_to_normal() {
+    use crate::envelope::Priority;
+    let p = |extra: Value| {
+        let mut r = json!({"receiveId": "ou_a", "content": {"text": "x"}});
+        if let (Some(o), Some(e)) = (r.as_object_mut(), extra.as_object()) {
+            o.extend(e.clone());
+        }
+        v().validate(&r, None).map(|e| e.priority)
+    };
+    assert_eq!(p(json!({})).unwrap(), Priority::Normal);
+    assert_eq!(p(json!({"priority": "high"})).unwrap(), Priority::High);
+    assert_eq!(p(json!({"priority": "low"})).unwrap(), Priority::Low);
+    assert_eq!(p(json!({"priority": "normal"})).unwrap(), Priority::Normal);
+    let e = p(json!({"priority": "urgent"})).unwrap_err().to_string();
+    assert!(e.contains("/priority"), "{e}");
+    assert!(p(json!({"priority": 1})).is_err());
+    // A recall keeps its priority too (it is queued like any message).
+    let r = v()
+        .validate(
+            &json!({"receiveId": "ou_a", "messageKey": "k", "recall": true, "priority": "high"}),
+            None,
+        )
+        .unwrap();
+    assert_eq!(r.priority, Priority::High);
+}

@@ -107,6 +107,10 @@ impl Queued for Outgoing {
     fn coalesce_key(&self) -> Option<&str> {
         self.coalesce.as_deref()
     }
+    /// `priority`: high 2, normal 1, low 0.
+    fn rank(&self) -> u8 {
+        self.envelope.priority as u8
+    }
     /// A newer version of a key takes the place of an older one still waiting, unless the older
     /// one recalls the message (what follows a recall is a new message) or buzzes users (its
     /// buzz must go out).
@@ -116,6 +120,8 @@ impl Queued for Outgoing {
             return Err(older);
         }
         self.lead_uuid = std::mem::take(&mut older.lead_uuid);
+        // A high version waiting keeps its place through the newer one that takes it over.
+        self.envelope.priority = self.envelope.priority.max(older.envelope.priority);
         self.superseded.append(&mut older.superseded);
         older.envelope.content = String::new();
         self.superseded.push(older);
