@@ -20,15 +20,16 @@ fn kafka() -> BTreeMap<String, String> {
     BTreeMap::from([("bootstrap.servers".to_string(), broker())])
 }
 
-/// A scenario's config with a state topic of its own, and a 30 s group session (librdkafka's
-/// default is 45 s; the harness's 6 s is for tests that kill brokers): the test broker, an
-/// unoptimised build, answers heartbeats seconds late while it serves a restore's fetches at full
-/// CPU, and a 6 s session then times out on the broker's side, not the connector's.
+/// A scenario's config with a state topic of its own, and a 45 s group session (librdkafka's
+/// default; the harness's 6 s is for tests that kill brokers): the test broker, an unoptimised
+/// build, answers heartbeats seconds late while it serves a restore's fetches at full CPU (a 25k
+/// key restore took 36 s on a loaded 2-core CI run), and a short session then times out on the
+/// broker's side, not the connector's.
 fn keyed_config(s: &Scenario) -> (Value, String) {
     let state = unique(&format!("{}-state", s.topic));
     let mut cfg = s.config();
     cfg["config"]["lark.state.topic"] = json!(state);
-    cfg["config"]["kafka.session.timeout.ms"] = json!("30000");
+    cfg["config"]["kafka.session.timeout.ms"] = json!("45000");
     (cfg, state)
 }
 
@@ -114,7 +115,10 @@ fn gauge(metrics: &str, name: &str) -> Option<f64> {
 
 /// A partition's state takes seconds to restore (25k keys): meanwhile the other partition's
 /// records are delivered and the restoring partition waits (paused, its record held), then its
-/// keyed record updates the message in place. One restore, no rebalance in between.
+/// keyed record updates the message in place. One restore per assignment, never begun again
+/// within one: on a loaded CI machine the test broker can answer heartbeats late enough for the
+/// group to rebalance once meanwhile (same member, same partitions), which is allowed and must
+/// not lose or repeat anything.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restore_holds_back_only_its_own_partitions() {
     const FILLER: usize = 25_000;
@@ -139,22 +143,16 @@ async fn a_restore_holds_back_only_its_own_partitions() {
     }
     let mut b = Connector::start(&cfg);
     let admin = Admin::of(&b).await;
-    wait_until("partition 1 delivered", WAIT, || {
-        s.texts().iter().filter(|t| t.starts_with("plain")).count() == 10
-    })
-    .await;
-    // Partition 1 flowed while partition 0 was still being restored: paused, not updated yet.
-    let metrics = admin.metrics().await;
-    assert_eq!(
-        gauge(&metrics, "lark_sink_state_restoring_partitions"),
-        Some(1.0),
-        "partition 0 still waits for its state:\n{}",
-        b.logs()
-    );
-    assert_eq!(
-        the_message(&s.lark, "alert-0"),
-        ("[FIRING] alert-0 v0".into(), 0)
-    );
+    // The gauge shows the restoring partition while it lasts (seconds; polled every 50 ms).
+    let deadline = Instant::now() + WAIT;
+    while gauge(
+        &admin.metrics().await,
+        "lark_sink_state_restoring_partitions",
+    ) != Some(1.0)
+    {
+        assert!(Instant::now() < deadline, "never restoring: {}", b.logs());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     wait_until("all committed", WAIT, || s.committed() == vec![2, 10]).await;
     // Then the held record updated the message in place: the state was there.
     assert_eq!(
@@ -167,16 +165,42 @@ async fn a_restore_holds_back_only_its_own_partitions() {
         Some(0.0)
     );
     let logs = b.logs();
-    assert_eq!(
-        logs.matches("messageKey: restoring state").count(),
-        1,
-        "one restore, never begun again: {logs}"
+    let restores = logs.matches("messageKey: restoring state").count();
+    let assignments = logs.matches("partitions assigned").count();
+    assert!(
+        restores >= 1 && restores <= assignments,
+        "one restore per assignment at most ({restores} restores, {assignments} assignments): {logs}"
     );
-    assert!(!logs.contains("partitions revoked"), "no rebalance: {logs}");
-    let restored = logs
-        .lines()
-        .find(|l| l.contains("messageKey: state restored") && l.contains("keys=25001"))
-        .unwrap_or_else(|| panic!("partition 0 restored with its 25001 keys: {logs}"));
+    // The connector's own log gives the order (no race with the test's polling): partition 1
+    // was delivered from while partition 0 was still being restored, and partition 0's record
+    // updated its message only once its state was there.
+    let line_of = |what: &dyn Fn(&str) -> bool, name: &str| -> (usize, String) {
+        logs.lines()
+            .enumerate()
+            .find(|(_, l)| what(l))
+            .map(|(i, l)| (i, l.to_string()))
+            .unwrap_or_else(|| panic!("{name} in the log: {logs}"))
+    };
+    let (restored_at, restored) = line_of(
+        &|l| l.contains("messageKey: state restored") && l.contains("keys=25001"),
+        "partition 0 restored with its 25001 keys",
+    );
+    let (plain_at, _) = line_of(
+        &|l| l.contains("delivered record=") && l.contains(&format!("{}-1@", s.topic)),
+        "a delivery from partition 1",
+    );
+    let (updated_at, _) = line_of(
+        &|l| l.contains("keyed message landed") && l.contains(&format!("{}-0@1 ", s.topic)),
+        "partition 0's update",
+    );
+    assert!(
+        plain_at < restored_at,
+        "partition 1 flowed during the restore: {logs}"
+    );
+    assert!(
+        restored_at < updated_at,
+        "the update waited for its state: {logs}"
+    );
     eprintln!("filled {FILLER} keys in {filled:?}; {restored}");
     assert_eq!(b.stop(), Some(0));
 }
