@@ -17,9 +17,7 @@ const WAIT: Duration = Duration::from_secs(90);
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn high_priority_overtakes_a_receivers_waiting_messages() {
     let s = Scenario::new("storm-priority", 1).await;
-    let text = |chat: &str, t: String, priority: &str| {
-        json!({"receiveType": "chat", "receiveId": chat, "priority": priority, "content": {"text": t}})
-    };
+    let text = |chat: &str, t: String, priority: &str| json!({"receiveType": "chat", "receiveId": chat, "priority": priority, "content": {"text": t}});
     let mut produced = 0;
     for i in 0..20 {
         s.send(&text("oc_ops", format!("n{i:02}"), "normal")).await;
@@ -49,7 +47,10 @@ async fn high_priority_overtakes_a_receivers_waiting_messages() {
         .collect();
     assert_eq!(ops.len(), 31, "{texts:?}");
     let high = ops.iter().position(|t| *t == "HIGH").expect("the high one");
-    assert!(high <= 2, "the high message overtook the waiting ones: {ops:?}");
+    assert!(
+        high <= 2,
+        "the high message overtook the waiting ones: {ops:?}"
+    );
     let normals: Vec<&str> = ops
         .iter()
         .copied()
@@ -58,10 +59,17 @@ async fn high_priority_overtakes_a_receivers_waiting_messages() {
     let mut want: Vec<String> = (0..20).map(|i| format!("n{i:02}")).collect();
     want.extend((0..5).map(|i| format!("m{i}")));
     assert_eq!(normals, want, "normal order kept");
-    assert_eq!(&ops[26..], ["l0", "l1", "l2", "l3", "l4"], "lows last: {ops:?}");
+    assert_eq!(
+        &ops[26..],
+        ["l0", "l1", "l2", "l3", "l4"],
+        "lows last: {ops:?}"
+    );
     // The other chat's message went out long before the first chat's queue drained (its
     // position among all accepted messages, not a time).
-    let other = texts.iter().position(|t| t == "other chat").expect("other chat");
+    let other = texts
+        .iter()
+        .position(|t| t == "other chat")
+        .expect("other chat");
     assert!(other < 10, "another receiver was held up: {texts:?}");
     assert_eq!(c.stop(), Some(0));
 }
