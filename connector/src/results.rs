@@ -181,6 +181,44 @@ pub fn superseded(
     Value::Object(m)
 }
 
+/// The result of a message merged into a storm digest (`storm.digest.after`): it finished when
+/// the digest was delivered; `message_id` is the digest's, `digest` says how many it covered.
+pub fn merged(
+    connector: &str,
+    record: &SourceRecord,
+    index: usize,
+    envelope: &Envelope,
+    digest_message_id: &str,
+    covered: usize,
+) -> Value {
+    let mut m = base(connector, "merged", record, Some(index), Some(envelope));
+    m.insert("op".into(), json!("merged"));
+    m.insert("message_id".into(), json!(digest_message_id));
+    m.insert("digest".into(), json!({"messages": covered}));
+    Value::Object(m)
+}
+
+/// The result of a message not sent because an identical one went to the same receiver within
+/// `storm.dedup.window.ms`; `message_id` is that one's.
+pub fn deduplicated(
+    connector: &str,
+    record: &SourceRecord,
+    index: usize,
+    envelope: &Envelope,
+    duplicate_of: &str,
+) -> Value {
+    let mut m = base(
+        connector,
+        "deduplicated",
+        record,
+        Some(index),
+        Some(envelope),
+    );
+    m.insert("op".into(), json!("deduplicated"));
+    m.insert("message_id".into(), json!(duplicate_of));
+    Value::Object(m)
+}
+
 /// The result of a dead-lettered message (or of a whole record that failed before it was split
 /// into messages: then `source.index`, `uuid` and `receiver` are null).
 pub fn dead_lettered(

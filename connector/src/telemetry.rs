@@ -39,6 +39,7 @@ pub const METRICS: &[(&str, &str, &str)] = &[
     ("lark_sink_transform_errors_total", "counter", "Records a transform failed on, by transform name."),
     ("lark_sink_delivery_latency_seconds", "histogram", "From the record's Kafka timestamp to Lark's acceptance of its message."),
     ("lark_sink_keyed_messages_total", "counter", "Keyed messages (messageKey) finished, by op: sent, updated, replaced, recalled, superseded."),
+    ("lark_sink_messages_total", "counter", "Messages finished, by outcome: delivered, updated, recalled, superseded, merged (into a storm digest), deduplicated, dead_lettered."),
     ("lark_sink_state_keys", "gauge", "Message states held in memory (one per sent Lark message an alert key may still update or recall)."),
     ("lark_sink_state_writes_total", "counter", "Acknowledged writes to the state changelog topic, by kind (entry, tombstone)."),
     ("lark_sink_state_restore_seconds", "histogram", "Time to restore one state partition from the changelog topic."),
@@ -173,6 +174,12 @@ impl SinkStats {
     /// `recalled`), or without a call because a newer version took its place (`superseded`).
     pub fn keyed(&self, op: &'static str) {
         counter!("lark_sink_keyed_messages_total", "op" => op).increment(1);
+    }
+
+    /// A message finished, by how (`delivered`, `updated`, `recalled`, `superseded`, `merged`,
+    /// `deduplicated`, `dead_lettered`): every message of every record ends in exactly one.
+    pub fn message(&self, outcome: &'static str) {
+        counter!("lark_sink_messages_total", "outcome" => outcome).increment(1);
     }
 
     /// What the receiver queues hold now (the load backpressure bounds).
@@ -373,6 +380,7 @@ mod tests {
             s.dead_lettered("decode");
             s.buffered(1, 1);
             s.paused(1);
+            s.message("merged");
         });
         let names = text
             .lines()

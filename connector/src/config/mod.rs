@@ -18,6 +18,7 @@
 mod kafka;
 mod keys;
 mod sections;
+mod storm;
 mod substitute;
 mod webhooks;
 
@@ -36,6 +37,7 @@ pub use keys::{is_known_key, KNOWN_KEYS};
 pub use sections::{
     AdminConfig, BufferConfig, ErrorsConfig, LarkConfig, Tolerance, FEISHU_BASE_URL, LARK_BASE_URL,
 };
+pub use storm::{StormConfig, DEFAULT_DIGEST_MAX_ITEMS, MAX_DIGEST_ITEMS};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -140,6 +142,8 @@ pub struct ConnectorConfig {
     pub result_topic: Option<String>,
     /// `lark.state.*`: where keyed messages (`messageKey`) remember their Lark message.
     pub state: Option<StateConfig>,
+    /// `storm.*`: dedup and digests per receiver (all off by default).
+    pub storm: StormConfig,
     /// How often stored offsets are committed (`offset.flush.interval.ms`, as in Connect).
     pub offset_flush_interval: Duration,
     pub admin: AdminConfig,
@@ -225,6 +229,7 @@ impl ConnectorConfig {
         )?;
         let rate = sections::rate(&keys)?;
         let buffer = BufferConfig::parse(&keys)?;
+        let storm = StormConfig::parse(&keys)?;
         let offset_flush_interval =
             keys.ms("offset.flush.interval.ms", DEFAULT_OFFSET_FLUSH_INTERVAL)?;
         if offset_flush_interval.is_zero() {
@@ -248,6 +253,7 @@ impl ConnectorConfig {
             errors,
             result_topic,
             state,
+            storm,
             offset_flush_interval,
             admin,
             shutdown_timeout,
@@ -354,6 +360,35 @@ mod tests {
         let mut j = with("lark.state.topic", "out");
         j["config"]["lark.result.topic"] = json!("out");
         assert!(err(j).contains("'lark.state.topic'"));
+    }
+
+    #[test]
+    fn storm_keys() {
+        let off = ConnectorConfig::from_json(&base()).unwrap().storm;
+        assert_eq!(
+            off,
+            StormConfig {
+                dedup_window: Duration::ZERO,
+                digest_after: 0,
+                digest_max_items: DEFAULT_DIGEST_MAX_ITEMS,
+            }
+        );
+        assert!(!off.digests());
+        let mut j = with("storm.dedup.window.ms", "60000");
+        j["config"]["storm.digest.after"] = json!("20");
+        j["config"]["storm.digest.max.items"] = json!("5");
+        let on = ConnectorConfig::from_json(&j).unwrap().storm;
+        assert_eq!(
+            (on.dedup_window, on.digest_after, on.digest_max_items),
+            (Duration::from_secs(60), 20, 5)
+        );
+        assert!(on.digests());
+        j["config"]["storm.digest.max.items"] = json!("51");
+        assert!(err(j.clone()).contains("between 1 and 50"));
+        j["config"]["storm.digest.max.items"] = json!("0");
+        assert!(err(j).contains("'storm.digest.max.items'"));
+        assert!(err(with("storm.digest.max.items", "5")).contains("needs storm.digest.after"));
+        assert!(err(with("storm.digest.after", "many")).contains("'storm.digest.after'"));
     }
 
     #[test]

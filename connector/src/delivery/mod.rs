@@ -6,6 +6,7 @@
 //! keeps that receiver's messages in order while receivers proceed in parallel; each send first
 //! waits for permission from [`limits::RateLimits`], so a conforming Lark sees no throttling.
 
+pub mod digest;
 pub mod keyed;
 pub mod limits;
 pub mod scheduler;

@@ -39,6 +39,33 @@ pub trait Queued: Send + 'static {
     {
         Err(older)
     }
+    /// Storm control: the group this item may be merged into a digest with when too many wait for
+    /// its queue ([`Scheduler::with_digests`]); items merge only with others of the same group and
+    /// rank. Default: `None`, never merged.
+    fn digest_group(&self) -> Option<&str> {
+        None
+    }
+    /// Whether this item is a digest: a waiting one takes in the mergeable items of its group and
+    /// rank that arrive after it.
+    fn is_digest(&self) -> bool {
+        false
+    }
+    /// Makes one digest of `items` (waiting, of one group and rank, oldest first, at least two).
+    /// Its [`Queued::size`] must be the sum of theirs (the buffer's bytes stay exact). Returns them
+    /// back if it cannot.
+    fn digest(items: Vec<Self>) -> Result<Self, Vec<Self>>
+    where
+        Self: Sized,
+    {
+        Err(items)
+    }
+    /// A waiting digest takes in `item` (its size grows by `item`'s), or returns it.
+    fn merge(&mut self, item: Self) -> Result<(), Self>
+    where
+        Self: Sized,
+    {
+        Err(item)
+    }
 }
 
 pub trait Handler<T>: Send + Sync + 'static {
@@ -48,6 +75,9 @@ pub trait Handler<T>: Send + Sync + 'static {
 
 struct Inner<T, H> {
     handler: H,
+    /// `storm.digest.after`: more mergeable items than this waiting in one queue are merged into
+    /// a digest; 0: never.
+    digest_after: usize,
     queues: Mutex<HashMap<String, VecDeque<T>>>,
     in_flight: AtomicUsize,
     bytes: AtomicUsize,
@@ -70,8 +100,16 @@ impl<T, H> Clone for Scheduler<T, H> {
 
 impl<T: Queued, H: Handler<T>> Scheduler<T, H> {
     pub fn new(handler: H) -> Self {
+        Self::with_digests(handler, 0)
+    }
+
+    /// A scheduler that merges the waiting mergeable items of a queue into a digest once more
+    /// than `after` of them wait (0: never). A digest counts as one item in
+    /// [`in_flight`](Self::in_flight); its bytes are those of what it holds.
+    pub fn with_digests(handler: H, after: usize) -> Self {
         Scheduler {
             inner: Arc::new(Inner {
+                digest_after: after,
                 handler,
                 queues: Mutex::new(HashMap::new()),
                 in_flight: AtomicUsize::new(0),
@@ -107,8 +145,14 @@ impl<T: Queued, H: Handler<T>> Scheduler<T, H> {
                         }
                     }
                     self.inner.bytes.fetch_add(item.size(), Ordering::SeqCst);
-                    let at = place(q, &item);
-                    q.insert(at, item);
+                    let digest_after = self.inner.digest_after;
+                    if digest_after == 0 || item.digest_group().is_none() {
+                        let at = place(q, &item);
+                        q.insert(at, item);
+                    } else {
+                        let merged = merge_waiting(q, item, digest_after);
+                        self.inner.in_flight.fetch_sub(merged, Ordering::SeqCst);
+                    }
                     false
                 }
                 None => {
@@ -166,12 +210,71 @@ impl<T: Queued, H: Handler<T>> Scheduler<T, H> {
 /// thing keep their order whatever their rank).
 fn place<T: Queued>(q: &VecDeque<T>, item: &T) -> usize {
     let rank = item.rank();
-    let by_rank = q.iter().rposition(|w| w.rank() >= rank).map_or(0, |i| i + 1);
+    let by_rank = q
+        .iter()
+        .rposition(|w| w.rank() >= rank)
+        .map_or(0, |i| i + 1);
     let by_key = item
         .coalesce_key()
         .and_then(|key| q.iter().rposition(|w| w.coalesce_key() == Some(key)))
         .map_or(0, |i| i + 1);
     by_rank.max(by_key)
+}
+
+/// Queues a mergeable `item` in a storm: into the waiting digest of its group and rank if there
+/// is one; else in its place, and if more than `after` mergeable items now wait, those of each
+/// group and rank become one digest, where the oldest of them was. Returns how many items left
+/// the count (merged into another).
+fn merge_waiting<T: Queued>(q: &mut VecDeque<T>, item: T, after: usize) -> usize {
+    let class = |w: &T| w.digest_group().map(|g| (w.rank(), g.to_string()));
+    let mine = class(&item);
+    let item = match q
+        .iter_mut()
+        .rev()
+        .find(|w| w.is_digest() && class(w) == mine)
+    {
+        Some(digest) => match digest.merge(item) {
+            Ok(()) => return 1,
+            Err(item) => item,
+        },
+        None => item,
+    };
+    let at = place(q, &item);
+    q.insert(at, item);
+    let loose = |w: &T| !w.is_digest() && w.digest_group().is_some();
+    if q.iter().filter(|w| loose(w)).count() <= after {
+        return 0;
+    }
+    let mut classes: Vec<(u8, String)> = q.iter().filter(|w| loose(w)).filter_map(class).collect();
+    classes.sort_unstable();
+    classes.dedup();
+    let mut merged = 0;
+    for c in classes {
+        let is_member = |w: &T| loose(w) && class(w).as_ref() == Some(&c);
+        let Some(first) = q.iter().position(is_member) else {
+            continue;
+        };
+        if q.iter().filter(|w| is_member(w)).count() < 2 {
+            continue;
+        }
+        let (members, rest): (VecDeque<T>, VecDeque<T>) =
+            std::mem::take(q).into_iter().partition(is_member);
+        *q = rest;
+        let n = members.len();
+        match T::digest(members.into()) {
+            Ok(digest) => {
+                q.insert(first, digest);
+                merged += n - 1;
+            }
+            // Not merged after all: back in their places, in order.
+            Err(members) => {
+                for (i, m) in members.into_iter().enumerate() {
+                    q.insert(first + i, m);
+                }
+            }
+        }
+    }
+    merged
 }
 
 /// Removes the newest waiting item of `q` with `item`'s coalescing key, with its position.
@@ -208,265 +311,5 @@ async fn drain_queue<T: Queued, H: Handler<T>>(inner: Arc<Inner<T, H>>, key: Str
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    struct Item {
-        key: String,
-        n: usize,
-    }
-
-    impl Queued for Item {
-        fn queue_key(&self) -> &str {
-            &self.key
-        }
-        fn size(&self) -> usize {
-            10
-        }
-    }
-
-    /// Records (key, n) in handling order; receiver "slow" takes 10 s per item.
-    #[derive(Default, Clone)]
-    struct Log(Arc<Mutex<Vec<(String, usize)>>>);
-
-    impl Handler<Item> for Log {
-        async fn handle(&self, item: Item) {
-            if item.key == "slow" {
-                tokio::time::sleep(Duration::from_secs(10)).await;
-            } else {
-                tokio::task::yield_now().await;
-            }
-            self.0.lock().unwrap().push((item.key, item.n));
-        }
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn per_key_order_and_a_slow_key_blocks_nobody_else() {
-        let log = Log::default();
-        let s = Scheduler::new(log.clone());
-        for n in 0..3 {
-            s.submit(Item {
-                key: "slow".into(),
-                n,
-            });
-        }
-        for n in 0..50 {
-            for k in ["a", "b", "c"] {
-                s.submit(Item { key: k.into(), n });
-            }
-        }
-        assert_eq!(s.in_flight(), 153);
-        assert_eq!(s.bytes(), 1530);
-        // The fast receivers finish while "slow" is still on its first item.
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        {
-            let done = log.0.lock().unwrap();
-            assert_eq!(done.len(), 150, "fast receivers were held up");
-            for k in ["a", "b", "c"] {
-                let ns: Vec<usize> = done
-                    .iter()
-                    .filter(|(key, _)| key == k)
-                    .map(|(_, n)| *n)
-                    .collect();
-                assert_eq!(ns, (0..50).collect::<Vec<_>>(), "order of {k}");
-            }
-        }
-        assert!(s.drain(Duration::from_secs(60)).await);
-        let slow: Vec<usize> = log
-            .0
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|(k, _)| k == "slow")
-            .map(|(_, n)| *n)
-            .collect();
-        assert_eq!(slow, [0, 1, 2]);
-        assert_eq!((s.in_flight(), s.bytes(), s.active_queues()), (0, 0, 0));
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn stop_abandons_queued_items_but_finishes_the_one_in_hand() {
-        let log = Log::default();
-        let s = Scheduler::new(log.clone());
-        for n in 0..5 {
-            s.submit(Item {
-                key: "slow".into(),
-                n,
-            });
-        }
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        s.stop();
-        assert!(s.drain(Duration::from_secs(60)).await);
-        assert_eq!(*log.0.lock().unwrap(), [("slow".to_string(), 0)]);
-        assert_eq!(s.in_flight(), 0);
-    }
-
-    /// An item of queue "k" with coalescing key `c`: it absorbs older items of `c` unless the
-    /// older one is a barrier; `absorbed` are the `n`s it took over.
-    struct Version {
-        c: Option<&'static str>,
-        n: usize,
-        barrier: bool,
-        absorbed: Vec<usize>,
-    }
-
-    impl Queued for Version {
-        fn queue_key(&self) -> &str {
-            "k"
-        }
-        fn size(&self) -> usize {
-            100 + self.n
-        }
-        fn coalesce_key(&self) -> Option<&str> {
-            self.c
-        }
-        fn absorb(&mut self, older: Self) -> Result<(), Self> {
-            if older.barrier {
-                return Err(older);
-            }
-            self.absorbed.push(older.n);
-            self.absorbed.extend(older.absorbed);
-            Ok(())
-        }
-    }
-
-    /// An item's `n` and the `n`s it absorbed, as handled.
-    type Handled = (usize, Vec<usize>);
-
-    /// Records what was handled, in order; the first item takes 1 s.
-    #[derive(Default, Clone)]
-    struct Versions(Arc<Mutex<Vec<Handled>>>);
-
-    impl Handler<Version> for Versions {
-        async fn handle(&self, item: Version) {
-            if item.n == 0 {
-                tokio::time::sleep(Duration::from_secs(1)).await;
-            }
-            let mut absorbed = item.absorbed;
-            absorbed.sort_unstable();
-            self.0.lock().unwrap().push((item.n, absorbed));
-        }
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn waiting_versions_of_one_key_are_coalesced_into_the_newest() {
-        let log = Versions::default();
-        let s = Scheduler::new(log.clone());
-        let v = |c, n, barrier| Version {
-            c,
-            n,
-            barrier,
-            absorbed: vec![],
-        };
-        // 0 is in hand (never taken); 1..=3 wait and coalesce into 3; 4 (another key) keeps its
-        // place; 5 (a barrier, like a recall) absorbs 3's chain but 6 may not absorb 5; 7
-        // absorbs 6; 8 has no key.
-        s.submit(v(Some("a"), 0, false));
-        tokio::task::yield_now().await;
-        for (c, n, barrier) in [
-            (Some("a"), 1, false),
-            (Some("a"), 2, false),
-            (Some("b"), 4, false),
-            (Some("a"), 3, false),
-            (Some("a"), 5, true),
-            (Some("a"), 6, false),
-            (None, 8, false),
-            (Some("a"), 7, false),
-        ] {
-            s.submit(v(c, n, barrier));
-        }
-        // 9 items submitted, 4 absorbed (1, 2, 3 and 6): the counts drop with them.
-        assert_eq!(s.in_flight(), 5, "absorbed items leave the count");
-        assert_eq!(s.bytes(), 100 * 5 + 4 + 5 + 8 + 7);
-        assert!(s.drain(Duration::from_secs(60)).await);
-        assert_eq!(
-            *log.0.lock().unwrap(),
-            [
-                (0, vec![]),
-                (4, vec![]),
-                (5, vec![1, 2, 3]),
-                (8, vec![]),
-                (7, vec![6]),
-            ]
-        );
-        assert_eq!((s.in_flight(), s.bytes()), (0, 0));
-    }
-
-    /// An item of queue "q" with a rank and an optional coalescing key.
-    struct Ranked {
-        n: usize,
-        rank: u8,
-        c: Option<&'static str>,
-    }
-
-    impl Queued for Ranked {
-        fn queue_key(&self) -> &str {
-            "q"
-        }
-        fn size(&self) -> usize {
-            1
-        }
-        fn rank(&self) -> u8 {
-            self.rank
-        }
-        fn coalesce_key(&self) -> Option<&str> {
-            self.c
-        }
-    }
-
-    #[derive(Default, Clone)]
-    struct Order(Arc<Mutex<Vec<usize>>>);
-
-    impl Handler<Ranked> for Order {
-        async fn handle(&self, item: Ranked) {
-            if item.n == 0 {
-                tokio::time::sleep(Duration::from_secs(1)).await;
-            }
-            self.0.lock().unwrap().push(item.n);
-        }
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn higher_ranks_go_first_and_order_holds_within_a_rank_and_a_key() {
-        let log = Order::default();
-        let s = Scheduler::new(log.clone());
-        let r = |n, rank, c| Ranked { n, rank, c };
-        // 0 is in hand. Waiting: lows, normals, highs interleaved; 7 is a high version of key
-        // "k" whose older version 2 (normal, not absorbed: no absorb here) waits: 7 may overtake
-        // the normals before 2, not 2 itself.
-        s.submit(r(0, 1, None));
-        tokio::task::yield_now().await;
-        for (n, rank, c) in [
-            (1, 0, None),
-            (2, 1, Some("k")),
-            (3, 1, None),
-            (4, 2, None),
-            (5, 0, None),
-            (6, 2, None),
-            (7, 2, Some("k")),
-            (8, 1, None),
-        ] {
-            s.submit(r(n, rank, c));
-        }
-        assert!(s.drain(Duration::from_secs(60)).await);
-        assert_eq!(*log.0.lock().unwrap(), [0, 4, 6, 2, 7, 3, 8, 1, 5]);
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_key_gets_a_new_task_after_its_queue_emptied() {
-        let log = Log::default();
-        let s = Scheduler::new(log.clone());
-        s.submit(Item {
-            key: "a".into(),
-            n: 0,
-        });
-        assert!(s.drain(Duration::from_secs(1)).await);
-        assert_eq!(s.active_queues(), 0);
-        s.submit(Item {
-            key: "a".into(),
-            n: 1,
-        });
-        assert!(s.drain(Duration::from_secs(1)).await);
-        assert_eq!(log.0.lock().unwrap().len(), 2);
-    }
-}
+#[path = "scheduler_tests.rs"]
+mod tests;

@@ -82,6 +82,7 @@ impl Intake {
         settle: Arc<Settle>,
         fatal: mpsc::Receiver<SinkError>,
     ) -> Self {
+        let digest_after = cfg.storm.digest_after;
         let rebuild = {
             let cfg = cfg.clone();
             Box::new(move || cfg.transform_chain())
@@ -96,7 +97,7 @@ impl Intake {
             expiry: None,
             seen_assigns: 0,
             consumer,
-            scheduler: Scheduler::new(Deliverer(settle.clone())),
+            scheduler: Scheduler::with_digests(Deliverer(settle.clone()), digest_after),
             settle,
             dead_letters: JoinSet::new(),
             fatal,

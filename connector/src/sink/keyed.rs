@@ -92,6 +92,17 @@ impl Settle {
             Change::Keep => {}
         }
         self.stats.keyed(landed.op.as_str());
+        self.stats.message(match landed.op {
+            Op::Updated => "updated",
+            Op::Recalled => "recalled",
+            _ => "delivered",
+        });
+        if landed.op == Op::Recalled {
+            self.storm.forget_key(&key.receiver, &key.message_key);
+        } else {
+            self.storm
+                .sent(&m.queue, &m.envelope, &landed.ok.message_id);
+        }
         if landed.op != Op::Recalled {
             self.stats.delivered(&m.envelope.msg_type, record.timestamp);
         }
@@ -120,7 +131,7 @@ impl Settle {
 
     /// Finishes the versions `m` took the place of: a `superseded` result each (naming `m` and
     /// the key's message), then their offsets.
-    async fn finish_superseded(
+    pub(super) async fn finish_superseded(
         &self,
         m: &Outgoing,
         message_id: Option<&str>,
@@ -144,6 +155,7 @@ impl Settle {
             });
             self.write_result(record, result).await?;
             self.stats.keyed("superseded");
+            self.stats.message("superseded");
             self.message_done(&older.record);
         }
         Ok(())

@@ -33,7 +33,9 @@ mod intake;
 mod keyed;
 mod restore;
 mod settle;
+mod settle_storm;
 mod startup;
+mod storm;
 mod verdict;
 
 use std::future::Future;
@@ -112,6 +114,7 @@ pub async fn run(
         stats,
         control: control.clone(),
         fatal,
+        storm: storm::Storm::new(&c.cfg.storm),
     });
     let mut intake = Intake::new(c.cfg, c.validator, c.chain, c.consumer, settle, fatal_rx);
     control.set_stopping(false);

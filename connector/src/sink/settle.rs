@@ -59,6 +59,13 @@ pub(super) struct Outgoing {
     /// The uuid a send of this version uses: its own, or after coalescing the oldest version's,
     /// so a replay that coalesces differently still sends the same uuid (Lark keeps one copy).
     pub lead_uuid: String,
+    /// Storm digests (`storm.digest.after`): the source partition it may be merged with others
+    /// of (never across partitions, as for coalescing); `None` when it is never merged (`high`,
+    /// keyed, urgent, a reply). See `storm.rs`.
+    pub digest_group: Option<String>,
+    /// For a digest: the messages it stands for, oldest first (empty for a plain message). Each
+    /// finishes as `merged` when the digest is delivered.
+    pub merged: Vec<Outgoing>,
 }
 
 impl Outgoing {
@@ -72,7 +79,10 @@ impl Outgoing {
             let r = &record.record;
             format!("{}\u{0}{}\u{0}{k}", r.topic, r.partition)
         });
+        let digest_group = super::storm::digest_group(&record.record, &envelope);
         Outgoing {
+            digest_group,
+            merged: Vec::new(),
             lead_uuid: uuid.clone(),
             uuid,
             record,
@@ -87,6 +97,30 @@ impl Outgoing {
 }
 
 impl Outgoing {
+    /// One digest of `items` (waiting messages of one receiver, group and rank, oldest first): an
+    /// interactive message to the same receiver whose content is written when it is sent (the list
+    /// grows while it waits).
+    fn digest_of(mut items: Vec<Outgoing>) -> Result<Outgoing, Vec<Outgoing>> {
+        let Some(first) = items.first() else {
+            return Err(items);
+        };
+        let envelope = Envelope {
+            receiver: first.envelope.receiver.clone(),
+            msg_type: "interactive".into(),
+            content: String::new(),
+            urgent: None,
+            reply: None,
+            op: Operation::Send,
+            priority: first.envelope.priority,
+        };
+        let mut digest = Outgoing::new(first.record.clone(), first.index, envelope);
+        digest.queue = first.queue.clone();
+        digest.digest_group = first.digest_group.clone();
+        digest.size = items.iter().map(|i| i.size).sum();
+        digest.merged = std::mem::take(&mut items);
+        Ok(digest)
+    }
+
     /// The message as its dead letter names it.
     pub(super) fn subject(&self) -> Subject {
         Subject {
@@ -125,6 +159,20 @@ impl Queued for Outgoing {
         self.superseded.append(&mut older.superseded);
         older.envelope.content = String::new();
         self.superseded.push(older);
+        Ok(())
+    }
+    fn digest_group(&self) -> Option<&str> {
+        self.digest_group.as_deref()
+    }
+    fn is_digest(&self) -> bool {
+        !self.merged.is_empty()
+    }
+    fn digest(items: Vec<Self>) -> Result<Self, Vec<Self>> {
+        Outgoing::digest_of(items)
+    }
+    fn merge(&mut self, item: Self) -> Result<(), Self> {
+        self.size += item.size;
+        self.merged.push(item);
         Ok(())
     }
 }
@@ -170,6 +218,8 @@ pub(super) struct Settle {
     pub control: Arc<Control>,
     /// Where a queue reports an error that stops the connector (the loop ends on it).
     pub fatal: mpsc::Sender<SinkError>,
+    /// `storm.*`: the dedup window's memory and how digests read.
+    pub storm: super::storm::Storm,
 }
 
 /// The scheduler's handler: delivers one message to the end.
@@ -183,6 +233,12 @@ impl Handler<Outgoing> for Deliverer {
         }
         if self.0.control.is_stopping() {
             return; // shutting down: left uncommitted, replayed on the next start
+        }
+        if m.is_digest() {
+            return self.0.deliver_digest(m).await;
+        }
+        if let Some(duplicate_of) = self.0.storm.duplicate(&m.queue, &m.envelope) {
+            return self.0.deduplicated(m, duplicate_of).await;
         }
         if m.envelope.op.key().is_some() {
             if let Some(state) = &self.0.outputs.state {
@@ -238,6 +294,8 @@ impl Settle {
     async fn delivered(&self, m: &Outgoing, done: Delivered) -> Result<(), SinkError> {
         let record = &m.record.record;
         self.stats.delivered(&m.envelope.msg_type, record.timestamp);
+        self.stats.message("delivered");
+        self.storm.sent(&m.queue, &m.envelope, &done.ok.message_id);
         tracing::debug!(record = %record.coordinates(), index = m.index,
             message_id = %done.ok.message_id, attempts = done.attempts, "delivered");
         let urgent = match &m.envelope.urgent {
@@ -349,6 +407,7 @@ impl Settle {
             .is_some()
             .then(|| results::dead_lettered(&self.outputs.name, record, &dl, envelope));
         self.dead_letter(record, dl).await?;
+        self.stats.message("dead_lettered");
         self.write_result(record, result).await
     }
 
