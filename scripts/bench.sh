@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs the delivery-engine benchmark (docs/performance.md) in release mode against a fresh local
-# tansu broker: scripts/bench.sh [--quick] [--scenario ceiling,hot,engine,latency,memory] [--records N]
+# tansu broker: scripts/bench.sh [--quick] [--scenario ceiling,hot,engine,latency,memory,storm] [--records N]
 # A full run takes about 10 minutes (the ceiling scenario alone runs 3 minutes at Lark's limit).
 # The benchmark is its own binary (bench/, lark-sink-bench); it measures the release lark-sink.
 set -euo pipefail

@@ -36,9 +36,9 @@ struct Cli {
     /// Bootstrap servers of the broker to produce to and consume from.
     #[arg(long, default_value = "127.0.0.1:19092")]
     broker: String,
-    /// Scenarios to run, comma-separated: ceiling, hot, engine, latency, memory, and soak
+    /// Scenarios to run, comma-separated: ceiling, hot, engine, latency, memory, storm, and soak
     /// (not in the default set: fault-injected endurance run, docs/reliability.md).
-    #[arg(long, default_value = "ceiling,hot,engine,latency,memory")]
+    #[arg(long, default_value = "ceiling,hot,engine,latency,memory,storm")]
     scenario: String,
     /// Smaller volumes and shorter runs.
     #[arg(long)]

@@ -468,8 +468,20 @@ pub fn committed(group: &str, topic: &str, partitions: i32) -> Vec<i64> {
     committed_on(&KafkaAccess::plain(), group, topic, partitions)
 }
 
+/// Asks up to three times: a broker busy at full CPU (a state restore on a loaded 2-core CI
+/// machine) can let one metadata request time out, which says nothing about the offsets.
 pub fn committed_on(kafka: &KafkaAccess, group: &str, topic: &str, partitions: i32) -> Vec<i64> {
-    try_committed_on(kafka, group, topic, partitions).expect("committed_offsets")
+    let mut attempt = 1;
+    loop {
+        match try_committed_on(kafka, group, topic, partitions) {
+            Ok(offsets) => return offsets,
+            Err(e) if attempt < 3 => {
+                eprintln!("committed offsets of {topic}: {e}; asking again ({attempt}/3)");
+                attempt += 1;
+            }
+            Err(e) => panic!("committed_offsets: {e}"),
+        }
+    }
 }
 
 /// [`committed_on`] that returns the broker's error instead of panicking, for callers that poll

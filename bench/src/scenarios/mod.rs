@@ -8,6 +8,7 @@ mod hot;
 mod latency;
 mod memory;
 mod soak;
+mod storm;
 
 use std::time::Instant;
 
@@ -30,6 +31,7 @@ pub async fn run(opts: &Options) -> anyhow::Result<()> {
             "latency" => latency::run(opts).await?,
             "memory" => memory::run(opts).await?,
             "soak" => soak::run(opts).await?,
+            "storm" => storm::run(opts).await?,
             other => anyhow::bail!("unknown scenario '{other}'"),
         }
         println!("  ({s} took {:.0} s)\n", started.elapsed().as_secs_f64());
