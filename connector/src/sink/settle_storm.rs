@@ -42,7 +42,9 @@ impl Settle {
                 let id = done.ok.message_id;
                 tracing::info!(record = %first.coordinates(), receiver = %d.envelope.receiver.describe(),
                     messages = members.len(), message_id = %id, uuid = %d.uuid, "storm digest delivered");
-                self.finish_merged(&members, &id).await
+                let finished = self.finish_merged(&members, &id).await;
+                self.offsets.commit_soon();
+                finished
             }
             Verdict::Stop(reason) => Err(lark_config(first, reason)),
             Verdict::DeadLetter(dl) => self.dead_letter_members(&members, &dl).await,

@@ -167,6 +167,16 @@ impl Offsets {
         }
     }
 
+    /// Commits what is stored now, without waiting for the answer or the next
+    /// `offset.flush.interval.ms`: after a storm digest lands, so that a crash soon after does not
+    /// replay its records into a differently grouped digest (docs/user-guide.md "Storms"). At most
+    /// one per digest, so at most a few a second.
+    pub fn commit_soon(&self) {
+        if let Err(e) = self.consumer.commit_consumer_state(CommitMode::Async) {
+            tracing::debug!("early commit: {e}");
+        }
+    }
+
     /// The end of a stop: commits what is stored, then forgets every partition.
     pub fn close(&self) {
         match self.consumer.commit_consumer_state(CommitMode::Sync) {
