@@ -15,7 +15,8 @@
 //! | `image`, `file`, `audio`, `media`, `sticker` | `[image]`, `[file]`, `[audio]`, `[video]`, `[sticker]` |
 //! | `share_chat`, `share_user`, `system` | `[shared chat]`, `[shared contact]`, `[system message]` |
 //!
-//! prefixed with `messageKey: ` for a keyed message, on one line, cut at [`SUMMARY_CHARS`].
+//! prefixed with `messageKey: ` for a keyed message, on one line, cut at [`SUMMARY_CHARS`]. An
+//! envelope's own `summary` (set by the producer or a transform) replaces the derived line.
 //! Its uuid is derived from the coordinates of every message it covers ([`digest_uuid`]), so the
 //! same digest sent again (a retry, or a replay that merged the same records) is one message in
 //! Lark.
@@ -30,6 +31,9 @@ pub const SUMMARY_CHARS: usize = 100;
 
 /// One line saying what `envelope` was.
 pub fn summary(envelope: &Envelope) -> String {
+    if let Some(own) = envelope.summary.as_deref().filter(|s| !s.trim().is_empty()) {
+        return one_line(own);
+    }
     let content: Value = serde_json::from_str(&envelope.content).unwrap_or(Value::Null);
     let what = match envelope.msg_type.as_str() {
         "text" => str_at(&content, "/text"),
@@ -220,6 +224,7 @@ mod tests {
             reply: None,
             op: key.map_or(Operation::Send, |k| Operation::Upsert { key: k.into() }),
             priority: Priority::Normal,
+            summary: None,
         }
     }
 
@@ -296,6 +301,10 @@ mod tests {
         for (e, want) in cases {
             assert_eq!(summary(&e), want, "{}", e.content);
         }
+        // The envelope's own `summary` (a transform's) wins, on one line.
+        let mut own = env("text", json!({"text": "cpu"}), None);
+        own.summary = Some("host-7: CPU 97%\n(5 min)".into());
+        assert_eq!(summary(&own), "host-7: CPU 97% (5 min)");
         let long = summary(&env("text", json!({"text": "x".repeat(300)}), None));
         assert_eq!(long.chars().count(), SUMMARY_CHARS);
         assert!(long.ends_with('…'));

@@ -254,6 +254,9 @@ pub struct Envelope {
     pub op: Operation,
     /// Its place in the receiver's queue (`priority`, default `normal`).
     pub priority: Priority,
+    /// `summary`: the line a storm digest lists for it, instead of one derived from its content
+    /// (`delivery::digest::summary`); a transform sets it to customise digests.
+    pub summary: Option<String>,
 }
 
 #[cfg(test)]

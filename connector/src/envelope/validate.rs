@@ -140,6 +140,10 @@ impl EnvelopeValidator {
             .and_then(Value::as_str)
             .and_then(Priority::parse)
             .unwrap_or_default();
+        let summary = value
+            .get("summary")
+            .and_then(Value::as_str)
+            .map(str::to_string);
         self.check_addressing(&receiver, reply.as_ref(), urgent.is_some(), msg_type, &at)?;
         self.check_keyed(&receiver, &op, &at)?;
         if let Operation::Recall { .. } = op {
@@ -152,6 +156,7 @@ impl EnvelopeValidator {
                 reply,
                 op,
                 priority,
+                summary,
             });
         }
         let content_path = at.of("/content");
@@ -172,6 +177,7 @@ impl EnvelopeValidator {
             reply,
             op,
             priority,
+            summary,
         })
     }
 

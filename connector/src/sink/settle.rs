@@ -112,6 +112,7 @@ impl Outgoing {
             reply: None,
             op: Operation::Send,
             priority: first.envelope.priority,
+            summary: None,
         };
         let mut digest = Outgoing::new(first.record.clone(), first.index, envelope);
         digest.queue = first.queue.clone();

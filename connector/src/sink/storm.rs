@@ -154,6 +154,7 @@ mod tests {
             reply: None,
             op,
             priority,
+            summary: None,
         }
     }
 
