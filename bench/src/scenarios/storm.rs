@@ -7,12 +7,12 @@
 
 use std::time::{Duration, Instant};
 
-use lark_emulator::Limits;
+use lark_emulator::{Directory, EmulatorConfig, Limits};
 use lark_sink_e2e::{committed_on, create_topic_on, try_committed_on};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde_json::{json, Value};
 
-use crate::common::{emulator, name, now_ms, produce_many, row, throttle_row, wait_for};
+use crate::common::{emulator_with, name, now_ms, produce_many, row, throttle_row, wait_for};
 use crate::sink::{startup_timeout, Sink};
 use crate::Options;
 
@@ -37,7 +37,7 @@ pub async fn run(o: &Options) -> anyhow::Result<()> {
 
 /// The alert `i` of the storm.
 fn alert(i: usize) -> String {
-    json!({"receiveType": "chat", "receiveId": "oc_oncall",
+    json!({"receiveType": "chat", "receiveId": "oc_gen_0",
            "content": {"text": format!("[FIRING] disk full on host-{i:05} (/var, 97%)")}})
     .to_string()
 }
@@ -46,7 +46,12 @@ async fn one(o: &Options, extra: &Value, digests: bool) -> anyhow::Result<()> {
     let topic = name("storm");
     let group = name("storm-group");
     create_topic_on(&o.kafka, &topic, PARTITIONS).await;
-    let lark = emulator(Limits::default(), 10).await?;
+    let lark = emulator_with(EmulatorConfig {
+        directory: Directory::with_generated(0, 2),
+        limits: Limits::default(),
+        ..EmulatorConfig::default()
+    })
+    .await?;
     let mut cfg = extra.clone();
     cfg["kafka.group.id"] = json!(group);
     let sink = Sink::start(o, &topic, &lark, &cfg);
@@ -67,7 +72,7 @@ async fn one(o: &Options, extra: &Value, digests: bool) -> anyhow::Result<()> {
         }
     };
     send(
-        json!({"receiveType": "chat", "receiveId": "oc_warm", "content": {"text": "warm"}})
+        json!({"receiveType": "chat", "receiveId": "oc_gen_1", "content": {"text": "warm"}})
             .to_string(),
     )
     .await?;
@@ -84,7 +89,7 @@ async fn one(o: &Options, extra: &Value, digests: bool) -> anyhow::Result<()> {
     tokio::time::sleep(Duration::from_secs(5)).await;
     let high_ms = now_ms();
     send(
-        json!({"receiveType": "chat", "receiveId": "oc_oncall", "priority": "high",
+        json!({"receiveType": "chat", "receiveId": "oc_gen_0", "priority": "high",
                 "content": {"text": "[P1] payments down"}})
         .to_string(),
     )
@@ -145,13 +150,13 @@ async fn one(o: &Options, extra: &Value, digests: bool) -> anyhow::Result<()> {
     let first_minute = lark
         .messages()
         .iter()
-        .filter(|m| m.chat_id == "oc_oncall" && m.received_at_ms < storm_ms + 60_000)
+        .filter(|m| m.chat_id == "oc_gen_0" && m.received_at_ms < storm_ms + 60_000)
         .count();
     sink.stop();
     let digests_sent = lark
         .messages()
         .iter()
-        .filter(|m| m.chat_id == "oc_oncall" && m.msg_type == "interactive")
+        .filter(|m| m.chat_id == "oc_gen_0" && m.msg_type == "interactive")
         .count();
     row(
         "messages to the chat in the first minute",
