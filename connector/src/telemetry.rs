@@ -179,7 +179,7 @@ impl SinkStats {
     /// A message finished, by how (`delivered`, `updated`, `recalled`, `superseded`, `merged`,
     /// `deduplicated`, `dead_lettered`): every message of every record ends in exactly one.
     pub fn message(&self, outcome: &'static str) {
-        counter!("lark_sink_messages_total", "outcome" => outcome).increment(1);
+        labelled_counter("lark_sink_messages_total", "outcome", outcome).increment(1);
     }
 
     /// What the receiver queues hold now (the load backpressure bounds).

@@ -192,8 +192,11 @@ impl Intake {
         for (index, m) in messages.into_iter().enumerate() {
             match m {
                 Ok(envelope) => {
-                    self.scheduler
-                        .submit(Outgoing::new(rec.clone(), index, envelope));
+                    let mut m = Outgoing::new(rec.clone(), index, envelope);
+                    if self.cfg.storm.digests() {
+                        m.digest_group = super::storm::digest_group(&rec.record, &m.envelope);
+                    }
+                    self.scheduler.submit(m);
                 }
                 Err(dl) => {
                     let (settle, rec) = (self.settle.clone(), rec.clone());

@@ -61,7 +61,7 @@ pub(super) struct Outgoing {
     pub lead_uuid: String,
     /// Storm digests (`storm.digest.after`): the source partition it may be merged with others
     /// of (never across partitions, as for coalescing); `None` when it is never merged (`high`,
-    /// keyed, urgent, a reply). See `storm.rs`.
+    /// keyed, urgent, a reply) or digests are off. Set by the intake (`storm::digest_group`).
     pub digest_group: Option<String>,
     /// For a digest: the messages it stands for, oldest first (empty for a plain message). Each
     /// finishes as `merged` when the digest is delivered.
@@ -79,9 +79,8 @@ impl Outgoing {
             let r = &record.record;
             format!("{}\u{0}{}\u{0}{k}", r.topic, r.partition)
         });
-        let digest_group = super::storm::digest_group(&record.record, &envelope);
         Outgoing {
-            digest_group,
+            digest_group: None,
             merged: Vec::new(),
             lead_uuid: uuid.clone(),
             uuid,
