@@ -506,6 +506,18 @@ pub fn try_committed_on(
         .collect())
 }
 
+/// The random generator of a test's kill moments: seeded from `LARK_SINK_CRASH_SEED` when set,
+/// else at random; the seed is printed so that a failing run can be replayed.
+pub fn kill_moments() -> rand::rngs::StdRng {
+    use rand::SeedableRng;
+    let seed: u64 = std::env::var("LARK_SINK_CRASH_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(rand::random);
+    eprintln!("kill moments from seed {seed} (rerun with LARK_SINK_CRASH_SEED={seed})");
+    rand::rngs::StdRng::seed_from_u64(seed)
+}
+
 /// Polls `f` every 100 ms until it is true; panics with `what` after `timeout`.
 pub async fn wait_until(what: &str, timeout: Duration, f: impl FnMut() -> bool) {
     wait_until_every(what, timeout, Duration::from_millis(100), f).await

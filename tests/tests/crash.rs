@@ -9,7 +9,7 @@ use std::time::Duration;
 use lark_sink::emulator::Directory;
 use lark_sink_e2e::audit::produce_workload;
 use lark_sink_e2e::*;
-use rand::{Rng, SeedableRng};
+use rand::Rng;
 
 const PARTITIONS: i32 = 3;
 const RECORDS: usize = 600;
@@ -33,12 +33,7 @@ async fn sigkill_at_random_moments_loses_and_duplicates_nothing() {
     let ledger = produce_workload(&s, RECORDS, RECEIVERS).await;
     let cfg = s.config();
 
-    let seed: u64 = std::env::var("LARK_SINK_CRASH_SEED")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(rand::random);
-    eprintln!("kill moments from seed {seed} (rerun with LARK_SINK_CRASH_SEED={seed})");
-    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut rng = kill_moments();
 
     for kill in 1..=KILLS {
         let before = lark.messages().len();

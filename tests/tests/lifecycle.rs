@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use lark_sink_e2e::*;
-use rand::{Rng, SeedableRng};
+use rand::Rng;
 use serde_json::{json, Value};
 
 const WAIT: Duration = Duration::from_secs(90);
@@ -178,12 +178,7 @@ async fn keyed_alerts_survive_sigkills() {
     const KILLS: usize = 6;
     let s = Scenario::new("keyed-crash", 3).await;
     let (cfg, _, results) = keyed_config(&s);
-    let seed: u64 = std::env::var("LARK_SINK_CRASH_SEED")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(rand::random);
-    eprintln!("kill moments from seed {seed} (rerun with LARK_SINK_CRASH_SEED={seed})");
-    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut rng = kill_moments();
     let mut records = 0;
     for v in 0..5 {
         for key in 0..KEYS {

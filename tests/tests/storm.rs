@@ -380,7 +380,7 @@ async fn dedup_sends_an_identical_message_once_per_window() {
 /// "Storms", "After a crash").
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_storm_under_sigkills_loses_nothing() {
-    use rand::{Rng, SeedableRng};
+    use rand::Rng;
     const ALERTS: usize = 300;
     let s = Scenario::new("storm-kill", 2).await;
     let results = unique(&format!("{}-results", s.topic));
@@ -392,12 +392,7 @@ async fn a_storm_under_sigkills_loses_nothing() {
                            "content": {"text": format!("alert {i:03}")}});
         s.send_to((i % 2) as i32, &alert).await;
     }
-    let seed: u64 = std::env::var("LARK_SINK_CRASH_SEED")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(rand::random);
-    eprintln!("kill moments from seed {seed} (rerun with LARK_SINK_CRASH_SEED={seed})");
-    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut rng = kill_moments();
     for kill in 1..=4 {
         let before = s.lark.messages().len();
         let mut c = Connector::start(&cfg);
