@@ -468,15 +468,15 @@ pub fn committed(group: &str, topic: &str, partitions: i32) -> Vec<i64> {
     committed_on(&KafkaAccess::plain(), group, topic, partitions)
 }
 
-/// Asks up to three times: a broker busy at full CPU (a state restore on a loaded 2-core CI
-/// machine) can let one metadata request time out, which says nothing about the offsets.
+/// Asks up to six times (10 s each): a broker busy at full CPU (a state restore on a loaded
+/// 2-core CI machine) can let metadata requests time out, which says nothing about the offsets.
 pub fn committed_on(kafka: &KafkaAccess, group: &str, topic: &str, partitions: i32) -> Vec<i64> {
     let mut attempt = 1;
     loop {
         match try_committed_on(kafka, group, topic, partitions) {
             Ok(offsets) => return offsets,
-            Err(e) if attempt < 3 => {
-                eprintln!("committed offsets of {topic}: {e}; asking again ({attempt}/3)");
+            Err(e) if attempt < 6 => {
+                eprintln!("committed offsets of {topic}: {e}; asking again ({attempt}/6)");
                 attempt += 1;
             }
             Err(e) => panic!("committed_offsets: {e}"),
