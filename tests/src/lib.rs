@@ -506,6 +506,15 @@ pub fn try_committed_on(
         .collect())
 }
 
+/// The value of a `/metrics` line `name{labels} value` (labels given as a substring; the sum
+/// over the lines that match), or 0.
+pub fn metric(text: &str, name: &str, labels: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(name) && l.contains(labels) && !l.starts_with('#'))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
 /// The random generator of a test's kill moments: seeded from `LARK_SINK_CRASH_SEED` when set,
 /// else at random; the seed is printed so that a failing run can be replayed.
 pub fn kill_moments() -> rand::rngs::StdRng {

@@ -11,14 +11,6 @@ use serde_json::{json, Value};
 
 const WAIT: Duration = Duration::from_secs(60);
 
-/// The value of a metric line `name{labels} value` (labels given as a substring), or 0.
-fn metric(text: &str, name: &str, labels: &str) -> f64 {
-    text.lines()
-        .filter(|l| l.starts_with(name) && l.contains(labels) && !l.starts_with('#'))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
 fn promtool_check(text: &str) {
     let dir = std::env::temp_dir().join(unique("promtool"));
     std::fs::create_dir_all(&dir).unwrap();

@@ -89,14 +89,6 @@ fn results_of(topic: &str, n: usize) -> BTreeMap<(i64, i64, i64), Value> {
         .collect()
 }
 
-/// The value of a metric line `name{labels} value` (labels given as a substring), or 0.
-fn metric(text: &str, name: &str, labels: &str) -> f64 {
-    text.lines()
-        .filter(|l| l.starts_with(name) && l.contains(labels) && !l.starts_with('#'))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
 /// 60 normal texts to one chat, 8 low ones, a high one among them and 3 texts to another chat,
 /// all produced before the connector starts, with digests after 5 waiting: the waiting normals
 /// become digest cards, and so do the lows (a digest never mixes priorities); the high one is

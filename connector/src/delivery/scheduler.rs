@@ -226,12 +226,14 @@ fn place<T: Queued>(q: &VecDeque<T>, item: &T) -> usize {
 /// group and rank become one digest, where the oldest of them was. Returns how many items left
 /// the count (merged into another).
 fn merge_waiting<T: Queued>(q: &mut VecDeque<T>, item: T, after: usize) -> usize {
-    let class = |w: &T| w.digest_group().map(|g| (w.rank(), g.to_string()));
-    let mine = class(&item);
+    let same_class =
+        |w: &T, rank: u8, group: &str| w.rank() == rank && w.digest_group() == Some(group);
+    let rank = item.rank();
+    let group = item.digest_group().unwrap_or_default().to_string();
     let item = match q
         .iter_mut()
         .rev()
-        .find(|w| w.is_digest() && class(w) == mine)
+        .find(|w| w.is_digest() && same_class(w, rank, &group))
     {
         Some(digest) => match digest.merge(item) {
             Ok(()) => return 1,
@@ -245,12 +247,16 @@ fn merge_waiting<T: Queued>(q: &mut VecDeque<T>, item: T, after: usize) -> usize
     if q.iter().filter(|w| loose(w)).count() <= after {
         return 0;
     }
-    let mut classes: Vec<(u8, String)> = q.iter().filter(|w| loose(w)).filter_map(class).collect();
+    let mut classes: Vec<(u8, String)> = q
+        .iter()
+        .filter(|w| loose(w))
+        .filter_map(|w| w.digest_group().map(|g| (w.rank(), g.to_string())))
+        .collect();
     classes.sort_unstable();
     classes.dedup();
     let mut merged = 0;
-    for c in classes {
-        let is_member = |w: &T| loose(w) && class(w).as_ref() == Some(&c);
+    for (rank, group) in classes {
+        let is_member = |w: &T| loose(w) && same_class(w, rank, &group);
         let Some(first) = q.iter().position(is_member) else {
             continue;
         };

@@ -102,8 +102,6 @@ impl Settle {
         } else {
             self.storm
                 .sent(&m.queue, &m.envelope, &landed.ok.message_id);
-        }
-        if landed.op != Op::Recalled {
             self.stats.delivered(&m.envelope.msg_type, record.timestamp);
         }
         tracing::debug!(record = %record.coordinates(), index = m.index, op = landed.op.as_str(),
