@@ -13,12 +13,18 @@ use serde_json::{json, Value};
 
 const WAIT: Duration = Duration::from_secs(90);
 
+/// The tests of this file run one at a time: together (a storm, a SIGKILLed storm and the
+/// others, beside the other executables) they overloaded the test broker on a CI run until a
+/// produce timed out.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// 20 normal texts to one chat, then a high one, 5 low and 5 more normal, all produced before the
 /// connector starts: the high one overtakes every waiting normal (it is delivered second or third,
 /// whatever was in hand when it was read), the lows go last, and each priority keeps its order.
 /// A second chat's messages, produced last, are not held up behind the first chat's queue.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn high_priority_overtakes_a_receivers_waiting_messages() {
+    let _one = ONE_AT_A_TIME.lock().await;
     let s = Scenario::new("storm-priority", 1).await;
     let text = |chat: &str, t: String, priority: &str| json!({"receiveType": "chat", "receiveId": chat, "priority": priority, "content": {"text": t}});
     let mut produced = 0;
@@ -98,6 +104,7 @@ fn results_of(topic: &str, n: usize) -> BTreeMap<(i64, i64, i64), Value> {
 /// `summary` in place of the derived one).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_storm_becomes_digests_and_every_record_is_accounted_for() {
+    let _one = ONE_AT_A_TIME.lock().await;
     let s = Scenario::new("storm-digest", 1).await;
     let results = unique(&format!("{}-results", s.topic));
     let mut cfg = s.config();
@@ -244,6 +251,7 @@ async fn a_storm_becomes_digests_and_every_record_is_accounted_for() {
 /// control), and no `merged` outcome.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_storm_keys_every_message_is_sent() {
+    let _one = ONE_AT_A_TIME.lock().await;
     let s = Scenario::new("storm-off", 1).await;
     for i in 0..12 {
         s.send(&json!({"receiveType": "chat", "receiveId": "oc_ops",
@@ -275,6 +283,7 @@ const WINDOW: Duration = Duration::from_secs(8);
 /// once the window has passed is sent again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dedup_sends_an_identical_message_once_per_window() {
+    let _one = ONE_AT_A_TIME.lock().await;
     let s = Scenario::new("storm-dedup", 1).await;
     let results = unique(&format!("{}-results", s.topic));
     let mut cfg = s.config();
@@ -372,6 +381,7 @@ async fn dedup_sends_an_identical_message_once_per_window() {
 /// "Storms", "After a crash").
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_storm_under_sigkills_loses_nothing() {
+    let _one = ONE_AT_A_TIME.lock().await;
     use rand::Rng;
     const ALERTS: usize = 300;
     let s = Scenario::new("storm-kill", 2).await;
