@@ -25,6 +25,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaResult;
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use serde_json::{json, Value};
 
@@ -167,16 +168,56 @@ pub async fn create_topic(topic: &str, partitions: i32) {
 pub async fn create_topic_on(kafka: &KafkaAccess, topic: &str, partitions: i32) {
     let admin: AdminClient<DefaultClientContext> =
         kafka.client_config().create().expect("admin client");
-    let res = admin
-        .create_topics(
-            &[NewTopic::new(topic, partitions, TopicReplication::Fixed(1))],
-            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
-        )
-        .await
-        .expect("create_topics request");
-    for r in res {
-        if let Err((name, code)) = r {
-            panic!("creating topic {name}: {code}");
+    let mut attempt = 1;
+    loop {
+        let res = admin
+            .create_topics(
+                &[NewTopic::new(topic, partitions, TopicReplication::Fixed(1))],
+                &AdminOptions::new().operation_timeout(Some(Duration::from_secs(20))),
+            )
+            .await;
+        match res {
+            Ok(results) => {
+                for r in results {
+                    match r {
+                        Ok(_) => {}
+                        // An earlier attempt that timed out on our side may have created it.
+                        Err((_, RDKafkaErrorCode::TopicAlreadyExists)) if attempt > 1 => {}
+                        Err((name, code)) => panic!("creating topic {name}: {code}"),
+                    }
+                }
+                return;
+            }
+            Err(e) if attempt < BROKER_QUERY_ATTEMPTS => {
+                eprintln!(
+                    "creating topic {topic}: {e}; asking again ({attempt}/{BROKER_QUERY_ATTEMPTS})"
+                );
+                attempt += 1;
+            }
+            Err(e) => panic!("create_topics request: {e}"),
+        }
+    }
+}
+
+/// How many times the harness asks the broker an administrative question (metadata, configs,
+/// watermarks, committed offsets, topic creation) before it fails the test. The unoptimised test
+/// broker serves one storage request at a time; on a loaded 2-core CI machine (a state restore
+/// or a storm beside) a single request can wait past its timeout, which says nothing about the
+/// answer the test is after.
+pub const BROKER_QUERY_ATTEMPTS: u32 = 6;
+
+/// Runs `query` until it succeeds, at most [`BROKER_QUERY_ATTEMPTS`] times, saying on stderr
+/// what failed; panics with the last error.
+fn asking_again<T, E: std::fmt::Display>(what: &str, mut query: impl FnMut() -> Result<T, E>) -> T {
+    let mut attempt = 1;
+    loop {
+        match query() {
+            Ok(v) => return v,
+            Err(e) if attempt < BROKER_QUERY_ATTEMPTS => {
+                eprintln!("{what}: {e}; asking again ({attempt}/{BROKER_QUERY_ATTEMPTS})");
+                attempt += 1;
+            }
+            Err(e) => panic!("{what}: {e}"),
         }
     }
 }
@@ -417,9 +458,9 @@ pub fn watermarks_on(kafka: &KafkaAccess, topic: &str) -> Vec<(i64, i64)> {
     let consumer = reader(kafka);
     (0..partition_count(&consumer, topic))
         .map(|p| {
-            consumer
-                .fetch_watermarks(topic, p, Duration::from_secs(5))
-                .expect("watermarks")
+            asking_again(&format!("watermarks of {topic}/{p}"), || {
+                consumer.fetch_watermarks(topic, p, Duration::from_secs(10))
+            })
         })
         .collect()
 }
@@ -431,13 +472,23 @@ pub async fn topic_configs(topic: &str) -> BTreeMap<String, String> {
         .client_config()
         .create()
         .expect("admin client");
-    let res = admin
-        .describe_configs(
-            &[ResourceSpecifier::Topic(topic)],
-            &AdminOptions::new().request_timeout(Some(Duration::from_secs(10))),
-        )
-        .await
-        .expect("describe_configs request");
+    let mut attempt = 1;
+    let res = loop {
+        let res = admin
+            .describe_configs(
+                &[ResourceSpecifier::Topic(topic)],
+                &AdminOptions::new().request_timeout(Some(Duration::from_secs(20))),
+            )
+            .await;
+        match res {
+            Ok(res) => break res,
+            Err(e) if attempt < BROKER_QUERY_ATTEMPTS => {
+                eprintln!("describe_configs of {topic}: {e}; asking again ({attempt}/{BROKER_QUERY_ATTEMPTS})");
+                attempt += 1;
+            }
+            Err(e) => panic!("describe_configs request: {e}"),
+        }
+    };
     let mut out = BTreeMap::new();
     for r in res {
         let resource = r.unwrap_or_else(|code| panic!("describing topic {topic}: {code}"));
@@ -457,9 +508,9 @@ pub fn topic_exists(topic: &str) -> bool {
         .set("allow.auto.create.topics", "false")
         .create()
         .expect("consumer");
-    let md = c
-        .fetch_metadata(None, Duration::from_secs(10))
-        .expect("metadata");
+    let md = asking_again("metadata", || {
+        c.fetch_metadata(None, Duration::from_secs(10))
+    });
     md.topics().iter().any(|t| t.name() == topic)
 }
 
@@ -468,20 +519,13 @@ pub fn committed(group: &str, topic: &str, partitions: i32) -> Vec<i64> {
     committed_on(&KafkaAccess::plain(), group, topic, partitions)
 }
 
-/// Asks up to six times (10 s each): a broker busy at full CPU (a state restore on a loaded
-/// 2-core CI machine) can let metadata requests time out, which says nothing about the offsets.
+/// Asked up to [`BROKER_QUERY_ATTEMPTS`] times (10 s each): a broker busy at full CPU (a state
+/// restore on a loaded 2-core CI machine) can let metadata requests time out, which says nothing
+/// about the offsets.
 pub fn committed_on(kafka: &KafkaAccess, group: &str, topic: &str, partitions: i32) -> Vec<i64> {
-    let mut attempt = 1;
-    loop {
-        match try_committed_on(kafka, group, topic, partitions) {
-            Ok(offsets) => return offsets,
-            Err(e) if attempt < 6 => {
-                eprintln!("committed offsets of {topic}: {e}; asking again ({attempt}/6)");
-                attempt += 1;
-            }
-            Err(e) => panic!("committed_offsets: {e}"),
-        }
-    }
+    asking_again(&format!("committed offsets of {topic}"), || {
+        try_committed_on(kafka, group, topic, partitions)
+    })
 }
 
 /// [`committed_on`] that returns the broker's error instead of panicking, for callers that poll
