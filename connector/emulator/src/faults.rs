@@ -41,7 +41,8 @@ impl Default for FaultConfig {
 }
 
 /// One scripted fault. JSON form: `{"kind":"status","status":503}`, `{"kind":"slow","ms":2000}`,
-/// `{"kind":"code","code":230020}` (other `code` fields optional, see below).
+/// `{"kind":"late_answer","ms":3000}`, `{"kind":"code","code":230020}` (other `code` fields
+/// optional, see below).
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Fault {
@@ -51,6 +52,10 @@ pub enum Fault {
     Status { status: u16 },
     /// Delay the response by `ms`, then answer normally.
     Slow { ms: u64 },
+    /// Do the work at once, then hold the answer for `ms` (message sends only; elsewhere it acts
+    /// like `Slow`): what a client sees when Lark made the message but its answer comes late or
+    /// never, because the client timed out or died meanwhile.
+    LateAnswer { ms: u64 },
     /// Any Lark business error. `http_status: 0` / empty `msg` borrow the status and text of
     /// the code from [`errors::ALL`] (falling back to 400 / "emulated fault").
     Code {

@@ -117,7 +117,7 @@ pub fn fault(log_id: &str, f: &Fault, dialect: Dialect) -> (Response, Option<i64
         }
         // `prologue` sleeps on Slow faults and never renders them; answering 500 keeps this
         // total without a panic should that ever change.
-        Fault::Slow { .. } => (
+        Fault::Slow { .. } | Fault::LateAnswer { .. } => (
             build(500, log_id, false, "slow fault rendered".into()),
             None,
         ),

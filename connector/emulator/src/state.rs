@@ -210,6 +210,8 @@ pub(crate) struct Inner {
     /// How far [`crate::EmulatorHandle::advance_clock`] moved the message clock ahead of the
     /// wall clock, ms.
     pub clock_offset_ms: u64,
+    /// Requests (by log id) that drew a `late_answer` fault: done, their answer held this many ms.
+    pub late_answers: HashMap<String, u64>,
 }
 
 /// Shared between the HTTP handlers and every [`crate::EmulatorHandle`] clone.
@@ -255,6 +257,7 @@ impl Shared {
                 webhook_limiters: LimiterMap::default(),
                 message_limiters: LimiterMap::default(),
                 clock_offset_ms: 0,
+                late_answers: HashMap::new(),
             }),
         }
     }
@@ -280,6 +283,7 @@ impl Shared {
         s.webhook_limiters.clear();
         s.message_limiters.clear();
         s.clock_offset_ms = 0;
+        s.late_answers.clear();
     }
 }
 

@@ -745,6 +745,35 @@ async fn scripted_faults_in_order() {
 }
 
 #[tokio::test]
+async fn a_late_answer_comes_after_the_message_was_made() {
+    let h = start().await;
+    let token = h.token().await;
+    h.emu
+        .push_fault(FaultTarget::Send, Fault::LateAnswer { ms: 1500 });
+    let started = std::time::Instant::now();
+    let send = h.send_text(&token, "chat_id", "oc_ops", "late");
+    tokio::pin!(send);
+    // The message is in the chat while its answer is still held back.
+    let made = async {
+        while h.emu.messages().is_empty() {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    };
+    tokio::select! {
+        _ = &mut send => panic!("answered before the message was seen"),
+        _ = made => {}
+    }
+    let r = send.await;
+    assert_eq!(r.code(), 0);
+    assert!(started.elapsed() >= std::time::Duration::from_millis(1500));
+    assert_eq!(
+        r.body["data"]["message_id"].as_str(),
+        Some(h.emu.messages()[0].message_id.as_str())
+    );
+    assert_eq!(h.emu.stats().faults_injected, 1);
+}
+
+#[tokio::test]
 async fn code_fault_on_other_targets_and_random_faults() {
     let h = start().await;
     // A scripted token failure; the token endpoint answers normally afterwards.

@@ -52,7 +52,8 @@ pub(super) struct Intake {
     settle: Arc<Settle>,
     /// The receiver queues; their load is the buffer that backpressure bounds.
     scheduler: Scheduler<Outgoing, Deliverer>,
-    /// Dead letters of messages that failed before reaching a queue, written off the loop.
+    /// Dead letters of messages that failed before reaching a queue, and replayed members of a
+    /// storm digest finishing through it (`Settle::merged_again`), off the loop.
     dead_letters: JoinSet<()>,
     /// Fatal errors reported by the queues and the dead-letter tasks.
     fatal: mpsc::Receiver<SinkError>,
@@ -194,6 +195,14 @@ impl Intake {
                 Ok(envelope) => {
                     let mut m = Outgoing::new(rec.clone(), index, envelope);
                     if self.cfg.storm.digests() {
+                        if let Some(pinned) = self.settle.pinned_digest(&rec.record, index) {
+                            // A digest card stood for it before a crash or a rebalance: it
+                            // finishes through that card, never grouped again.
+                            let settle = self.settle.clone();
+                            self.dead_letters
+                                .spawn(async move { settle.merged_again(m, pinned).await });
+                            continue;
+                        }
                         m.digest_group = super::storm::digest_group(&rec.record, &m.envelope);
                     }
                     self.scheduler.submit(m);
@@ -222,7 +231,8 @@ impl Intake {
         Ok(())
     }
 
-    /// Forgets the keys whose message was sent longer ago than `lark.state.ttl.ms`, off the loop:
+    /// Forgets the keys whose message was sent longer ago than `lark.state.ttl.ms` (and the storm
+    /// digests' intents written that long ago), off the loop:
     /// tombstones in batches, each key out of the map once its tombstone is acknowledged
     /// ([`crate::state::Changelog::expire`]). One expiry at a time: a large one outlasting the
     /// housekeeping interval is not started again beside itself.
@@ -242,6 +252,17 @@ impl Intake {
                 .changelog
                 .expire(&state.states, now_ms(), state.ttl)
                 .await;
+            let (digests, failed) = state
+                .changelog
+                .expire_digests(&state.digests, now_ms(), state.ttl)
+                .await;
+            if digests + failed > 0 {
+                tracing::info!(
+                    forgotten = digests,
+                    failed,
+                    "storm: digests past lark.state.ttl.ms forgotten"
+                );
+            }
             if done.due > 0 {
                 tracing::info!(
                     due = done.due,

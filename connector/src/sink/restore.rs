@@ -135,7 +135,13 @@ impl Restores {
             .filter(|(p, sources)| !owned.contains_key(p) || sources.is_empty())
         {
             let dropped = state.states.drop_partition(*p);
-            tracing::debug!(state_partition = p, dropped, "messageKey: state dropped");
+            let digests = state.digests.drop_partition(*p);
+            tracing::debug!(
+                state_partition = p,
+                dropped,
+                digests,
+                "messageKey: state dropped"
+            );
         }
         self.held
             .retain(|p, sources| owned.contains_key(p) && !sources.is_empty());
@@ -153,6 +159,7 @@ impl Restores {
                 if held.is_empty() {
                     self.held.remove(&p);
                     state.states.drop_partition(p);
+                    state.digests.drop_partition(p);
                 }
             }
             let known = match (self.restoring.get(&p), self.held.get(&p)) {
@@ -267,6 +274,10 @@ impl Restores {
             return Ok(Vec::new());
         };
         let keys = r.entries.len();
+        let digests = r.digests.len();
+        state
+            .digests
+            .load(p, r.digests.into_values(), pending.merge.is_some());
         match pending.merge {
             Some(since) => state.states.merge(p, r.entries, since),
             None => state.states.load(p, r.entries),
@@ -274,6 +285,7 @@ impl Restores {
         tracing::info!(
             state_partition = p,
             keys,
+            digests,
             records = r.records,
             bad = r.bad,
             merged = pending.merge.is_some(),

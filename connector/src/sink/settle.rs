@@ -27,7 +27,7 @@ use crate::lark::{LarkClient, UserDirectory};
 use crate::record::SourceRecord;
 use crate::results::{self, Delivery, Op, ResultWriter, UrgentOutcome};
 use crate::source::{Offsets, Ticket};
-use crate::state::{Changelog, MessageStates};
+use crate::state::{Changelog, Digests, MessageStates};
 use crate::telemetry::SinkStats;
 
 /// A record whose messages are being delivered. Finished when `pending` reaches zero.
@@ -202,6 +202,8 @@ pub(super) struct Outputs {
 /// The keyed messages' state: the in-memory map and the changelog topic behind it.
 pub(super) struct KeyedState {
     pub states: MessageStates,
+    /// Storm digests' intents (`storm.digest.after`): restored and written like the keys.
+    pub digests: Digests,
     pub changelog: Changelog,
     /// `lark.state.ttl.ms`: entries whose message was sent longer ago are forgotten.
     pub ttl: Duration,

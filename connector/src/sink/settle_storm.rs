@@ -2,17 +2,26 @@
 //! and its merged messages finished, or a message finished as a duplicate without a call. Every
 //! result is acknowledged before the message's offset may move, as in `settle.rs`.
 
-use super::settle::{lark_config, Outgoing, Settle};
+use std::sync::Arc;
+
+use super::settle::{durably, lark_config, KeyedState, Outgoing, Settle};
 use super::verdict::{self, Verdict};
 use super::SinkError;
 use crate::delivery::deliver;
 use crate::delivery::digest::{digest_card, digest_uuid, summary};
+use crate::delivery::keyed::now_ms;
 use crate::dlq::DeadLetter;
+use crate::envelope::{Envelope, Operation};
+use crate::record::SourceRecord;
 use crate::results;
+use crate::state::{member_runs, state_partition, DigestIntent, Pinned};
 
 impl Settle {
     /// Sends a digest and finishes the messages it stands for as `merged`; if Lark refuses it for
-    /// good, each of them is dead-lettered with the reason. Called by the receiver's queue.
+    /// good, each of them is dead-lettered with the reason. Called by the receiver's queue. With
+    /// `lark.state.topic`, the card's intent (its members, uuid and content) is in the changelog
+    /// before the card is posted, and its message_id after, so a replay posts this card again
+    /// (Lark keeps one copy) or none instead of a new one for a new grouping (`state::digests`).
     pub(super) async fn deliver_digest(&self, mut d: Outgoing) {
         let members = std::mem::take(&mut d.merged);
         let lines: Vec<String> = members
@@ -27,6 +36,33 @@ impl Settle {
             let r = &m.record.record;
             (r.topic.as_str(), r.partition, r.offset, m.index)
         }));
+        let first = &d.record.record;
+        let mut intent = self.outputs.state.as_ref().map(|state| {
+            let partition = state_partition(first.partition, state.changelog.partitions());
+            let intent = DigestIntent {
+                uuid: d.uuid.clone(),
+                topic: first.topic.clone(),
+                partition: first.partition,
+                members: member_runs(members.iter().map(|m| (m.record.record.offset, m.index))),
+                count: members.len(),
+                content: d.envelope.content.clone(),
+                message_id: None,
+                created_ms: now_ms(),
+            };
+            (state, partition, intent)
+        });
+        if let Some((state, partition, intent)) = &intent {
+            let write = durably(|| {
+                state
+                    .changelog
+                    .write_digest(*partition, &intent.uuid, Some(intent))
+            });
+            if let Err(e) = write.await {
+                let _ = self.fatal.send(e.into()).await;
+                return;
+            }
+            state.digests.put(intent.clone(), *partition);
+        }
         let lark = &self.lark;
         // A revoked partition is not ours any more (see `Settle::deliver`): its new owner replays
         // every record of the digest.
@@ -35,14 +71,22 @@ impl Settle {
             _ = d.record.revoked.cancelled() => return,
             r = deliver(&lark.client, &lark.directory, &lark.limits, &lark.policy, &d.envelope, &d.uuid) => r,
         };
-        let first = &d.record.record;
         let settled = match verdict::sent(answer, || d.subject()) {
             Verdict::Done(done) => {
                 self.stats.delivered("interactive", None);
                 let id = done.ok.message_id;
                 tracing::info!(record = %first.coordinates(), receiver = %d.envelope.receiver.describe(),
                     messages = members.len(), message_id = %id, uuid = %d.uuid, "storm digest delivered");
-                let finished = self.finish_merged(&members, &id).await;
+                let finished = match intent.as_mut() {
+                    Some((state, partition, intent)) => {
+                        self.digest_landed(state, *partition, intent, &id).await
+                    }
+                    None => Ok(()),
+                };
+                let finished = match finished {
+                    Ok(()) => self.finish_merged(&members, &id, members.len()).await,
+                    Err(e) => Err(e),
+                };
                 self.offsets.commit_soon();
                 finished
             }
@@ -55,8 +99,112 @@ impl Settle {
         }
     }
 
+    /// The digest's card landed as `message_id`: written back to its intent (acknowledged), so a
+    /// replay of its members needs no call. The content is dropped from the record then.
+    async fn digest_landed(
+        &self,
+        state: &KeyedState,
+        partition: i32,
+        intent: &mut DigestIntent,
+        message_id: &str,
+    ) -> Result<(), SinkError> {
+        intent.message_id = Some(message_id.to_string());
+        intent.content.clear();
+        durably(|| {
+            state
+                .changelog
+                .write_digest(partition, &intent.uuid, Some(intent))
+        })
+        .await?;
+        state.digests.put(intent.clone(), partition);
+        Ok(())
+    }
+
+    /// The digest of the changelog that message `index` of `record` was merged into, if any.
+    pub(super) fn pinned_digest(&self, record: &SourceRecord, index: usize) -> Option<Arc<Pinned>> {
+        let state = self.outputs.state.as_ref()?;
+        state
+            .digests
+            .pinned(&record.topic, record.partition, record.offset, index)
+    }
+
+    /// A replayed message that a digest of the changelog stood for (`Intake` found it with
+    /// `Digests::pinned`): finished through that card, never grouped again. The first member to
+    /// come posts the card again with its uuid and content unless its message_id is known (Lark
+    /// answers a repeated uuid with the message it made); the others wait for that and need no
+    /// call. Refused for good, the member is dead-lettered with Lark's answer.
+    pub(super) async fn merged_again(&self, m: Outgoing, pinned: Arc<Pinned>) {
+        let Some(state) = &self.outputs.state else {
+            return;
+        };
+        let record = &m.record.record;
+        let mut landed = pinned.landed.lock().await;
+        let settled = match landed.clone() {
+            Some(id) => {
+                self.finish_merged(std::slice::from_ref(&m), &id, pinned.intent.count)
+                    .await
+            }
+            None => {
+                let envelope = Envelope {
+                    msg_type: "interactive".into(),
+                    content: pinned.intent.content.clone(),
+                    urgent: None,
+                    reply: None,
+                    op: Operation::Send,
+                    summary: None,
+                    ..m.envelope.clone()
+                };
+                let lark = &self.lark;
+                let uuid = &pinned.intent.uuid;
+                let answer = tokio::select! {
+                    biased;
+                    _ = m.record.revoked.cancelled() => return,
+                    r = deliver(&lark.client, &lark.directory, &lark.limits, &lark.policy, &envelope, uuid) => r,
+                };
+                match verdict::sent(answer, || m.subject()) {
+                    Verdict::Done(done) => {
+                        let id = done.ok.message_id;
+                        tracing::info!(record = %record.coordinates(), message_id = %id, %uuid,
+                            messages = pinned.intent.count, "storm digest of a replay: the same card, posted again");
+                        let mut intent = pinned.intent.clone();
+                        let back = self
+                            .digest_landed(state, pinned.state_partition, &mut intent, &id)
+                            .await;
+                        *landed = Some(id.clone());
+                        match back {
+                            Ok(()) => {
+                                self.finish_merged(
+                                    std::slice::from_ref(&m),
+                                    &id,
+                                    pinned.intent.count,
+                                )
+                                .await
+                            }
+                            Err(e) => Err(e),
+                        }
+                    }
+                    Verdict::Stop(reason) => Err(lark_config(record, reason)),
+                    Verdict::DeadLetter(dl) => {
+                        self.dead_letter_members(std::slice::from_ref(&m), &dl)
+                            .await
+                    }
+                }
+            }
+        };
+        drop(landed);
+        if let Err(e) = settled {
+            let _ = self.fatal.send(e).await;
+        }
+    }
+
     /// Each merged message: its `merged` result, then it is finished.
-    async fn finish_merged(&self, members: &[Outgoing], message_id: &str) -> Result<(), SinkError> {
+    /// `covered`: how many messages the digest merged in all.
+    async fn finish_merged(
+        &self,
+        members: &[Outgoing],
+        message_id: &str,
+        covered: usize,
+    ) -> Result<(), SinkError> {
         for m in members {
             let record = &m.record.record;
             let result = self.outputs.results.is_some().then(|| {
@@ -66,7 +214,7 @@ impl Settle {
                     m.index,
                     &m.envelope,
                     message_id,
-                    members.len(),
+                    covered,
                 )
             });
             self.write_result(record, result).await?;

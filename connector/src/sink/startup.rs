@@ -19,7 +19,7 @@ use crate::lark::{ErrorClass, LarkClient, LookupConfig, UserDirectory};
 use crate::results::ResultWriter;
 use crate::source::subscription::topics_include;
 use crate::source::{create_consumer, probe, OffsetTracker, Offsets, SinkConsumer};
-use crate::state::{Changelog, MessageStates};
+use crate::state::{Changelog, Digests, MessageStates};
 
 /// Everything `run` wires together, built and checked.
 pub(super) struct Components {
@@ -118,6 +118,7 @@ async fn outputs(cfg: &ConnectorConfig, source_partitions: i32) -> Result<Output
                 "keyed messages: state topic ready");
             Some(KeyedState {
                 states: MessageStates::default(),
+                digests: Digests::default(),
                 changelog,
                 ttl: s.ttl,
             })

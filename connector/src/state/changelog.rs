@@ -13,7 +13,9 @@ use rdkafka::message::Message;
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
 
-use super::{AfterTombstone, MessageStates, StateEntry, StateError, StateKey};
+use super::{
+    AfterTombstone, DigestIntent, Digests, MessageStates, StateEntry, StateError, StateKey,
+};
 use crate::source::kafka::{acked_producer, ensure_topic_with, reader_config, topic_configs};
 use crate::telemetry;
 
@@ -62,6 +64,8 @@ pub struct Restored {
     pub partition: i32,
     /// The entries, one per live key.
     pub entries: HashMap<StateKey, StateEntry>,
+    /// The storm digests' intents, by uuid (`digests.rs`).
+    pub digests: HashMap<String, DigestIntent>,
     /// Records read (values, tombstones and bad ones).
     pub records: u64,
     /// Tombstones among them.
@@ -76,10 +80,31 @@ pub struct Restored {
 }
 
 impl Restored {
-    /// One changelog record: a value sets its key, a tombstone (no value) removes it.
+    /// One changelog record: a value sets its key, a tombstone (no value) removes it. A key is a
+    /// message's [`StateKey`] or a digest's (`{"digest":…}`); anything else is bad.
     fn apply(&mut self, key: Option<&[u8]>, value: Option<&[u8]>) {
         self.records += 1;
-        let Some(key) = key.and_then(|k| StateKey::from_bytes(k).ok()) else {
+        let Some(key) = key else {
+            self.bad += 1;
+            return;
+        };
+        if let Ok(uuid) = DigestIntent::uuid_of_key(key) {
+            match value.map(DigestIntent::from_bytes) {
+                None => {
+                    self.tombstones += 1;
+                    self.digests.remove(&uuid);
+                }
+                Some(Ok(intent)) if intent.uuid == uuid => {
+                    self.digests.insert(uuid, intent);
+                }
+                Some(_) => {
+                    self.bad += 1;
+                    self.digests.remove(&uuid);
+                }
+            }
+            return;
+        }
+        let Ok(key) = StateKey::from_bytes(key) else {
             self.bad += 1;
             return;
         };
@@ -210,6 +235,66 @@ impl Changelog {
             })?;
         telemetry::state_written(entry.is_none());
         Ok(())
+    }
+
+    /// Writes a storm digest's intent (or, with `None`, the tombstone of digest `uuid`) to
+    /// `partition` and returns once the broker acknowledged it.
+    pub async fn write_digest(
+        &self,
+        partition: i32,
+        uuid: &str,
+        intent: Option<&DigestIntent>,
+    ) -> Result<(), StateError> {
+        let key = DigestIntent::key_bytes(uuid);
+        let value = intent.map(DigestIntent::to_bytes);
+        let mut out: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&self.topic)
+            .partition(partition)
+            .key(key.as_slice());
+        if let Some(v) = &value {
+            out = out.payload(v.as_slice());
+        }
+        self.producer
+            .send(out, WRITE_TIMEOUT)
+            .await
+            .map_err(|(source, _)| StateError::Write {
+                topic: self.topic.clone(),
+                partition,
+                source,
+            })?;
+        telemetry::state_written(intent.is_none());
+        Ok(())
+    }
+
+    /// Forgets the digests of `digests` written more than `ttl` before `now_ms`: a tombstone
+    /// each ([`EXPIRE_BATCH`] in flight at a time), out of the map once it is acknowledged.
+    /// Returns how many were forgotten and how many tombstones failed (tried again next time).
+    pub async fn expire_digests(
+        &self,
+        digests: &Digests,
+        now_ms: i64,
+        ttl: Duration,
+    ) -> (usize, usize) {
+        let due = digests.expired(now_ms, ttl);
+        let (mut forgotten, mut failed) = (0, 0);
+        for batch in due.chunks(EXPIRE_BATCH) {
+            let acks = batch
+                .iter()
+                .map(|(uuid, p)| self.write_digest(*p, uuid, None));
+            let acked = futures::future::join_all(acks).await;
+            for ((uuid, _), written) in batch.iter().zip(acked) {
+                match written {
+                    Ok(()) => {
+                        digests.forget(uuid);
+                        forgotten += 1;
+                    }
+                    Err(e) => {
+                        tracing::warn!("storm: the tombstone of an expired digest failed: {e}");
+                        failed += 1;
+                    }
+                }
+            }
+        }
+        (forgotten, failed)
     }
 
     /// Enqueues `key`'s entry (or tombstone) in the producer without waiting: the write's place
@@ -521,6 +606,37 @@ mod tests {
         assert_eq!((r.records, r.tombstones, r.bad), (4, 1, 0));
         assert_eq!(r.entries.len(), 1);
         assert_eq!(r.entries[&a].message_id, "om_3");
+    }
+
+    #[test]
+    fn digests_restore_beside_the_keys() {
+        let a = StateKey::new("chat_id:oc_1", "a");
+        let intent = |uuid: &str, message_id: Option<&str>| DigestIntent {
+            uuid: uuid.into(),
+            topic: "alerts".into(),
+            partition: 0,
+            members: vec![[1, 9, 0]],
+            count: 9,
+            content: String::new(),
+            message_id: message_id.map(String::from),
+            created_ms: 1,
+        };
+        let key = DigestIntent::key_bytes;
+        let mut r = Restored::default();
+        r.apply(Some(&a.to_bytes()), Some(&entry("om_1").to_bytes()));
+        r.apply(Some(&key("dg-1")), Some(&intent("dg-1", None).to_bytes()));
+        r.apply(Some(&key("dg-2")), Some(&intent("dg-2", None).to_bytes()));
+        r.apply(
+            Some(&key("dg-1")),
+            Some(&intent("dg-1", Some("om_9")).to_bytes()),
+        );
+        r.apply(Some(&key("dg-2")), None);
+        // A value under another digest's key is not that digest.
+        r.apply(Some(&key("dg-3")), Some(&intent("dg-4", None).to_bytes()));
+        assert_eq!((r.records, r.tombstones, r.bad), (6, 1, 1));
+        assert_eq!(r.entries.len(), 1);
+        assert_eq!(r.digests.len(), 1);
+        assert_eq!(r.digests["dg-1"].message_id.as_deref(), Some("om_9"));
     }
 
     #[test]

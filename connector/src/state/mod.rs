@@ -11,10 +11,14 @@
 //! updated after each acknowledged write, dropped on revoke; expired keys are forgotten after their
 //! tombstones ([`Changelog::expire`]).
 //!
+//! The same changelog keeps storm digests' intents (`digests.rs`): which records a digest card
+//! stood for, so that a replay posts that card again rather than a new one.
+//!
 //! The pure parts here (keys, entries, the map, the partition rule) do no IO; `changelog.rs` is
 //! the Kafka side (through `source::kafka`).
 
 mod changelog;
+mod digests;
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Mutex;
@@ -27,6 +31,7 @@ use crate::telemetry;
 pub use changelog::{
     Changelog, ChangelogTopic, Expiry, Restored, EXPIRE_BATCH, RESTORE_IDLE_TIMEOUT,
 };
+pub use digests::{member_runs, DigestIntent, Digests, Pinned};
 
 /// What can go wrong with the state topic or a state record.
 #[derive(Debug, thiserror::Error)]

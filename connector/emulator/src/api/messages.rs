@@ -18,7 +18,9 @@ use axum::http::HeaderMap;
 use axum::response::Response;
 use serde_json::{Map, Value};
 
-use super::{authenticate, finish, im_content, json_object, prologue, require_scope, AppState};
+use super::{
+    answer_late, authenticate, finish, im_content, json_object, prologue, require_scope, AppState,
+};
 use crate::content::{self, ContentError};
 use crate::directory::{DirectoryIndex, UserIdType};
 use crate::errors::{self, ApiError};
@@ -46,7 +48,8 @@ pub(crate) async fn create(
     // An unparsable query string is treated as an empty one (→ invalid receive_id_type).
     let query = query.map(|q| q.0).unwrap_or_default();
     let result = send(&shared, &headers, &query, &body).map(reply::success);
-    finish(&shared, &log_id, result, Dialect::OpenApi)
+    let response = finish(&shared, &log_id, result, Dialect::OpenApi);
+    answer_late(&shared, &log_id, response).await
 }
 
 fn invalid(ext: &str) -> ApiError {

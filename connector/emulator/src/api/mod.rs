@@ -126,6 +126,14 @@ pub(crate) async fn prologue(
             tokio::time::sleep(Duration::from_millis(ms)).await;
             Ok(log_id)
         }
+        Some(Fault::LateAnswer { ms }) if target == FaultTarget::Send => {
+            shared.lock().late_answers.insert(log_id.clone(), ms);
+            Ok(log_id)
+        }
+        Some(Fault::LateAnswer { ms }) => {
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            Ok(log_id)
+        }
         Some(f) => {
             tracing::debug!(?target, fault = ?f, "injecting fault");
             let (resp, code) = reply::fault(&log_id, &f, dialect);
@@ -135,6 +143,15 @@ pub(crate) async fn prologue(
             Err(resp)
         }
     }
+}
+
+/// `response`, held back first if a `late_answer` fault was drawn for request `log_id`.
+pub(crate) async fn answer_late(shared: &Shared, log_id: &str, response: Response) -> Response {
+    let late = shared.lock().late_answers.remove(log_id);
+    if let Some(ms) = late {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
+    response
 }
 
 /// Render a handler's outcome; errors are counted in `errors_by_code`.
