@@ -578,3 +578,75 @@ async fn a_digest_made_before_a_crash_is_not_posted_again() {
         "every alert once: {alone:?}"
     );
 }
+
+/// A storm of keyed alerts: 30 keys, each firing, updated and resolved (v1, v2, v3), produced
+/// before the connector starts, the first send answered late so that everything else waits. A
+/// digest keeps each key's latest version only: the 29 keys waiting are one card listing each
+/// key once, at v3, and their v1 and v2 finish as `superseded`. The first key was sent alone
+/// (its first version was in flight when its later ones came): it leaves the digest and its own
+/// message is updated in place to v3.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_digest_of_keyed_alerts_keeps_each_keys_latest_version() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let s = Scenario::new("storm-keyed", 1).await;
+    let results = unique(&format!("{}-results", s.topic));
+    let mut cfg = s.config();
+    cfg["config"]["lark.result.topic"] = json!(results);
+    cfg["config"]["lark.state.topic"] = json!(unique(&format!("{}-state", s.topic)));
+    cfg["config"]["storm.digest.after"] = json!("5");
+    cfg["config"]["storm.digest.max.items"] = json!("50");
+    for v in 1..=3 {
+        for k in 0..30 {
+            s.send(&json!({"receiveType": "chat", "receiveId": "oc_ops", "messageKey": format!("k{k:02}"),
+                           "content": {"text": format!("k{k:02} v{v}")}}))
+                .await;
+        }
+    }
+    s.lark
+        .push_fault(FaultTarget::Send, Fault::LateAnswer { ms: 3000 });
+    let mut c = Connector::start(&cfg);
+    wait_until("all committed", WAIT, || s.committed() == vec![90]).await;
+    assert_eq!(c.stop(), Some(0));
+    let by_coords = results_of(&results, 90);
+    let status_of = |offset: i64| {
+        let r = by_coords
+            .iter()
+            .find(|(at, _)| at.1 == offset)
+            .map(|(_, r)| r.clone())
+            .unwrap_or_else(|| panic!("a result for offset {offset}"));
+        (
+            r["status"].as_str().unwrap_or_default().to_string(),
+            r["op"].as_str().unwrap_or_default().to_string(),
+        )
+    };
+    // Offsets: v1 of key k at k, v2 at 30 + k, v3 at 60 + k.
+    assert_eq!(status_of(0), ("delivered".into(), "sent".into()));
+    assert_eq!(status_of(30).0, "superseded");
+    assert_eq!(status_of(60), ("delivered".into(), "updated".into()));
+    for k in 1..30 {
+        assert_eq!(status_of(k).0, "superseded", "k{k:02} v1");
+        assert_eq!(status_of(30 + k).0, "superseded", "k{k:02} v2");
+        assert_eq!(status_of(60 + k).0, "merged", "k{k:02} v3");
+    }
+    let messages = s.lark.messages();
+    assert_eq!(
+        messages.len(),
+        2,
+        "one message of its own, one digest: {messages:#?}"
+    );
+    let own = &messages[0];
+    assert_eq!(own.msg_type, "text");
+    let view = s.lark.message_view(&own.message_id).expect("its view");
+    assert_eq!(
+        view.content["text"], "k00 v3",
+        "the first key's own message, updated in place"
+    );
+    let card = &messages[1];
+    assert_eq!(card.msg_type, "interactive");
+    let list = card.content["elements"][0]["content"]
+        .as_str()
+        .unwrap_or_default();
+    // A keyed line names its key.
+    let want: Vec<String> = (1..30).map(|k| format!("- k{k:02}: k{k:02} v3")).collect();
+    assert_eq!(list.lines().collect::<Vec<_>>(), want, "{list}");
+}

@@ -203,7 +203,9 @@ impl Intake {
                                 .spawn(async move { settle.merged_again(m, pinned).await });
                             continue;
                         }
-                        m.digest_group = super::storm::digest_group(&rec.record, &m.envelope);
+                        let has_message = self.settle.has_message(&m);
+                        m.digest_group =
+                            super::storm::digest_group(&rec.record, &m.envelope, has_message);
                     }
                     self.scheduler.submit(m);
                 }

@@ -116,8 +116,12 @@ impl Outgoing {
         let mut digest = Outgoing::new(first.record.clone(), first.index, envelope);
         digest.queue = first.queue.clone();
         digest.digest_group = first.digest_group.clone();
-        digest.size = items.iter().map(|i| i.size).sum();
-        digest.merged = std::mem::take(&mut items);
+        // Its bytes are its members' (the card is written when it is sent).
+        digest.size = 0;
+        for item in std::mem::take(&mut items) {
+            // Through `merge`: one version per key.
+            let _ = digest.merge(item);
+        }
         Ok(digest)
     }
 
@@ -170,8 +174,21 @@ impl Queued for Outgoing {
     fn digest(items: Vec<Self>) -> Result<Self, Vec<Self>> {
         Outgoing::digest_of(items)
     }
-    fn merge(&mut self, item: Self) -> Result<(), Self> {
+    /// A keyed item takes the place of its key's older version in the digest (one version per
+    /// key, the latest); the older one finishes as `superseded` with it.
+    fn merge(&mut self, mut item: Self) -> Result<(), Self> {
         self.size += item.size;
+        let older = item.coalesce.as_ref().and_then(|k| {
+            self.merged
+                .iter()
+                .position(|m| m.coalesce.as_ref() == Some(k))
+        });
+        if let Some(at) = older {
+            let older = self.merged.remove(at);
+            if let Err(older) = item.absorb(older) {
+                self.merged.insert(at, older);
+            }
+        }
         self.merged.push(item);
         Ok(())
     }

@@ -14,7 +14,7 @@ use crate::dlq::DeadLetter;
 use crate::envelope::{Envelope, Operation};
 use crate::record::SourceRecord;
 use crate::results;
-use crate::state::{member_runs, state_partition, DigestIntent, Pinned};
+use crate::state::{member_runs, state_partition, DigestIntent, Pinned, StateKey};
 
 impl Settle {
     /// Sends a digest and finishes the messages it stands for as `merged`; if Lark refuses it for
@@ -23,7 +23,20 @@ impl Settle {
     /// before the card is posted, and its message_id after, so a replay posts this card again
     /// (Lark keeps one copy) or none instead of a new one for a new grouping (`state::digests`).
     pub(super) async fn deliver_digest(&self, mut d: Outgoing) {
-        let members = std::mem::take(&mut d.merged);
+        let mut members = std::mem::take(&mut d.merged);
+        if let Some(state) = &self.outputs.state {
+            // Keys whose message was sent while they waited (their first version was in flight):
+            // updated in place, in their order, not merged.
+            let (own, rest): (Vec<Outgoing>, Vec<Outgoing>) =
+                members.into_iter().partition(|m| self.has_message(m));
+            members = rest;
+            for m in own {
+                self.deliver_keyed(m, state).await;
+            }
+            if members.is_empty() {
+                return;
+            }
+        }
         let lines: Vec<String> = members
             .iter()
             .take(self.storm.max_items)
@@ -43,7 +56,13 @@ impl Settle {
                 uuid: d.uuid.clone(),
                 topic: first.topic.clone(),
                 partition: first.partition,
-                members: member_runs(members.iter().map(|m| (m.record.record.offset, m.index))),
+                // With the versions each took the place of: a replay finds them in it too.
+                members: member_runs(members.iter().flat_map(|m| {
+                    let older = m.superseded.iter();
+                    std::iter::once(m)
+                        .chain(older)
+                        .map(|v| (v.record.record.offset, v.index))
+                })),
                 count: members.len(),
                 content: d.envelope.content.clone(),
                 message_id: None,
@@ -118,6 +137,18 @@ impl Settle {
         .await?;
         state.digests.put(intent.clone(), partition);
         Ok(())
+    }
+
+    /// Whether `m` is keyed and its key already has a Lark message (it is then updated in
+    /// place, never merged).
+    pub(super) fn has_message(&self, m: &Outgoing) -> bool {
+        let (Some(state), Some(key)) = (&self.outputs.state, m.envelope.op.key()) else {
+            return false;
+        };
+        state
+            .states
+            .get(&StateKey::new(m.queue.clone(), key))
+            .is_some()
     }
 
     /// The digest of the changelog that message `index` of `record` was merged into, if any.
@@ -220,6 +251,7 @@ impl Settle {
             self.write_result(record, result).await?;
             self.stats.message("merged");
             self.message_done(&m.record);
+            self.finish_superseded(m, Some(message_id)).await?;
         }
         Ok(())
     }

@@ -12,11 +12,14 @@
 //!   sends one card for them (its
 //!   uuid derived from the records it covers, `delivery::digest`) and then finishes each as
 //!   `merged` with the card's message_id, results written before offsets as everywhere else.
-//!   Mergeable: `normal` and `low` messages without `messageKey`, `urgent` or `replyTo`, of one
-//!   source partition (a partition's records finish with their owner, so a digest never spans
-//!   two: a revoked partition's digest is abandoned whole and replayed by the new owner).
-//!   Keyed messages are never merged: a keyed alert's card is updated in place instead, and
-//!   coalescing already sends only its latest version.
+//!   Mergeable: `normal` and `low` messages without `urgent` or `replyTo`, of one source
+//!   partition (a partition's records finish with their owner, so a digest never spans two: a
+//!   revoked partition's digest is abandoned whole and replayed by the new owner). A keyed one
+//!   only while its key has no Lark message: a digest holds one version per key, the latest (a
+//!   newer version takes the older one's place in it, which finishes as `superseded`), and a key
+//!   that got its message meanwhile (its first version was in flight) leaves the digest when it
+//!   is sent and is updated in place instead. A key merged into a digest has no message of its
+//!   own: its next version is sent as a new message.
 
 use std::collections::HashMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
@@ -128,10 +131,20 @@ impl Storm {
 }
 
 /// The digest group of a message of `record`: its source partition, when the message may be
-/// merged at all (see the module doc).
-pub(super) fn digest_group(record: &SourceRecord, envelope: &Envelope) -> Option<String> {
+/// merged at all (see the module doc). `has_message`: the message's key already has a Lark
+/// message (then it is updated in place, never merged).
+pub(super) fn digest_group(
+    record: &SourceRecord,
+    envelope: &Envelope,
+    has_message: bool,
+) -> Option<String> {
+    let op = match envelope.op {
+        Operation::Send => true,
+        Operation::Upsert { .. } => !has_message,
+        Operation::Recall { .. } => false,
+    };
     let mergeable = envelope.priority != Priority::High
-        && matches!(envelope.op, Operation::Send)
+        && op
         && envelope.urgent.is_none()
         && envelope.reply.is_none();
     mergeable.then(|| format!("{}\u{0}{}", record.topic, record.partition))
@@ -210,13 +223,17 @@ mod tests {
             timestamp: None,
             headers: Vec::new(),
         };
-        let group = |e: &Envelope| digest_group(&record, e);
+        let group = |e: &Envelope| digest_group(&record, e, false);
         let plain = text("x", Priority::Normal, Operation::Send);
         assert_eq!(group(&plain).as_deref(), Some("alerts\u{0}3"));
         assert!(group(&text("x", Priority::Low, Operation::Send)).is_some());
         assert_eq!(group(&text("x", Priority::High, Operation::Send)), None);
+        // Keyed: while the key has no message; a recall never.
         let keyed = text("x", Priority::Low, Operation::Upsert { key: "k".into() });
-        assert_eq!(group(&keyed), None);
+        assert!(group(&keyed).is_some());
+        assert_eq!(digest_group(&record, &keyed, true), None);
+        let recall = text("x", Priority::Low, Operation::Recall { key: "k".into() });
+        assert_eq!(group(&recall), None);
         let mut urgent = plain.clone();
         urgent.urgent = Some(crate::envelope::Urgent {
             kind: crate::envelope::UrgentKind::App,
