@@ -1,7 +1,8 @@
 //! `storm`: 10,000 alerts to one chat as fast as the broker takes them, then one `high` alert 5 s
 //! later, Lark's real limits in the emulator (5 messages a second to one chat). Run twice: with
-//! digests on (`storm.digest.after=20`), and with storm control off but the high alert still
-//! marked `high` (priority alone). Figures: produce → Lark receipt of the high alert, messages
+//! digests on (`storm.digest.after=20`, and `lark.state.topic`: the mode in which a digest is
+//! posted once), and with storm control off but the high alert still marked `high` (priority
+//! alone). Figures: produce → Lark receipt of the high alert, messages
 //! posted to the chat in the first minute, the time until every record is accounted for (its
 //! offset committed: delivered or merged), and throttles.
 
@@ -28,8 +29,17 @@ pub async fn run(o: &Options) -> anyhow::Result<()> {
         "storm: {ALERTS} alerts to one chat, then a high one 5 s later, real Lark limits, \
          {PARTITIONS} partitions"
     );
-    println!(" with digests (storm.digest.after=20, storm.digest.max.items=10):");
-    one(o, &json!({"storm.digest.after": "20"}), true).await?;
+    println!(
+        " with digests (storm.digest.after=20, storm.digest.max.items=10, each digest's intent in \
+         lark.state.topic before its card):"
+    );
+    let state = name("storm-state");
+    one(
+        o,
+        &json!({"storm.digest.after": "20", "lark.state.topic": state}),
+        true,
+    )
+    .await?;
     println!(" storm control off, the high alert marked high (priority alone):");
     one(o, &json!({}), false).await?;
     Ok(())

@@ -62,6 +62,7 @@
 //! `target` ∈ `send`, `reply`, `token`, `batch_get_id`, `urgent`, `webhook`, `update_card`
 //! (PATCH), `edit` (PUT), `recall` (DELETE). `fault` is one of
 //! `{"kind":"status","status":502}`, `{"kind":"slow","ms":1500}`,
+//! `{"kind":"late_answer","ms":4000}` (sends: the message made at once, the answer held back),
 //! `{"kind":"code","code":230020}` with optional `"http_status"`, `"msg"` (both default to the
 //! code's real values) and `"ratelimit_reset_secs"`. Bad control bodies → HTTP 400
 //! `{"ok":false,"error":"…"}`.

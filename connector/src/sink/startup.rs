@@ -108,6 +108,13 @@ async fn outputs(cfg: &ConnectorConfig, source_partitions: i32) -> Result<Output
         }
         None => None,
     };
+    if cfg.storm.digests() && cfg.state.is_none() {
+        tracing::warn!(
+            "storm.digest.after without lark.state.topic: a replay after a crash may group \
+             records differently and post a second digest card for them (docs/user-guide.md \
+             \"Storms\", \"After a crash\")"
+        );
+    }
     let state = match &cfg.state {
         Some(s) => {
             let changelog = Changelog::new(&cfg.kafka, s.topic.clone())?;
