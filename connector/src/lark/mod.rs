@@ -9,6 +9,8 @@
 //!   the lifecycle calls: update a card, edit, recall).
 //! - [`directory`]: phone / email → open_id, cached, single-flight and batched.
 //! - [`webhook`]: custom-bot webhook settings, bodies and their signature.
+//! - [`events`]: the way back, as a protocol: long-connection frames, signed callbacks, events as
+//!   records (not yet wired to a listener).
 //!
 //! `lark` knows nothing about Kafka or the connector's config: `config` builds its
 //! [`ClientConfig`], [`WebhookConfig`] and [`LookupConfig`] (docs/ARCHITECTURE.md, "Dependency
@@ -20,6 +22,8 @@ pub mod classify;
 pub mod client;
 #[cfg(feature = "runtime")]
 pub mod directory;
+#[cfg(feature = "runtime")]
+pub mod events;
 #[cfg(feature = "runtime")]
 pub mod http;
 #[cfg(feature = "runtime")]

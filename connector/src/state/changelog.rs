@@ -217,24 +217,8 @@ impl Changelog {
         key: &StateKey,
         entry: Option<&StateEntry>,
     ) -> Result<(), StateError> {
-        let key_bytes = key.to_bytes();
-        let value = entry.map(StateEntry::to_bytes);
-        let mut out: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&self.topic)
-            .partition(partition)
-            .key(key_bytes.as_slice());
-        if let Some(v) = &value {
-            out = out.payload(v.as_slice());
-        }
-        self.producer
-            .send(out, WRITE_TIMEOUT)
+        self.write_acked(partition, &key.to_bytes(), entry.map(StateEntry::to_bytes))
             .await
-            .map_err(|(source, _)| StateError::Write {
-                topic: self.topic.clone(),
-                partition,
-                source,
-            })?;
-        telemetry::state_written(entry.is_none());
-        Ok(())
     }
 
     /// Writes a storm digest's intent (or, with `None`, the tombstone of digest `uuid`) to
@@ -246,10 +230,19 @@ impl Changelog {
         intent: Option<&DigestIntent>,
     ) -> Result<(), StateError> {
         let key = DigestIntent::key_bytes(uuid);
-        let value = intent.map(DigestIntent::to_bytes);
-        let mut out: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&self.topic)
-            .partition(partition)
-            .key(key.as_slice());
+        self.write_acked(partition, &key, intent.map(DigestIntent::to_bytes))
+            .await
+    }
+
+    /// One record (a tombstone without `value`), acknowledged.
+    async fn write_acked(
+        &self,
+        partition: i32,
+        key: &[u8],
+        value: Option<Vec<u8>>,
+    ) -> Result<(), StateError> {
+        let mut out: FutureRecord<'_, [u8], [u8]> =
+            FutureRecord::to(&self.topic).partition(partition).key(key);
         if let Some(v) = &value {
             out = out.payload(v.as_slice());
         }
@@ -261,7 +254,7 @@ impl Changelog {
                 partition,
                 source,
             })?;
-        telemetry::state_written(intent.is_none());
+        telemetry::state_written(value.is_none());
         Ok(())
     }
 

@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::{StateError, Wire, ENTRY_VERSION};
+use super::{StateError, Wire};
 
 /// One digest card as the changelog keeps it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -74,29 +74,12 @@ impl DigestIntent {
 
     /// The changelog value: the intent's JSON with `"v": ENTRY_VERSION`.
     pub fn to_bytes(&self) -> Vec<u8> {
-        let wire = Wire {
-            v: ENTRY_VERSION,
-            entry: self,
-        };
-        // Strings, integers and arrays of them: serialising cannot fail.
-        serde_json::to_vec(&wire).unwrap_or_default()
+        Wire::bytes_of(self)
     }
 
     /// Reads a changelog value; unknown versions and malformed JSON are errors.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, StateError> {
-        let decode = |reason: String| StateError::Decode {
-            what: "digest",
-            reason,
-        };
-        let wire: Wire<DigestIntent> =
-            serde_json::from_slice(bytes).map_err(|e| decode(e.to_string()))?;
-        if wire.v != ENTRY_VERSION {
-            return Err(decode(format!(
-                "version {} (this build reads {ENTRY_VERSION})",
-                wire.v
-            )));
-        }
-        Ok(wire.entry)
+        Wire::read(bytes, "digest")
     }
 }
 

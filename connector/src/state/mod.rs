@@ -145,25 +145,24 @@ struct Wire<E> {
     entry: E,
 }
 
-impl StateEntry {
-    /// The changelog value: the entry's JSON with `"v": ENTRY_VERSION`.
-    pub fn to_bytes(&self) -> Vec<u8> {
+impl<E: Serialize> Wire<E> {
+    /// `entry`'s JSON with `"v": ENTRY_VERSION`.
+    fn bytes_of(entry: E) -> Vec<u8> {
         let wire = Wire {
             v: ENTRY_VERSION,
-            entry: self,
+            entry,
         };
-        // A struct of strings and integers: serialising it cannot fail.
+        // Structs of strings, integers and arrays of them: serialising cannot fail.
         serde_json::to_vec(&wire).unwrap_or_default()
     }
+}
 
-    /// Reads a changelog value; unknown versions and malformed JSON are errors.
-    pub fn from_bytes(bytes: &[u8]) -> Result<Self, StateError> {
-        let decode = |reason: String| StateError::Decode {
-            what: "entry",
-            reason,
-        };
-        let wire: Wire<StateEntry> =
-            serde_json::from_slice(bytes).map_err(|e| decode(e.to_string()))?;
+impl<E: serde::de::DeserializeOwned> Wire<E> {
+    /// Reads a value written by [`Wire::bytes_of`]; unknown versions and malformed JSON are
+    /// `Decode` errors naming `what`.
+    fn read(bytes: &[u8], what: &'static str) -> Result<E, StateError> {
+        let decode = |reason: String| StateError::Decode { what, reason };
+        let wire: Wire<E> = serde_json::from_slice(bytes).map_err(|e| decode(e.to_string()))?;
         if wire.v != ENTRY_VERSION {
             return Err(decode(format!(
                 "version {} (this build reads {ENTRY_VERSION})",
@@ -171,6 +170,18 @@ impl StateEntry {
             )));
         }
         Ok(wire.entry)
+    }
+}
+
+impl StateEntry {
+    /// The changelog value: the entry's JSON with `"v": ENTRY_VERSION`.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        Wire::bytes_of(self)
+    }
+
+    /// Reads a changelog value; unknown versions and malformed JSON are errors.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, StateError> {
+        Wire::read(bytes, "entry")
     }
 }
 
