@@ -45,6 +45,9 @@ pub const METRICS: &[(&str, &str, &str)] = &[
     ("lark_sink_state_restore_seconds", "histogram", "Time to restore one state partition from the changelog topic."),
     ("lark_sink_state_bad_records_total", "counter", "Changelog records a restore skipped as undecodable."),
     ("lark_sink_state_restoring_partitions", "gauge", "Source partitions paused until the state of their state partition is restored."),
+    ("lark_sink_events_total", "counter", "Lark events and card callbacks received (lark.events.topic), by outcome: written, duplicate (a redelivery within the dedup window), failed (not written; answered 500, Lark pushes it again)."),
+    ("lark_sink_events_connected", "gauge", "1 while the events long connection is open."),
+    ("lark_sink_events_reconnects_total", "counter", "Times the events long connection was lost or refused and dialled again."),
 ];
 
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
@@ -264,6 +267,21 @@ pub fn state_restored(bad: u64, elapsed: Duration) {
     if bad > 0 {
         counter!("lark_sink_state_bad_records_total").increment(bad);
     }
+}
+
+/// One event from Lark finished: `written`, `duplicate` or `failed`.
+pub fn event(outcome: &'static str) {
+    labelled_counter("lark_sink_events_total", "outcome", outcome).increment(1);
+}
+
+/// The events long connection opened or closed.
+pub fn events_connected(up: bool) {
+    gauge!("lark_sink_events_connected").set(if up { 1.0 } else { 0.0 });
+}
+
+/// The events long connection is dialled again.
+pub fn events_reconnect() {
+    counter!("lark_sink_events_reconnects_total").increment(1);
 }
 
 #[cfg(test)]

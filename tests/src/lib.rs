@@ -571,6 +571,28 @@ pub fn kill_moments() -> rand::rngs::StdRng {
     rand::rngs::StdRng::seed_from_u64(seed)
 }
 
+/// Held while a test that loads the test broker heavily runs (a storm): tests taking the same
+/// `name` run one at a time, across test executables too (an exclusive lock on a file in the
+/// temp directory; released when the guard drops, or when the process dies). The unoptimised
+/// test broker serves one storage request at a time, and two storms beside the other
+/// executables made its metadata answers time out on CI.
+pub async fn exclusive(name: &str) -> std::fs::File {
+    let path = std::env::temp_dir().join(format!("lark-sink-e2e-{name}.lock"));
+    tokio::task::spawn_blocking(move || {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .unwrap_or_else(|e| panic!("lock file {}: {e}", path.display()));
+        file.lock()
+            .unwrap_or_else(|e| panic!("locking {}: {e}", path.display()));
+        file
+    })
+    .await
+    .expect("the lock task")
+}
+
 /// Polls `f` every 100 ms until it is true; panics with `what` after `timeout`.
 pub async fn wait_until(what: &str, timeout: Duration, f: impl FnMut() -> bool) {
     wait_until_every(what, timeout, Duration::from_millis(100), f).await

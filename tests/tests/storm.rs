@@ -13,18 +13,13 @@ use serde_json::{json, Value};
 
 const WAIT: Duration = Duration::from_secs(90);
 
-/// The tests of this file run one at a time: together (a storm, a SIGKILLed storm and the
-/// others, beside the other executables) they overloaded the test broker on a CI run until a
-/// produce timed out.
-static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
 /// 20 normal texts to one chat, then a high one, 5 low and 5 more normal, all produced before the
 /// connector starts: the high one overtakes every waiting normal (it is delivered second or third,
 /// whatever was in hand when it was read), the lows go last, and each priority keeps its order.
 /// A second chat's messages, produced last, are not held up behind the first chat's queue.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn high_priority_overtakes_a_receivers_waiting_messages() {
-    let _one = ONE_AT_A_TIME.lock().await;
+    let _one = exclusive("storm").await;
     let s = Scenario::new("storm-priority", 1).await;
     let text = |chat: &str, t: String, priority: &str| json!({"receiveType": "chat", "receiveId": chat, "priority": priority, "content": {"text": t}});
     let mut produced = 0;
@@ -104,7 +99,7 @@ fn results_of(topic: &str, n: usize) -> BTreeMap<(i64, i64, i64), Value> {
 /// `summary` in place of the derived one).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_storm_becomes_digests_and_every_record_is_accounted_for() {
-    let _one = ONE_AT_A_TIME.lock().await;
+    let _one = exclusive("storm").await;
     let s = Scenario::new("storm-digest", 1).await;
     let results = unique(&format!("{}-results", s.topic));
     let mut cfg = s.config();
@@ -251,7 +246,7 @@ async fn a_storm_becomes_digests_and_every_record_is_accounted_for() {
 /// control), and no `merged` outcome.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_storm_keys_every_message_is_sent() {
-    let _one = ONE_AT_A_TIME.lock().await;
+    let _one = exclusive("storm").await;
     let s = Scenario::new("storm-off", 1).await;
     for i in 0..12 {
         s.send(&json!({"receiveType": "chat", "receiveId": "oc_ops",
@@ -283,7 +278,7 @@ const WINDOW: Duration = Duration::from_secs(8);
 /// once the window has passed is sent again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dedup_sends_an_identical_message_once_per_window() {
-    let _one = ONE_AT_A_TIME.lock().await;
+    let _one = exclusive("storm").await;
     let s = Scenario::new("storm-dedup", 1).await;
     let results = unique(&format!("{}-results", s.topic));
     let mut cfg = s.config();
@@ -372,15 +367,15 @@ async fn dedup_sends_an_identical_message_once_per_window() {
     assert_eq!(c.stop(), Some(0));
 }
 
-/// A storm of keyed alerts: 30 keys, each firing, updated and resolved (v1, v2, v3), produced
-/// before the connector starts, the first send answered late so that everything else waits. A
-/// digest keeps each key's latest version only: the 29 keys waiting are one card listing each
-/// key once, at v3, and their v1 and v2 finish as `superseded`. The first key was sent alone
-/// (its first version was in flight when its later ones came): it leaves the digest and its own
-/// message is updated in place to v3.
+/// A storm of keyed alerts: 30 keys, each firing, updated and resolved (v1, v2, v3). The first
+/// key's v1 is sent alone and its answer comes 3 s late (`late_answer`); meanwhile the other 89
+/// records arrive and wait. A digest keeps each key's latest version only: the 29 other keys
+/// are one card listing each key once, at v3, their v1 and v2 `superseded`. The first key had its
+/// message by the time the digest was sent: its v3 leaves the digest and updates that message in
+/// place (its v2 `superseded`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_digest_of_keyed_alerts_keeps_each_keys_latest_version() {
-    let _one = ONE_AT_A_TIME.lock().await;
+    let _one = exclusive("storm").await;
     let s = Scenario::new("storm-keyed", 1).await;
     let results = unique(&format!("{}-results", s.topic));
     let mut cfg = s.config();
@@ -388,16 +383,26 @@ async fn a_digest_of_keyed_alerts_keeps_each_keys_latest_version() {
     cfg["config"]["lark.state.topic"] = json!(unique(&format!("{}-state", s.topic)));
     cfg["config"]["storm.digest.after"] = json!("5");
     cfg["config"]["storm.digest.max.items"] = json!("50");
-    for v in 1..=3 {
-        for k in 0..30 {
-            s.send(&json!({"receiveType": "chat", "receiveId": "oc_ops", "messageKey": format!("k{k:02}"),
-                           "content": {"text": format!("k{k:02} v{v}")}}))
-                .await;
-        }
-    }
+    let alert = |k: i64, v: i64| {
+        json!({"receiveType": "chat", "receiveId": "oc_ops", "messageKey": format!("k{k:02}"),
+               "content": {"text": format!("k{k:02} v{v}")}})
+    };
     s.lark
         .push_fault(FaultTarget::Send, Fault::LateAnswer { ms: 3000 });
+    // (key, version) → offset.
+    let mut offset_of = BTreeMap::new();
+    s.send(&alert(0, 1)).await;
+    offset_of.insert((0, 1), 0);
     let mut c = Connector::start(&cfg);
+    wait_until("the first key sent", WAIT, || !s.lark.messages().is_empty()).await;
+    for v in 1..=3 {
+        for k in 0..30 {
+            if (k, v) != (0, 1) {
+                s.send(&alert(k, v)).await;
+                offset_of.insert((k, v), offset_of.len() as i64);
+            }
+        }
+    }
     wait_until("all committed", WAIT, || s.committed() == vec![90]).await;
     assert_eq!(c.stop(), Some(0));
     let by_coords = results_of(&results, 90);
@@ -412,14 +417,14 @@ async fn a_digest_of_keyed_alerts_keeps_each_keys_latest_version() {
             r["op"].as_str().unwrap_or_default().to_string(),
         )
     };
-    // Offsets: v1 of key k at k, v2 at 30 + k, v3 at 60 + k.
-    assert_eq!(status_of(0), ("delivered".into(), "sent".into()));
-    assert_eq!(status_of(30).0, "superseded");
-    assert_eq!(status_of(60), ("delivered".into(), "updated".into()));
+    let of = |k: i64, v: i64| status_of(offset_of[&(k, v)]);
+    assert_eq!(of(0, 1), ("delivered".into(), "sent".into()));
+    assert_eq!(of(0, 2).0, "superseded");
+    assert_eq!(of(0, 3), ("delivered".into(), "updated".into()));
     for k in 1..30 {
-        assert_eq!(status_of(k).0, "superseded", "k{k:02} v1");
-        assert_eq!(status_of(30 + k).0, "superseded", "k{k:02} v2");
-        assert_eq!(status_of(60 + k).0, "merged", "k{k:02} v3");
+        assert_eq!(of(k, 1).0, "superseded", "k{k:02} v1");
+        assert_eq!(of(k, 2).0, "superseded", "k{k:02} v2");
+        assert_eq!(of(k, 3).0, "merged", "k{k:02} v3");
     }
     let messages = s.lark.messages();
     assert_eq!(

@@ -2,7 +2,7 @@
 //! storm lose nothing, and a digest card made before a crash is not posted again by the replay
 //! (its intent is in the state topic). Real broker, the emulator over HTTP at Lark's per-chat
 //! limit, the real binary. Apart from `storm.rs` so that neither file outgrows its reader; the
-//! two files' tests may run beside each other (one storm each).
+//! tests of both take the `storm` lock (`exclusive`), so one storm runs at a time.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -12,9 +12,6 @@ use serde_json::{json, Value};
 
 const WAIT: Duration = Duration::from_secs(90);
 
-/// The tests of this file run one at a time (each is a storm against the one test broker).
-static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
 /// Storm mode under SIGKILL: 300 alerts to one chat over two partitions with digests after 5,
 /// the connector killed at four random moments once it delivers, then run to completion. Nothing
 /// is lost: every record has a `delivered` or `merged` result naming a message that is in Lark,
@@ -23,7 +20,7 @@ static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(())
 /// after it is allowed, counted and printed (docs/user-guide.md "Storms", "After a crash").
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_storm_under_sigkills_loses_nothing() {
-    let _one = ONE_AT_A_TIME.lock().await;
+    let _one = exclusive("storm").await;
     use rand::Rng;
     const ALERTS: usize = 300;
     let s = Scenario::new("storm-kill", 2).await;
@@ -132,7 +129,7 @@ async fn a_storm_under_sigkills_loses_nothing() {
 /// counts add up to the merged records, each record in one card.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_digest_made_before_a_crash_is_not_posted_again() {
-    let _one = ONE_AT_A_TIME.lock().await;
+    let _one = exclusive("storm").await;
     let s = Scenario::new("storm-once", 1).await;
     let results = unique(&format!("{}-results", s.topic));
     let mut cfg = s.config();

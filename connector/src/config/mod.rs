@@ -15,6 +15,7 @@
 //!   its `Default` (the one place a default is written) and its parser;
 //! - `webhooks.rs`: `lark.webhooks.<name>.*`.
 
+mod events;
 mod kafka;
 mod keys;
 mod sections;
@@ -32,6 +33,7 @@ use crate::delivery::RateConfig;
 use crate::source::Topics;
 use keys::Keys;
 
+pub use events::{EventsConfig, EventsMode, DEDUP_CAPACITY, DEFAULT_DEDUP_WINDOW};
 pub use kafka::KafkaProps;
 pub use keys::{is_known_key, KNOWN_KEYS};
 pub use sections::{
@@ -144,6 +146,8 @@ pub struct ConnectorConfig {
     pub state: Option<StateConfig>,
     /// `storm.*`: dedup and digests per receiver (all off by default).
     pub storm: StormConfig,
+    /// `lark.events.*`: Lark's events and card clicks into a topic (off without a topic).
+    pub events: Option<EventsConfig>,
     /// How often stored offsets are committed (`offset.flush.interval.ms`, as in Connect).
     pub offset_flush_interval: Duration,
     pub admin: AdminConfig,
@@ -230,6 +234,28 @@ impl ConnectorConfig {
         let rate = sections::rate(&keys)?;
         let buffer = BufferConfig::parse(&keys)?;
         let storm = StormConfig::parse(&keys)?;
+        let events = EventsConfig::parse(&keys)?;
+        if let Some(ev) = &events {
+            let others = [
+                errors.dlq_topic.as_deref(),
+                result_topic.as_deref(),
+                state.as_ref().map(|s| s.topic.as_str()),
+            ];
+            if crate::source::topics_include(&topics, &ev.topic)
+                || others.contains(&Some(ev.topic.as_str()))
+            {
+                return Err(key_err(
+                    "lark.events.topic",
+                    format!("'{}' must be a topic of its own: not a source, dead-letter, result or state topic", ev.topic),
+                ));
+            }
+            if lark.app_id.is_empty() {
+                return Err(key_err(
+                    "lark.events.topic",
+                    "needs lark.app.id and lark.app.secret (events come to an app, not to a webhook bot)",
+                ));
+            }
+        }
         let offset_flush_interval =
             keys.ms("offset.flush.interval.ms", DEFAULT_OFFSET_FLUSH_INTERVAL)?;
         if offset_flush_interval.is_zero() {
@@ -254,6 +280,7 @@ impl ConnectorConfig {
             result_topic,
             state,
             storm,
+            events,
             offset_flush_interval,
             admin,
             shutdown_timeout,

@@ -141,12 +141,31 @@ pub async fn ensure_topic_with(
     })
 }
 
+/// How many times a metadata request for a topic the connector writes is made before start-up
+/// fails: a broker busy for a moment (a restore, an election, a loaded test machine) must not
+/// stop the connector, a broker that is down still does, after about half a minute.
+const METADATA_ATTEMPTS: u32 = 3;
+
 /// The partition count of `topic`, or `None` when the broker does not know it.
 fn partition_count(producer: &FutureProducer, topic: &str) -> Result<Option<i32>, String> {
-    let metadata = producer
-        .client()
-        .fetch_metadata(Some(topic), Duration::from_secs(10))
-        .map_err(|e| format!("metadata request failed: {e}"))?;
+    let mut attempt = 1;
+    let metadata = loop {
+        match producer
+            .client()
+            .fetch_metadata(Some(topic), Duration::from_secs(10))
+        {
+            Ok(m) => break m,
+            Err(e) if attempt < METADATA_ATTEMPTS => {
+                tracing::warn!(topic, attempt, "metadata request failed: {e}; asking again");
+                attempt += 1;
+            }
+            Err(e) => {
+                return Err(format!(
+                    "metadata request failed ({METADATA_ATTEMPTS} times): {e}"
+                ))
+            }
+        }
+    };
     Ok(metadata
         .topics()
         .iter()

@@ -8,5 +8,6 @@
 //! the documented test vectors first.
 
 pub mod callback;
+pub mod client;
 pub mod event;
 pub mod frame;
