@@ -26,6 +26,9 @@
 //! [`admin`] (the operator's surface of a running process), [`secret`] (values that print as
 //! `***`), [`record`] (an owned Kafka record and its message uuid).
 //!
+//! The way back: [`inbound`] writes Lark's events and card clicks to `lark.events.topic`,
+//! received over the long connection of [`lark::events`].
+//!
 //! Dependencies point one way (docs/ARCHITECTURE.md, "Dependency rules"; checked by
 //! `connector/tests/dependencies.rs`): `lark` knows nothing about Kafka, `source` nothing about
 //! Lark, and only `source::offsets` stores offsets.
@@ -50,6 +53,8 @@ pub mod control;
 pub mod delivery;
 pub mod dlq;
 pub mod envelope;
+#[cfg(feature = "runtime")]
+pub mod inbound;
 pub mod lark;
 #[cfg(feature = "runtime")]
 pub mod record;

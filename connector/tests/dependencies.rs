@@ -42,6 +42,8 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("state", &["source", "telemetry"]),
     // The top of the non-sink layers: builds the lower modules' own config types.
     ("config", &["delivery", "lark", "secret", "source"]),
+    // The way back: Lark's events (the `lark::events` protocol) into a topic (`source::kafka`).
+    ("inbound", &["config", "lark", "source", "telemetry"]),
     // The operator's surface.
     ("admin", &["config", "control", "secret"]),
     // The wiring, and the binary's subcommands.
@@ -83,6 +85,7 @@ const CRATE_HOMES: &[(&str, &[&str], &str)] = &[
             "results.rs",
             "state/",
             "sink/",
+            "inbound/",
             "commands/",
         ],
         "lark (and the pure core) know nothing about Kafka",

@@ -40,6 +40,8 @@ pub enum RunError {
     },
     #[error(transparent)]
     Sink(#[from] SinkError),
+    #[error(transparent)]
+    Events(#[from] crate::inbound::InboundError),
 }
 
 /// Loads the config and runs the connector until `shutdown` resolves.
@@ -61,16 +63,52 @@ pub async fn command(
         stop_tx.send_replace(true);
     });
     let stats = Arc::new(SinkStats::default());
+    // The way back (`lark.events.*`): beside the sink for the process's life; it stopping on a
+    // terminal error (wrong credentials, the connection limit) stops the connector too.
+    let events_stop = tokio_util::sync::CancellationToken::new();
+    let events_ended = tokio_util::sync::CancellationToken::new();
+    let events = cfg.events.is_some().then(|| {
+        let (cfg, stop, ended) = (cfg.clone(), events_stop.clone(), events_ended.clone());
+        tokio::spawn(async move {
+            let done = crate::inbound::run(&cfg, stop).await;
+            ended.cancel();
+            done
+        })
+    });
+    let result = run_sink(&cfg, &stats, &control, &stop_rx, &events_ended).await;
+    events_stop.cancel();
+    if let Some(events) = events {
+        if let Ok(Err(e)) = events.await {
+            control.set_failed(e.to_string());
+            return Err(e.into());
+        }
+    }
+    result
+}
+
+/// The sink's loop, restarted in place when the admin API asks; it stops when the process is
+/// asked to, or when the events pipeline ended (`events_ended`; [`command`] returns its error).
+async fn run_sink(
+    cfg: &ConnectorConfig,
+    stats: &Arc<SinkStats>,
+    control: &Arc<Control>,
+    stop_rx: &tokio::sync::watch::Receiver<bool>,
+    events_ended: &tokio_util::sync::CancellationToken,
+) -> Result<ExitCode, RunError> {
     loop {
         let mut stop = stop_rx.clone();
+        let ended = events_ended.clone();
         let shutdown = async move {
-            let _ = stop.wait_for(|s| *s).await;
+            tokio::select! {
+                _ = stop.wait_for(|s| *s) => {}
+                _ = ended.cancelled() => {}
+            }
         };
         if let Err(e) = sink::run(cfg.clone(), stats.clone(), control.clone(), shutdown).await {
             control.set_failed(e.to_string());
             return Err(e.into());
         }
-        if control.take_restart() && !*stop_rx.borrow() {
+        if control.take_restart() && !*stop_rx.borrow() && !events_ended.is_cancelled() {
             tracing::info!("restarting the connector (admin API request)");
             continue;
         }

@@ -62,11 +62,11 @@ pub trait Handler: Send + Sync {
 
 /// One app's long connection.
 pub struct LongConnection {
-    pub http: reqwest::Client,
+    http: reqwest::Client,
     /// The Open Platform base URL (`https://open.feishu.cn`, the emulator's).
-    pub base_url: String,
-    pub app_id: String,
-    pub app_secret: Secret,
+    base_url: String,
+    app_id: String,
+    app_secret: Secret,
 }
 
 /// What the endpoint answered.
@@ -77,6 +77,25 @@ pub struct Endpoint {
 }
 
 impl LongConnection {
+    /// The connection of app `app_id` to `base_url`; the endpoint request is made with the same
+    /// HTTP client settings as every Lark call (`timeout`, `lark.tls.ca.file`'s roots).
+    pub fn new(
+        base_url: &str,
+        app_id: &str,
+        app_secret: Secret,
+        timeout: Duration,
+        tls_ca: &[reqwest::Certificate],
+    ) -> Result<Self, ConnectError> {
+        let http = super::super::http::http_client(timeout, tls_ca)
+            .map_err(|e| ConnectError::Terminal(format!("cannot build the HTTP client: {e}")))?;
+        Ok(LongConnection {
+            http,
+            base_url: base_url.to_string(),
+            app_id: app_id.to_string(),
+            app_secret,
+        })
+    }
+
     /// Runs until `stop` is cancelled (`Ok`) or a terminal error.
     pub async fn run(
         &self,

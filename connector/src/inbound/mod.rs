@@ -1,0 +1,155 @@
+//! The way back: Lark's events and card button clicks into a Kafka topic (`lark.events.*`,
+//! docs/user-guide.md "Receiving events and clicks").
+//!
+//! A second pipeline beside the sink, in the same process: [`run`] holds the app's long
+//! connection (`lark::events::client`) and, for each whole event Lark pushes, writes one record
+//! to `lark.events.topic` (value: the event's plaintext JSON; key: the message it concerns, else
+//! its chat; headers `lark.event_type`, `lark.event_id`, `lark.app_id`, `lark.tenant_key`) with the
+//! acknowledged producer (`acks=all`), and only then answers Lark. A write that fails or takes
+//! too long is answered with code 500 (or not at all), so Lark pushes the event again later
+//! instead of losing it. Redeliveries within `lark.events.dedup.window.ms` are answered without a
+//! second record (by `event_id`, and by `message_id` for a received message).
+//!
+//! The guarantee and its precondition: an event Lark got an answer 200 for is in the topic; the
+//! dedup memory is this process's, so after a restart a redelivery can be written once more
+//! (consumers dedupe on `lark.event_id`, as with any at-least-once source).
+//!
+//! Here `lark` (the protocol) meets `source::kafka` (the producer): neither knows the other.
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{ConnectorConfig, EventsConfig, DEDUP_CAPACITY};
+use crate::lark::events::client::{ConnectError, Handler, LongConnection, Verdict};
+use crate::lark::events::event::{card_answer, InboundEvent, Seen, CARD_ACTION};
+use crate::source::kafka::{acked_producer, ensure_topic};
+use crate::telemetry;
+
+/// How long the Kafka write of one event may take: the answer must reach Lark within 3 s.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// What stops the events pipeline.
+#[derive(Debug, thiserror::Error)]
+pub enum InboundError {
+    #[error("events: cannot create the producer: {0}")]
+    Producer(rdkafka::error::KafkaError),
+    #[error("events: topic '{topic}' does not exist and could not be created: {reason}")]
+    Topic { topic: String, reason: String },
+    #[error(transparent)]
+    Connection(#[from] ConnectError),
+}
+
+/// Writes each event to the topic, then answers.
+struct ToKafka {
+    producer: FutureProducer,
+    cfg: EventsConfig,
+    seen: Mutex<Seen>,
+}
+
+impl ToKafka {
+    fn seen(&self) -> std::sync::MutexGuard<'_, Seen> {
+        self.seen
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The answer to an event that is in the topic: a card callback's toast, else nothing.
+    fn answer(&self, event: &InboundEvent) -> Verdict {
+        if event.event_type == CARD_ACTION {
+            let body = card_answer(self.cfg.card_toast.as_deref()).to_string();
+            Verdict::Done(Some(body.into_bytes()))
+        } else {
+            Verdict::Done(None)
+        }
+    }
+
+    async fn write(&self, event: &InboundEvent) -> Result<(), String> {
+        let mut headers = OwnedHeaders::new();
+        for (k, v) in event.headers() {
+            headers = headers.insert(Header {
+                key: k,
+                value: Some(v.as_bytes()),
+            });
+        }
+        let mut record: FutureRecord<'_, str, [u8]> = FutureRecord::to(&self.cfg.topic)
+            .payload(event.json.as_slice())
+            .headers(headers);
+        if let Some(key) = event.key() {
+            record = record.key(key);
+        }
+        self.producer
+            .send(record, WRITE_TIMEOUT)
+            .await
+            .map(|_| ())
+            .map_err(|(e, _)| e.to_string())
+    }
+}
+
+impl Handler for ToKafka {
+    async fn handle(&self, payload: Vec<u8>) -> Verdict {
+        let event = match InboundEvent::parse(&payload) {
+            Ok(e) => e,
+            Err(e) => {
+                // Not an event lark-sink can key or dedupe: answered 200 so Lark stops pushing
+                // it, and logged (its bytes, which may hold user content, are not).
+                tracing::warn!("events: {e}; answered and dropped");
+                telemetry::event("failed");
+                return Verdict::Done(None);
+            }
+        };
+        let dedup = event.dedup_key();
+        if self.seen().contains(&dedup, Instant::now()) {
+            tracing::debug!(event_id = %event.event_id, "events: a redelivery; not written again");
+            telemetry::event("duplicate");
+            return self.answer(&event);
+        }
+        match self.write(&event).await {
+            Ok(()) => {
+                self.seen().insert(dedup, Instant::now());
+                tracing::debug!(event_id = %event.event_id, event_type = %event.event_type,
+                    "events: written");
+                telemetry::event("written");
+                self.answer(&event)
+            }
+            Err(e) => {
+                tracing::warn!(event_id = %event.event_id, "events: writing to the topic failed: {e}; answered 500, Lark pushes it again");
+                telemetry::event("failed");
+                Verdict::Failed
+            }
+        }
+    }
+}
+
+/// Runs the events pipeline of `cfg` until `stop` is cancelled (`Ok`) or it cannot go on (wrong
+/// app credentials, the connection limit, the topic cannot be made).
+pub async fn run(cfg: &ConnectorConfig, stop: CancellationToken) -> Result<(), InboundError> {
+    let Some(events) = cfg.events.clone() else {
+        return Ok(());
+    };
+    let producer = acked_producer(&cfg.kafka).map_err(InboundError::Producer)?;
+    ensure_topic(&producer, &cfg.kafka, &events.topic, 1, -1)
+        .await
+        .map_err(|reason| InboundError::Topic {
+            topic: events.topic.clone(),
+            reason,
+        })?;
+    let connection = LongConnection::new(
+        &cfg.lark.base_url,
+        &cfg.lark.app_id,
+        cfg.lark.app_secret.clone(),
+        cfg.lark.request_timeout,
+        &cfg.lark.tls_ca,
+    )?;
+    tracing::info!(topic = %events.topic, "events: receiving Lark events over the long connection");
+    let handler = ToKafka {
+        producer,
+        seen: Mutex::new(Seen::new(events.dedup_window, DEDUP_CAPACITY)),
+        cfg: events,
+    };
+    connection.run(&handler, &stop).await?;
+    Ok(())
+}
