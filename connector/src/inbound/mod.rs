@@ -26,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{ConnectorConfig, EventsConfig, DEDUP_CAPACITY};
 use crate::lark::events::client::{ConnectError, Handler, LongConnection, Verdict};
 use crate::lark::events::event::{card_answer, InboundEvent, Seen, CARD_ACTION};
-use crate::source::kafka::{acked_producer, ensure_topic};
+use crate::source::kafka::{acked_producer_within, ensure_topic};
 use crate::telemetry;
 
 /// How long the Kafka write of one event may take: the answer must reach Lark within 3 s.
@@ -130,7 +130,9 @@ pub async fn run(cfg: &ConnectorConfig, stop: CancellationToken) -> Result<(), I
     let Some(events) = cfg.events.clone() else {
         return Ok(());
     };
-    let producer = acked_producer(&cfg.kafka).map_err(InboundError::Producer)?;
+    // A write that cannot be acknowledged in time must fail, not land later: the event was then
+    // answered 500 and will come again.
+    let producer = acked_producer_within(&cfg.kafka, WRITE_TIMEOUT).map_err(InboundError::Producer)?;
     ensure_topic(&producer, &cfg.kafka, &events.topic, 1, -1)
         .await
         .map_err(|reason| InboundError::Topic {

@@ -64,6 +64,24 @@ pub fn acked_producer(
         .create()
 }
 
+/// [`acked_producer`] whose writes fail after `timeout` instead of 30 s (`message.timeout.ms`
+/// and `request.timeout.ms`): for a writer that must answer someone in time (Lark's events
+/// want their answer within 3 s, and an answer of failure makes Lark push the event again).
+pub fn acked_producer_within(
+    kafka: &BTreeMap<String, String>,
+    timeout: Duration,
+) -> Result<FutureProducer, rdkafka::error::KafkaError> {
+    let ms = timeout.as_millis().max(1).to_string();
+    let mut cfg = producer_config(kafka);
+    for k in ACKS_FORCED {
+        cfg.remove(k);
+    }
+    cfg.set("acks", "all")
+        .set("message.timeout.ms", &ms)
+        .set("request.timeout.ms", &ms)
+        .create()
+}
+
 /// Makes sure `topic` exists, creating it like Connect does when it is missing.
 pub async fn ensure_topic(
     producer: &FutureProducer,

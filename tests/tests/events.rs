@@ -1,0 +1,207 @@
+//! The way back (docs/user-guide.md "Receiving events and clicks"): Lark's events and card clicks
+//! into `lark.events.topic` over the long connection. Real WebSocket (the emulator serves Lark's
+//! `/callback/ws/endpoint` and `pbbp2` frames), real broker, the real binary.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use lark_sink::emulator::{BotMessage, Click, LongConnectionConfig, PushedEvent};
+use lark_sink_e2e::broker::OwnBroker;
+use lark_sink_e2e::*;
+use serde_json::{json, Value};
+
+const WAIT: Duration = Duration::from_secs(60);
+
+/// The emulator's long connection with a short retry schedule (Lark's is 15 s, 5 min, 1 h, 6 h)
+/// and reconnect times of a second, so that redeliveries and reconnects fit in a test.
+fn emulator() -> EmulatorConfig {
+    EmulatorConfig {
+        long_connection: LongConnectionConfig {
+            reconnect_interval_s: 1,
+            reconnect_nonce_s: 1,
+            retry_schedule: (0..8).map(|_| Duration::from_secs(2)).collect(),
+            ..LongConnectionConfig::default()
+        },
+        ..EmulatorConfig::default()
+    }
+}
+
+/// A connector config with the events topic (and a toast for clicks).
+fn with_events(s: &Scenario, topic: &str) -> Value {
+    let mut cfg = s.config();
+    cfg["config"]["lark.events.topic"] = json!(topic);
+    cfg["config"]["lark.events.card.toast"] = json!("Got it");
+    cfg
+}
+
+/// A card sent through the sink: its Lark message id.
+async fn a_card(s: &Scenario) -> String {
+    let before = s.lark.messages().len();
+    s.send(&json!({"receiveType": "chat", "receiveId": "oc_ops", "contentType": "interactive",
+                   "content": {"header": {"title": {"tag": "plain_text", "content": "disk full"}},
+                               "elements": [{"tag": "action", "actions": [{"tag": "button",
+                                   "text": {"tag": "plain_text", "content": "Acknowledge"},
+                                   "value": {"action": "ack"}}]}]}}))
+        .await;
+    wait_until("the card sent", WAIT, || s.lark.messages().len() > before).await;
+    s.lark.messages()[before].message_id.clone()
+}
+
+fn event_of<'a>(events: &'a [PushedEvent], id: &str) -> Option<&'a PushedEvent> {
+    events.iter().find(|e| e.event_id == id)
+}
+
+/// Waits until the emulator saw event `id` answered with code 200.
+async fn acked(s: &Scenario, id: &str) -> PushedEvent {
+    wait_until(&format!("event {id} acked"), WAIT, || {
+        event_of(&s.lark.pushed_events(), id).is_some_and(|e| e.acked)
+    })
+    .await;
+    event_of(&s.lark.pushed_events(), id).cloned().expect("the event")
+}
+
+/// A click on a card the sink sent, a message to the bot, each also redelivered, and a click in
+/// fragments: each is one record (value the event JSON as pushed, key the message, `lark.*`
+/// headers), the click answered with the toast, the redeliveries answered without a record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clicks_and_messages_reach_the_topic_once() {
+    let s = Scenario::with_emulator("events", 1, emulator()).await;
+    let topic = unique("events-out");
+    let mut c = Connector::start(&with_events(&s, &topic));
+    wait_until("the long connection", WAIT, || s.lark.live_connections() == 1).await;
+    let card = a_card(&s).await;
+
+    let started = Instant::now();
+    let click = s
+        .lark
+        .click(Click {
+            duplicate: true,
+            ..Click::button(&card, json!({"action": "ack"}))
+        })
+        .expect("a click");
+    let pushed = acked(&s, &click).await;
+    let click_latency = started.elapsed();
+    assert_eq!(pushed.ack_data, Some(json!({"toast": {"type": "info", "content": "Got it"}})));
+    let message = s
+        .lark
+        .send_to_bot(BotMessage {
+            chat_id: Some("oc_ops".into()),
+            text: "silence disk alerts for 1h".into(),
+            duplicate: true,
+            ..BotMessage::default()
+        })
+        .expect("a message");
+    acked(&s, &message).await;
+    let fragmented = s
+        .lark
+        .click(Click {
+            fragment_size: Some(64),
+            ..Click::button(&card, json!({"action": "silence"}))
+        })
+        .expect("a fragmented click");
+    acked(&s, &fragmented).await;
+    // Every push, redeliveries included, finished: answered 200.
+    wait_until("every push answered", WAIT, || {
+        let events = s.lark.pushed_events();
+        events.len() >= 5 && events.iter().all(|e| e.done && e.acked)
+    })
+    .await;
+
+    let records = read_to_end(&topic, Duration::from_secs(20));
+    let pushed: BTreeMap<String, Value> = s
+        .lark
+        .pushed_events()
+        .into_iter()
+        .map(|e| (e.event_id.clone(), e.payload.clone()))
+        .collect();
+    let mut by_type: BTreeMap<String, usize> = BTreeMap::new();
+    for r in &records {
+        let h: BTreeMap<&str, &str> = r.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let value: Value = serde_json::from_slice(r.value.as_deref().expect("a value")).expect("JSON");
+        let id = h["lark.event_id"];
+        assert_eq!(Some(&value), pushed.get(id), "the value is the event as Lark pushed it");
+        assert_eq!(h["lark.event_type"], value["header"]["event_type"]);
+        assert_eq!(h["lark.app_id"], value["header"]["app_id"]);
+        assert_eq!(h["lark.tenant_key"], value["header"]["tenant_key"]);
+        let key = String::from_utf8(r.key.clone().expect("a key")).expect("UTF-8");
+        match h["lark.event_type"] {
+            "card.action.trigger" => assert_eq!(key, card),
+            "im.message.receive_v1" => assert_eq!(key, value["event"]["message"]["message_id"]),
+            other => panic!("unexpected {other}"),
+        }
+        *by_type.entry(h["lark.event_type"].to_string()).or_default() += 1;
+    }
+    assert_eq!(records.len(), 3, "each event once: {by_type:?}");
+    assert_eq!(by_type["card.action.trigger"], 2);
+    let text = Admin::of(&c).await.metrics().await;
+    assert_eq!(metric(&text, "lark_sink_events_total", "outcome=\"written\""), 3.0);
+    assert_eq!(metric(&text, "lark_sink_events_total", "outcome=\"duplicate\""), 2.0);
+    assert_eq!(metric(&text, "lark_sink_events_connected", ""), 1.0);
+    assert_eq!(c.stop(), Some(0));
+    eprintln!(
+        "a click to its Kafka record and answer: {} ms (emulator's ack latency {:?} ms)",
+        click_latency.as_millis(),
+        pushed.latency_ms
+    );
+}
+
+/// Lark drops the connection: the connector dials again (the endpoint, then the new URL) and the
+/// next click arrives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_connection_is_dialled_again() {
+    let s = Scenario::with_emulator("events-drop", 1, emulator()).await;
+    let topic = unique("events-out");
+    let mut c = Connector::start(&with_events(&s, &topic));
+    wait_until("the long connection", WAIT, || s.lark.live_connections() == 1).await;
+    let card = a_card(&s).await;
+    for round in 1..=2 {
+        let dropped = Instant::now();
+        assert_eq!(s.lark.drop_connections(), 1);
+        wait_until("dialled again", WAIT, || s.lark.live_connections() == 1).await;
+        eprintln!("reconnected {round}: {} ms", dropped.elapsed().as_millis());
+        let click = s
+            .lark
+            .click(Click::button(&card, json!({"round": round})))
+            .expect("a click");
+        acked(&s, &click).await;
+    }
+    assert_eq!(read_to_end(&topic, Duration::from_secs(20)).len(), 2);
+    let text = Admin::of(&c).await.metrics().await;
+    assert!(metric(&text, "lark_sink_events_reconnects_total", "") >= 2.0);
+    assert_eq!(c.stop(), Some(0));
+}
+
+/// The broker stops: a click cannot be written, so it is answered 500 and Lark pushes it again;
+/// once the broker is back a redelivery lands, and the click is in the topic exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_broker_down_lark_redelivers_and_nothing_is_lost() {
+    let broker = OwnBroker::start();
+    let kafka = KafkaAccess::at(&broker.bootstrap());
+    let s = Scenario::on(kafka.clone(), "events-broker", 1, start_emulator_with(emulator()).await).await;
+    let topic = unique("events-out");
+    let mut c = Connector::start(&with_events(&s, &topic));
+    wait_until("the long connection", WAIT, || s.lark.live_connections() == 1).await;
+    let card = a_card(&s).await;
+    broker.script("stop");
+    let click = s
+        .lark
+        .click(Click::button(&card, json!({"action": "ack"})))
+        .expect("a click");
+    wait_until("two attempts refused or unanswered", WAIT, || {
+        event_of(&s.lark.pushed_events(), &click).is_some_and(|e| e.attempts >= 2 && !e.acked)
+    })
+    .await;
+    broker.script("start");
+    let pushed = acked(&s, &click).await;
+    assert!(pushed.attempts >= 3, "{pushed:?}");
+    let records = read_topic_on(&kafka, &topic, 1, Duration::from_secs(30));
+    assert_eq!(records.len(), 1);
+    let value: Value = serde_json::from_slice(records[0].value.as_deref().expect("a value")).expect("JSON");
+    assert_eq!(value["header"]["event_id"], click.as_str());
+    // Nothing more arrives: the attempts made while the broker was down left no record.
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(read_topic_on(&kafka, &topic, 2, Duration::from_secs(3)).len(), 1);
+    let text = Admin::of(&c).await.metrics().await;
+    assert!(metric(&text, "lark_sink_events_total", "outcome=\"failed\"") >= 1.0);
+    assert_eq!(c.stop(), Some(0));
+}
