@@ -169,6 +169,7 @@ mod api;
 pub mod content;
 pub mod directory;
 pub mod errors;
+pub mod events;
 pub mod faults;
 mod ids;
 pub mod lifecycle;
@@ -182,6 +183,9 @@ mod tokens;
 
 pub use directory::{App, Chat, Directory, DirectoryError, User, Webhook};
 pub use errors::{ApiError, LarkCode};
+pub use events::{
+    BotMessage, Click, Delivery, DeliveryOutcome, EventsError, LongConnectionConfig, PushedEvent,
+};
 pub use faults::{Fault, FaultConfig, FaultTarget};
 pub use lifecycle::{MessageVersion, MessageView, UnsharedCardUpdate, VersionOp};
 pub use limits::Limits;
@@ -211,6 +215,9 @@ pub struct EmulatorConfig {
     /// The tenant admin's recall window for DELETE (lifecycle §1.3: 230009 after it); `None`
     /// (the default) = no window.
     pub recall_window: Option<Duration>,
+    /// The WebSocket long connection for events and card callbacks (lifecycle §4): its
+    /// `ClientConfig`, connection limit, ack deadline, retry schedule and fragmenting.
+    pub long_connection: LongConnectionConfig,
 }
 
 impl Default for EmulatorConfig {
@@ -224,6 +231,7 @@ impl Default for EmulatorConfig {
             unshared_card_update: UnsharedCardUpdate::default(),
             edit_window: None,
             recall_window: None,
+            long_connection: LongConnectionConfig::default(),
         }
     }
 }
@@ -269,7 +277,7 @@ impl Emulator {
     where
         L: axum::serve::Listener<Addr = SocketAddr>,
     {
-        let shared = Arc::new(Shared::new(config));
+        let shared = Arc::new(Shared::new(config, addr, scheme));
         let router = api::router(shared.clone());
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
@@ -427,6 +435,46 @@ impl EmulatorHandle {
         self.shared.dir.directory.clone()
     }
 
+    /// Push a card click (`card.action.trigger`, lifecycle §2.2) to one live long connection of
+    /// the app; redelivered until acked or the retry schedule is used up. Returns the event id.
+    pub fn click(&self, click: Click) -> Result<String, EventsError> {
+        events::push::click(&self.shared, click)
+    }
+
+    /// Push a user's message to the bot (`im.message.receive_v1`, lifecycle §3.2). Returns the
+    /// event id; the message id is in [`PushedEvent::payload`].
+    pub fn send_to_bot(&self, message: BotMessage) -> Result<String, EventsError> {
+        events::push::send_to_bot(&self.shared, message)
+    }
+
+    /// Push any event JSON (it needs `header.event_id` and `header.event_type`) to one live
+    /// connection of `app_id`. Returns the event id.
+    pub fn push_event(
+        &self,
+        app_id: &str,
+        event: serde_json::Value,
+    ) -> Result<String, EventsError> {
+        if self.shared.dir.app(app_id).is_none() {
+            return Err(EventsError::UnknownApp(app_id.to_string()));
+        }
+        self.shared.events.push(app_id, event, None, None)
+    }
+
+    /// Close every live long connection (a close frame each); how many there were.
+    pub fn drop_connections(&self) -> usize {
+        self.shared.events.drop_all()
+    }
+
+    /// Live long connections, all apps.
+    pub fn live_connections(&self) -> usize {
+        self.shared.events.live()
+    }
+
+    /// Every event pushed over the long connection, in push order, with its delivery status.
+    pub fn pushed_events(&self) -> Vec<PushedEvent> {
+        self.shared.events.events()
+    }
+
     /// Clear messages, urgents, stats, uuids, faults and limiter windows (see crate docs).
     pub fn reset(&self) {
         self.shared.reset();
@@ -437,6 +485,8 @@ impl EmulatorHandle {
     pub async fn shutdown(self) {
         let server = self.server.lock().unwrap_or_else(|e| e.into_inner()).take();
         if let Some(Server { stop, mut task }) = server {
+            // Upgraded WebSockets are not the server's connections any more: close them here.
+            self.shared.events.drop_all();
             let _ = stop.send(());
             if tokio::time::timeout(SHUTDOWN_GRACE, &mut task)
                 .await
