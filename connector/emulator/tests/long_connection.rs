@@ -539,3 +539,73 @@ async fn a_click_duplicate_repeats_the_event_id_after_success() {
     }
     panic!("{:?}", emu.pushed_events());
 }
+
+#[tokio::test]
+async fn with_two_connections_each_event_goes_to_exactly_one() {
+    let emu = start(quick()).await;
+    let (mut a, _) = connect(&emu).await;
+    let (mut b, _) = connect(&emu).await;
+    let ids: Vec<String> = (0..6)
+        .map(|i| {
+            emu.click(Click::button("om_x", json!({ "i": i })))
+                .expect("click")
+        })
+        .collect();
+    let mut seen = Vec::new();
+    // Ack everything that arrives on either connection until both are quiet.
+    loop {
+        tokio::select! {
+            Some(Ok(Message::Binary(bytes))) = a.next() => {
+                let f = Frame::decode_bytes(&bytes).expect("frame");
+                seen.push(payload(&f)["header"]["event_id"].as_str().expect("id").to_string());
+                ack(&mut a, &f, json!({"code": 200})).await;
+            }
+            Some(Ok(Message::Binary(bytes))) = b.next() => {
+                let f = Frame::decode_bytes(&bytes).expect("frame");
+                seen.push(payload(&f)["header"]["event_id"].as_str().expect("id").to_string());
+                ack(&mut b, &f, json!({"code": 200})).await;
+            }
+            _ = tokio::time::sleep(Duration::from_millis(500)) => break,
+        }
+    }
+    seen.sort();
+    let mut want = ids.clone();
+    want.sort();
+    assert_eq!(seen, want, "each event once, no broadcast");
+    for id in &ids {
+        assert!(wait_event(&emu, id, |e| e.done).await.acked);
+    }
+    emu.shutdown().await;
+}
+
+#[tokio::test]
+async fn callbacks_can_travel_in_card_frames() {
+    let emu = start(LongConnectionConfig {
+        callbacks_as_card_frames: true,
+        ..quick()
+    })
+    .await;
+    let (mut ws, _) = connect(&emu).await;
+    emu.click(Click::button("om_x", json!({}))).expect("click");
+    assert_eq!(next_frame(&mut ws).await.kind(), Some("card"));
+    emu.send_to_bot(BotMessage {
+        text: "hi".into(),
+        ..BotMessage::default()
+    })
+    .expect("message");
+    // The unacked click is redelivered meanwhile; the message is still an `event` frame.
+    let mut kinds = Vec::new();
+    for _ in 0..2 {
+        let f = next_frame(&mut ws).await;
+        kinds.push((
+            f.kind().map(str::to_string),
+            payload(&f)["header"]["event_type"].clone(),
+        ));
+        ack(&mut ws, &f, json!({"code": 200})).await;
+    }
+    assert!(
+        kinds.contains(&(Some("event".into()), json!("im.message.receive_v1"))),
+        "{kinds:?}"
+    );
+    emu.shutdown().await;
+}

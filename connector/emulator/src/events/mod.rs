@@ -9,7 +9,8 @@
 //!
 //! - [`frame`]: the `pbbp2.Frame` wire format (prost).
 //! - `longconn`: `POST /callback/ws/endpoint` and the `GET /ws/v2` WebSocket.
-//! - `hub`: live connections, tickets, pushed events and their delivery / redelivery.
+//! - `hub`: live connections, tickets, pushed events, acks; `delivery`: pushing one event and
+//!   redelivering it until acked.
 //! - `push`: the events the emulator can make (`card.action.trigger`, `im.message.receive_v1`)
 //!   and their `/_emulator/events/*` control endpoints.
 
@@ -18,6 +19,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+mod delivery;
 pub mod frame;
 pub(crate) mod hub;
 pub(crate) mod longconn;
