@@ -35,6 +35,8 @@
 //! | `POST /open-apis/contact/v3/users/batch_get_id?user_id_type=…` | §5 |
 //! | `PATCH /open-apis/im/v1/messages/{id}/urgent_app\|urgent_sms\|urgent_phone?user_id_type=…` | §6 |
 //! | `POST /open-apis/bot/v2/hook/{token}` | §8 |
+//! | `POST /callback/ws/endpoint` `{"AppID","AppSecret"}` (long connection) | lifecycle §4.1 |
+//! | `GET /ws/v2?fpid=…&device_id=…&service_id=…&ticket=…` (WebSocket, pbbp2 frames) | lifecycle §4.2–§4.6 |
 //!
 //! # Control endpoints (JSON, never faulted, not counted in stats)
 //!
@@ -58,14 +60,59 @@
 //! | `GET /_emulator/clock` | → `{"offset_ms":N,"now_ms":M}` |
 //! | `POST /_emulator/clock` | `{"advance_ms":N}` → `{"ok":true,"offset_ms":…}`: moves the message clock forward |
 //! | `POST /_emulator/reset` | → `{"ok":true}` |
+//! | `POST /_emulator/events/click` | [`Click`]: `{"message_id":"om_…","open_id":"ou_…"?,"value":{…}?,"tag":"button"?,"form_value":{…}?,"app_id":"cli_…"?,"duplicate":false?,"fragment_size":N?}` → `{"ok":true,"event_id":"…"}` |
+//! | `POST /_emulator/events/message` | [`BotMessage`]: `{"chat_id":"oc_…"?,"open_id":"ou_…"?,"text":"…","app_id":"cli_…"?,"duplicate":false?,"fragment_size":N?}` → `{"ok":true,"event_id":"…"}` |
+//! | `POST /_emulator/events/drop` | → `{"ok":true,"dropped":N}`: every live long connection gets a close frame |
+//! | `GET /_emulator/events` | → `[PushedEvent…]` (fields as in [`PushedEvent`]: `event_id`, `event_type`, `app_id`, `attempts`, `acked`, `ack_code`, `ack_data`, `latency_ms`, `done`, `late_acks`, `deliveries`, `payload`) |
 //!
 //! `target` ∈ `send`, `reply`, `token`, `batch_get_id`, `urgent`, `webhook`, `update_card`
-//! (PATCH), `edit` (PUT), `recall` (DELETE). `fault` is one of
+//! (PATCH), `edit` (PUT), `recall` (DELETE), `ws_endpoint` (the long connection's endpoint;
+//! `code` faults 1 and 1000040343 are its retryable codes, answered with HTTP 200). `fault` is one of
 //! `{"kind":"status","status":502}`, `{"kind":"slow","ms":1500}`,
 //! `{"kind":"late_answer","ms":4000}` (sends: the message made at once, the answer held back),
 //! `{"kind":"code","code":230020}` with optional `"http_status"`, `"msg"` (both default to the
 //! code's real values) and `"ratelimit_reset_secs"`. Bad control bodies → HTTP 400
 //! `{"ok":false,"error":"…"}`.
+//!
+//! # The long connection (events and card callbacks)
+//!
+//! [`EmulatorConfig::long_connection`] ([`LongConnectionConfig`]) sets it up; `src/events/`
+//! implements it after `/work/shared/lark-api-lifecycle.md` §3.3, §4 and §6 items 10–13.
+//!
+//! - The endpoint checks `AppID` / `AppSecret` against the directory and answers
+//!   `{"code":0,"msg":"ok","data":{"URL":"ws://<Host header>/ws/v2?fpid=…&device_id=…&service_id=…&ticket=…","ClientConfig":{"ReconnectCount":-1,"ReconnectInterval":120,"ReconnectNonce":30,"PingInterval":120}}}`
+//!   (`wss://` under [`Emulator::start_tls`]); `fpid` comes first (Node's SDK swallows the first
+//!   key). Each ticket opens one connection, once.
+//! - `GET /ws/v2` refuses an upgrade with HTTP 514 and `Handshake-Status: 514`,
+//!   `Handshake-Msg`, `Handshake-Autherrcode`: 1000040350 when the app already holds
+//!   `max_connections_per_app` live connections (terminal for the SDKs).
+//! - Binary messages are `pbbp2.Frame`s ([`events::frame`]). A `type=ping` control frame gets a
+//!   `type=pong` control frame whose payload is the ClientConfig JSON. A data frame from the
+//!   client is an ack, matched by its `message_id` header; its payload `{"code":200}` or
+//!   `{"code":200,"data":"<base64 JSON>"}` (the decoded `data` is [`PushedEvent::ack_data`]).
+//!   Text messages are ignored.
+//! - Pushes ([`EmulatorHandle::click`], [`EmulatorHandle::send_to_bot`],
+//!   [`EmulatorHandle::push_event`]) go to one random live connection of the app (cluster
+//!   mode) as data frames (`method` 1; headers `type` `event` (or `card`), `message_id` (new per
+//!   attempt), `sum`, `seq`, `trace_id`, `timestamp` ms; unique `SeqID` / `LogID`), split into
+//!   `fragment_size` parts sent last part first. An attempt without an ack of code 200 within
+//!   `ack_deadline` (3 s) fails; so does one that finds no live connection; the next follows
+//!   after the next wait of `retry_schedule` (15 s, 5 min, 1 h, 6 h), with the same event JSON.
+//!
+//! Choices (UNCONFIRMED in the spec): wrong or missing credentials → HTTP 200 code 1000040344
+//! `app_id or app_secret is invalid` (the Python SDK's local code); an unknown or used ticket →
+//! 514 with `Handshake-Autherrcode: 1000040345` (retryable for the SDKs: ask for a new URL); a
+//! non-200 ack code counts as failure; a redelivery may go to another connection; the events'
+//! `header.token` is the fixed [`events::VERIFICATION_TOKEN`] (the directory has no
+//! verification tokens); `card.action.trigger` `create_time` in µs, `im.message.receive_v1` in
+//! ms; `type=event` frames for callbacks unless `callbacks_as_card_frames`. A click on a
+//! message the emulator sent gets its `oc_` chat as `open_chat_id`; a received message in a
+//! directory chat is `group`, otherwise `p2p` (default chat: the bot's p2p chat with the
+//! user). Not modelled: the server's own pings or idle timeout, URL expiry, ordered events,
+//! HTTP event / callback delivery, legacy `card.action.trigger_v1`, delayed card updates with
+//! the click's `c-` token, applying a card in the ack's `data` to the stored message. The
+//! endpoint counts in [`Stats::requests`]; [`EmulatorHandle::reset`] forgets pushed events but
+//! keeps live connections; [`EmulatorHandle::shutdown`] closes them.
 //!
 //! # Choices where the spec is UNCERTAIN or silent
 //!
