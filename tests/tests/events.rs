@@ -37,12 +37,14 @@ fn with_events(s: &Scenario, topic: &str) -> Value {
 /// A card sent through the sink: its Lark message id.
 async fn a_card(s: &Scenario) -> String {
     let before = s.lark.messages().len();
-    s.send(&json!({"receiveType": "chat", "receiveId": "oc_ops", "contentType": "interactive",
+    s.send(
+        &json!({"receiveType": "chat", "receiveId": "oc_ops", "contentType": "interactive",
                    "content": {"header": {"title": {"tag": "plain_text", "content": "disk full"}},
                                "elements": [{"tag": "action", "actions": [{"tag": "button",
                                    "text": {"tag": "plain_text", "content": "Acknowledge"},
-                                   "value": {"action": "ack"}}]}]}}))
-        .await;
+                                   "value": {"action": "ack"}}]}]}}),
+    )
+    .await;
     wait_until("the card sent", WAIT, || s.lark.messages().len() > before).await;
     s.lark.messages()[before].message_id.clone()
 }
@@ -57,7 +59,9 @@ async fn acked(s: &Scenario, id: &str) -> PushedEvent {
         event_of(&s.lark.pushed_events(), id).is_some_and(|e| e.acked)
     })
     .await;
-    event_of(&s.lark.pushed_events(), id).cloned().expect("the event")
+    event_of(&s.lark.pushed_events(), id)
+        .cloned()
+        .expect("the event")
 }
 
 /// A click on a card the sink sent, a message to the bot, each also redelivered, and a click in
@@ -68,7 +72,10 @@ async fn clicks_and_messages_reach_the_topic_once() {
     let s = Scenario::with_emulator("events", 1, emulator()).await;
     let topic = unique("events-out");
     let mut c = Connector::start(&with_events(&s, &topic));
-    wait_until("the long connection", WAIT, || s.lark.live_connections() == 1).await;
+    wait_until("the long connection", WAIT, || {
+        s.lark.live_connections() == 1
+    })
+    .await;
     let card = a_card(&s).await;
 
     let started = Instant::now();
@@ -81,7 +88,10 @@ async fn clicks_and_messages_reach_the_topic_once() {
         .expect("a click");
     let pushed = acked(&s, &click).await;
     let click_latency = started.elapsed();
-    assert_eq!(pushed.ack_data, Some(json!({"toast": {"type": "info", "content": "Got it"}})));
+    assert_eq!(
+        pushed.ack_data,
+        Some(json!({"toast": {"type": "info", "content": "Got it"}}))
+    );
     let message = s
         .lark
         .send_to_bot(BotMessage {
@@ -108,7 +118,7 @@ async fn clicks_and_messages_reach_the_topic_once() {
     .await;
 
     let records = read_to_end(&topic, Duration::from_secs(20));
-    let pushed: BTreeMap<String, Value> = s
+    let payloads: BTreeMap<String, Value> = s
         .lark
         .pushed_events()
         .into_iter()
@@ -116,10 +126,19 @@ async fn clicks_and_messages_reach_the_topic_once() {
         .collect();
     let mut by_type: BTreeMap<String, usize> = BTreeMap::new();
     for r in &records {
-        let h: BTreeMap<&str, &str> = r.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-        let value: Value = serde_json::from_slice(r.value.as_deref().expect("a value")).expect("JSON");
+        let h: BTreeMap<&str, &str> = r
+            .headers
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        let value: Value =
+            serde_json::from_slice(r.value.as_deref().expect("a value")).expect("JSON");
         let id = h["lark.event_id"];
-        assert_eq!(Some(&value), pushed.get(id), "the value is the event as Lark pushed it");
+        assert_eq!(
+            Some(&value),
+            payloads.get(id),
+            "the value is the event as Lark pushed it"
+        );
         assert_eq!(h["lark.event_type"], value["header"]["event_type"]);
         assert_eq!(h["lark.app_id"], value["header"]["app_id"]);
         assert_eq!(h["lark.tenant_key"], value["header"]["tenant_key"]);
@@ -134,8 +153,14 @@ async fn clicks_and_messages_reach_the_topic_once() {
     assert_eq!(records.len(), 3, "each event once: {by_type:?}");
     assert_eq!(by_type["card.action.trigger"], 2);
     let text = Admin::of(&c).await.metrics().await;
-    assert_eq!(metric(&text, "lark_sink_events_total", "outcome=\"written\""), 3.0);
-    assert_eq!(metric(&text, "lark_sink_events_total", "outcome=\"duplicate\""), 2.0);
+    assert_eq!(
+        metric(&text, "lark_sink_events_total", "outcome=\"written\""),
+        3.0
+    );
+    assert_eq!(
+        metric(&text, "lark_sink_events_total", "outcome=\"duplicate\""),
+        2.0
+    );
     assert_eq!(metric(&text, "lark_sink_events_connected", ""), 1.0);
     assert_eq!(c.stop(), Some(0));
     eprintln!(
@@ -152,7 +177,10 @@ async fn a_dropped_connection_is_dialled_again() {
     let s = Scenario::with_emulator("events-drop", 1, emulator()).await;
     let topic = unique("events-out");
     let mut c = Connector::start(&with_events(&s, &topic));
-    wait_until("the long connection", WAIT, || s.lark.live_connections() == 1).await;
+    wait_until("the long connection", WAIT, || {
+        s.lark.live_connections() == 1
+    })
+    .await;
     let card = a_card(&s).await;
     for round in 1..=2 {
         let dropped = Instant::now();
@@ -177,10 +205,19 @@ async fn a_dropped_connection_is_dialled_again() {
 async fn with_the_broker_down_lark_redelivers_and_nothing_is_lost() {
     let broker = OwnBroker::start();
     let kafka = KafkaAccess::at(&broker.bootstrap());
-    let s = Scenario::on(kafka.clone(), "events-broker", 1, start_emulator_with(emulator()).await).await;
+    let s = Scenario::on(
+        kafka.clone(),
+        "events-broker",
+        1,
+        start_emulator_with(emulator()).await,
+    )
+    .await;
     let topic = unique("events-out");
     let mut c = Connector::start(&with_events(&s, &topic));
-    wait_until("the long connection", WAIT, || s.lark.live_connections() == 1).await;
+    wait_until("the long connection", WAIT, || {
+        s.lark.live_connections() == 1
+    })
+    .await;
     let card = a_card(&s).await;
     broker.script("stop");
     let click = s
@@ -196,11 +233,15 @@ async fn with_the_broker_down_lark_redelivers_and_nothing_is_lost() {
     assert!(pushed.attempts >= 3, "{pushed:?}");
     let records = read_topic_on(&kafka, &topic, 1, Duration::from_secs(30));
     assert_eq!(records.len(), 1);
-    let value: Value = serde_json::from_slice(records[0].value.as_deref().expect("a value")).expect("JSON");
+    let value: Value =
+        serde_json::from_slice(records[0].value.as_deref().expect("a value")).expect("JSON");
     assert_eq!(value["header"]["event_id"], click.as_str());
     // Nothing more arrives: the attempts made while the broker was down left no record.
     std::thread::sleep(Duration::from_secs(2));
-    assert_eq!(read_topic_on(&kafka, &topic, 2, Duration::from_secs(3)).len(), 1);
+    assert_eq!(
+        read_topic_on(&kafka, &topic, 2, Duration::from_secs(3)).len(),
+        1
+    );
     let text = Admin::of(&c).await.metrics().await;
     assert!(metric(&text, "lark_sink_events_total", "outcome=\"failed\"") >= 1.0);
     assert_eq!(c.stop(), Some(0));

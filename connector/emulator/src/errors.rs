@@ -176,6 +176,16 @@ pub const WH_RATE_LIMITED: LarkCode = c(11232, 200, "create message service trig
 /// answer.
 pub const WH_BOT_THROTTLED: LarkCode = c(9499, 400, "too many request");
 
+// --- the long connection's endpoint (lifecycle §4.1): always HTTP 200, the SDKs branch on `code`
+// (HTTP ≠ 200 = retry). `1` and `1000040343` are retryable; any other code stops the client.
+/// "system busy": retryable (GO, PY; NODE treats it as terminal).
+pub const WS_SYSTEM_BUSY: LarkCode = c(1, 200, "system busy");
+/// Internal error: retryable in every SDK.
+pub const WS_INTERNAL: LarkCode = c(1000040343, 200, "internal error");
+/// Wrong or missing AppID / AppSecret. The real code is UNCONFIRMED (lifecycle §7 item 10);
+/// 1000040344 is the Python SDK's local "no credential" code, terminal for every SDK.
+pub const WS_BAD_CREDENTIALS: LarkCode = c(1000040344, 200, "app_id or app_secret is invalid");
+
 /// Every code above, so a scripted `Fault::Code` with an empty `msg` (or no `http_status`) can
 /// borrow the real text and status.
 pub const ALL: &[LarkCode] = &[
@@ -217,6 +227,9 @@ pub const ALL: &[LarkCode] = &[
     WH_KEYWORDS,
     WH_TOO_LARGE,
     WH_RATE_LIMITED,
+    WS_SYSTEM_BUSY,
+    WS_INTERNAL,
+    WS_BAD_CREDENTIALS,
 ];
 
 /// The table entry for `code`, if the emulator knows it.

@@ -102,7 +102,8 @@ impl Fault {
 }
 
 /// The endpoint a scripted fault is aimed at. JSON: `"send"`, `"reply"`, `"token"`,
-/// `"batch_get_id"`, `"urgent"`, `"webhook"`, `"update_card"`, `"edit"`, `"recall"`.
+/// `"batch_get_id"`, `"urgent"`, `"webhook"`, `"update_card"`, `"edit"`, `"recall"`,
+/// `"ws_endpoint"`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum FaultTarget {
@@ -119,6 +120,9 @@ pub enum FaultTarget {
     Edit,
     /// `DELETE /open-apis/im/v1/messages/{id}`: recall (lifecycle §1.3).
     Recall,
+    /// `POST /callback/ws/endpoint`: the long connection's endpoint (lifecycle §4.1); `code`
+    /// faults 1 and 1000040343 are the retryable ones and travel with HTTP 200.
+    WsEndpoint,
 }
 
 /// Scripted queues plus the random configuration.

@@ -35,6 +35,8 @@
 //! | `POST /open-apis/contact/v3/users/batch_get_id?user_id_type=…` | §5 |
 //! | `PATCH /open-apis/im/v1/messages/{id}/urgent_app\|urgent_sms\|urgent_phone?user_id_type=…` | §6 |
 //! | `POST /open-apis/bot/v2/hook/{token}` | §8 |
+//! | `POST /callback/ws/endpoint` `{"AppID","AppSecret"}` (long connection) | lifecycle §4.1 |
+//! | `GET /ws/v2?fpid=…&device_id=…&service_id=…&ticket=…` (WebSocket, pbbp2 frames) | lifecycle §4.2–§4.6 |
 //!
 //! # Control endpoints (JSON, never faulted, not counted in stats)
 //!
@@ -58,14 +60,59 @@
 //! | `GET /_emulator/clock` | → `{"offset_ms":N,"now_ms":M}` |
 //! | `POST /_emulator/clock` | `{"advance_ms":N}` → `{"ok":true,"offset_ms":…}`: moves the message clock forward |
 //! | `POST /_emulator/reset` | → `{"ok":true}` |
+//! | `POST /_emulator/events/click` | [`Click`]: `{"message_id":"om_…","open_id":"ou_…"?,"value":{…}?,"tag":"button"?,"form_value":{…}?,"app_id":"cli_…"?,"duplicate":false?,"fragment_size":N?}` → `{"ok":true,"event_id":"…"}` |
+//! | `POST /_emulator/events/message` | [`BotMessage`]: `{"chat_id":"oc_…"?,"open_id":"ou_…"?,"text":"…","app_id":"cli_…"?,"duplicate":false?,"fragment_size":N?}` → `{"ok":true,"event_id":"…"}` |
+//! | `POST /_emulator/events/drop` | → `{"ok":true,"dropped":N}`: every live long connection gets a close frame |
+//! | `GET /_emulator/events` | → `[PushedEvent…]` (fields as in [`PushedEvent`]: `event_id`, `event_type`, `app_id`, `attempts`, `acked`, `ack_code`, `ack_data`, `latency_ms`, `done`, `late_acks`, `deliveries`, `payload`) |
 //!
 //! `target` ∈ `send`, `reply`, `token`, `batch_get_id`, `urgent`, `webhook`, `update_card`
-//! (PATCH), `edit` (PUT), `recall` (DELETE). `fault` is one of
+//! (PATCH), `edit` (PUT), `recall` (DELETE), `ws_endpoint` (the long connection's endpoint;
+//! `code` faults 1 and 1000040343 are its retryable codes, answered with HTTP 200). `fault` is one of
 //! `{"kind":"status","status":502}`, `{"kind":"slow","ms":1500}`,
 //! `{"kind":"late_answer","ms":4000}` (sends: the message made at once, the answer held back),
 //! `{"kind":"code","code":230020}` with optional `"http_status"`, `"msg"` (both default to the
 //! code's real values) and `"ratelimit_reset_secs"`. Bad control bodies → HTTP 400
 //! `{"ok":false,"error":"…"}`.
+//!
+//! # The long connection (events and card callbacks)
+//!
+//! [`EmulatorConfig::long_connection`] ([`LongConnectionConfig`]) sets it up; `src/events/`
+//! implements it after `/work/shared/lark-api-lifecycle.md` §3.3, §4 and §6 items 10–13.
+//!
+//! - The endpoint checks `AppID` / `AppSecret` against the directory and answers
+//!   `{"code":0,"msg":"ok","data":{"URL":"ws://<Host header>/ws/v2?fpid=…&device_id=…&service_id=…&ticket=…","ClientConfig":{"ReconnectCount":-1,"ReconnectInterval":120,"ReconnectNonce":30,"PingInterval":120}}}`
+//!   (`wss://` under [`Emulator::start_tls`]); `fpid` comes first (Node's SDK swallows the first
+//!   key). Each ticket opens one connection, once.
+//! - `GET /ws/v2` refuses an upgrade with HTTP 514 and `Handshake-Status: 514`,
+//!   `Handshake-Msg`, `Handshake-Autherrcode`: 1000040350 when the app already holds
+//!   `max_connections_per_app` live connections (terminal for the SDKs).
+//! - Binary messages are `pbbp2.Frame`s ([`events::frame`]). A `type=ping` control frame gets a
+//!   `type=pong` control frame whose payload is the ClientConfig JSON. A data frame from the
+//!   client is an ack, matched by its `message_id` header; its payload `{"code":200}` or
+//!   `{"code":200,"data":"<base64 JSON>"}` (the decoded `data` is [`PushedEvent::ack_data`]).
+//!   Text messages are ignored.
+//! - Pushes ([`EmulatorHandle::click`], [`EmulatorHandle::send_to_bot`],
+//!   [`EmulatorHandle::push_event`]) go to one random live connection of the app (cluster
+//!   mode) as data frames (`method` 1; headers `type` `event` (or `card`), `message_id` (new per
+//!   attempt), `sum`, `seq`, `trace_id`, `timestamp` ms; unique `SeqID` / `LogID`), split into
+//!   `fragment_size` parts sent last part first. An attempt without an ack of code 200 within
+//!   `ack_deadline` (3 s) fails; so does one that finds no live connection; the next follows
+//!   after the next wait of `retry_schedule` (15 s, 5 min, 1 h, 6 h), with the same event JSON.
+//!
+//! Choices (UNCONFIRMED in the spec): wrong or missing credentials → HTTP 200 code 1000040344
+//! `app_id or app_secret is invalid` (the Python SDK's local code); an unknown or used ticket →
+//! 514 with `Handshake-Autherrcode: 1000040345` (retryable for the SDKs: ask for a new URL); a
+//! non-200 ack code counts as failure; a redelivery may go to another connection; the events'
+//! `header.token` is the fixed [`events::VERIFICATION_TOKEN`] (the directory has no
+//! verification tokens); `card.action.trigger` `create_time` in µs, `im.message.receive_v1` in
+//! ms; `type=event` frames for callbacks unless `callbacks_as_card_frames`. A click on a
+//! message the emulator sent gets its `oc_` chat as `open_chat_id`; a received message in a
+//! directory chat is `group`, otherwise `p2p` (default chat: the bot's p2p chat with the
+//! user). Not modelled: the server's own pings or idle timeout, URL expiry, ordered events,
+//! HTTP event / callback delivery, legacy `card.action.trigger_v1`, delayed card updates with
+//! the click's `c-` token, applying a card in the ack's `data` to the stored message. The
+//! endpoint counts in [`Stats::requests`]; [`EmulatorHandle::reset`] forgets pushed events but
+//! keeps live connections; [`EmulatorHandle::shutdown`] closes them.
 //!
 //! # Choices where the spec is UNCERTAIN or silent
 //!
@@ -169,6 +216,7 @@ mod api;
 pub mod content;
 pub mod directory;
 pub mod errors;
+pub mod events;
 pub mod faults;
 mod ids;
 pub mod lifecycle;
@@ -182,6 +230,9 @@ mod tokens;
 
 pub use directory::{App, Chat, Directory, DirectoryError, User, Webhook};
 pub use errors::{ApiError, LarkCode};
+pub use events::{
+    BotMessage, Click, Delivery, DeliveryOutcome, EventsError, LongConnectionConfig, PushedEvent,
+};
 pub use faults::{Fault, FaultConfig, FaultTarget};
 pub use lifecycle::{MessageVersion, MessageView, UnsharedCardUpdate, VersionOp};
 pub use limits::Limits;
@@ -211,6 +262,9 @@ pub struct EmulatorConfig {
     /// The tenant admin's recall window for DELETE (lifecycle §1.3: 230009 after it); `None`
     /// (the default) = no window.
     pub recall_window: Option<Duration>,
+    /// The WebSocket long connection for events and card callbacks (lifecycle §4): its
+    /// `ClientConfig`, connection limit, ack deadline, retry schedule and fragmenting.
+    pub long_connection: LongConnectionConfig,
 }
 
 impl Default for EmulatorConfig {
@@ -224,6 +278,7 @@ impl Default for EmulatorConfig {
             unshared_card_update: UnsharedCardUpdate::default(),
             edit_window: None,
             recall_window: None,
+            long_connection: LongConnectionConfig::default(),
         }
     }
 }
@@ -269,7 +324,7 @@ impl Emulator {
     where
         L: axum::serve::Listener<Addr = SocketAddr>,
     {
-        let shared = Arc::new(Shared::new(config));
+        let shared = Arc::new(Shared::new(config, addr, scheme));
         let router = api::router(shared.clone());
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
@@ -427,6 +482,46 @@ impl EmulatorHandle {
         self.shared.dir.directory.clone()
     }
 
+    /// Push a card click (`card.action.trigger`, lifecycle §2.2) to one live long connection of
+    /// the app; redelivered until acked or the retry schedule is used up. Returns the event id.
+    pub fn click(&self, click: Click) -> Result<String, EventsError> {
+        events::push::click(&self.shared, click)
+    }
+
+    /// Push a user's message to the bot (`im.message.receive_v1`, lifecycle §3.2). Returns the
+    /// event id; the message id is in [`PushedEvent::payload`].
+    pub fn send_to_bot(&self, message: BotMessage) -> Result<String, EventsError> {
+        events::push::send_to_bot(&self.shared, message)
+    }
+
+    /// Push any event JSON (it needs `header.event_id` and `header.event_type`) to one live
+    /// connection of `app_id`. Returns the event id.
+    pub fn push_event(
+        &self,
+        app_id: &str,
+        event: serde_json::Value,
+    ) -> Result<String, EventsError> {
+        if self.shared.dir.app(app_id).is_none() {
+            return Err(EventsError::UnknownApp(app_id.to_string()));
+        }
+        self.shared.events.push(app_id, event, None, None)
+    }
+
+    /// Close every live long connection (a close frame each); how many there were.
+    pub fn drop_connections(&self) -> usize {
+        self.shared.events.drop_all()
+    }
+
+    /// Live long connections, all apps.
+    pub fn live_connections(&self) -> usize {
+        self.shared.events.live()
+    }
+
+    /// Every event pushed over the long connection, in push order, with its delivery status.
+    pub fn pushed_events(&self) -> Vec<PushedEvent> {
+        self.shared.events.events()
+    }
+
     /// Clear messages, urgents, stats, uuids, faults and limiter windows (see crate docs).
     pub fn reset(&self) {
         self.shared.reset();
@@ -437,6 +532,8 @@ impl EmulatorHandle {
     pub async fn shutdown(self) {
         let server = self.server.lock().unwrap_or_else(|e| e.into_inner()).take();
         if let Some(Server { stop, mut task }) = server {
+            // Upgraded WebSockets are not the server's connections any more: close them here.
+            self.shared.events.drop_all();
             let _ = stop.send(());
             if tokio::time::timeout(SHUTDOWN_GRACE, &mut task)
                 .await

@@ -40,7 +40,9 @@ where
         conns.spawn(async move {
             let conn = http1::Builder::new()
                 .title_case_headers(true)
-                .serve_connection(TokioIo::new(io), service);
+                .serve_connection(TokioIo::new(io), service)
+                // The long connection's WebSocket (src/events/longconn.rs) upgrades.
+                .with_upgrades();
             tokio::pin!(conn);
             let served = tokio::select! {
                 r = conn.as_mut() => Some(r),

@@ -226,6 +226,12 @@ pub(crate) struct Shared {
     pub edit_window_ms: Option<u64>,
     /// [`EmulatorConfig::recall_window`] in ms.
     pub recall_window_ms: Option<u64>,
+    /// The address the emulator listens on (the endpoint's URL when a request has no `Host`).
+    pub addr: std::net::SocketAddr,
+    /// `http` or `https`: the long connection's URL is `ws://` or `wss://` accordingly.
+    pub scheme: &'static str,
+    /// The long connection: tickets, live connections, pushed events (own lock).
+    pub events: crate::events::hub::Hub,
     inner: Mutex<Inner>,
 }
 
@@ -233,8 +239,11 @@ pub(crate) struct Shared {
 const UUID_SWEEP_ABOVE: usize = 10_000;
 
 impl Shared {
-    pub fn new(config: EmulatorConfig) -> Self {
+    pub fn new(config: EmulatorConfig, addr: std::net::SocketAddr, scheme: &'static str) -> Self {
         Self {
+            addr,
+            scheme,
+            events: crate::events::hub::Hub::new(config.long_connection),
             dir: DirectoryIndex::new(config.directory),
             token_ttl: config.token_ttl,
             uuid_window: config.uuid_window,
@@ -284,6 +293,8 @@ impl Shared {
         s.message_limiters.clear();
         s.clock_offset_ms = 0;
         s.late_answers.clear();
+        drop(s);
+        self.events.reset();
     }
 }
 

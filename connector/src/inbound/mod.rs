@@ -132,7 +132,8 @@ pub async fn run(cfg: &ConnectorConfig, stop: CancellationToken) -> Result<(), I
     };
     // A write that cannot be acknowledged in time must fail, not land later: the event was then
     // answered 500 and will come again.
-    let producer = acked_producer_within(&cfg.kafka, WRITE_TIMEOUT).map_err(InboundError::Producer)?;
+    let producer =
+        acked_producer_within(&cfg.kafka, WRITE_TIMEOUT).map_err(InboundError::Producer)?;
     ensure_topic(&producer, &cfg.kafka, &events.topic, 1, -1)
         .await
         .map_err(|reason| InboundError::Topic {

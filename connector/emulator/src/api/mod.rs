@@ -22,7 +22,7 @@ use crate::reply::{self, Dialect};
 use crate::state::Shared;
 
 mod contact;
-mod control;
+pub(crate) mod control;
 mod im_content;
 mod lifecycle;
 mod message_get;
@@ -72,7 +72,13 @@ pub(crate) fn router(shared: AppState) -> Router {
             post(contact::batch_get_id),
         )
         .route("/open-apis/bot/v2/hook/{token}", post(webhook::push))
+        .route(
+            "/callback/ws/endpoint",
+            post(crate::events::longconn::endpoint),
+        )
+        .route("/ws/v2", get(crate::events::longconn::ws))
         .merge(control::routes())
+        .merge(crate::events::push::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))

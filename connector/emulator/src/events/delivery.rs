@@ -1,0 +1,228 @@
+//! Delivering one pushed event: frames to a random live connection of its app (cluster mode,
+//! lifecycle §4.5), the wait for its ack, and the redeliveries of the retry schedule (§3.3).
+//!
+//! Why apart from `hub.rs`: the hub is bookkeeping under a lock; this is the only part that
+//! runs over time (one task per push), and keeping it alone keeps the "never hold the lock
+//! across an await" rule easy to check.
+
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tokio::sync::oneshot;
+
+use super::frame::{self, Frame, METHOD_DATA};
+use super::hub::{Ack, Hub, Outgoing, Waiter};
+use super::{Delivery, DeliveryOutcome, EventsError, PushedEvent};
+use crate::ids;
+
+impl Hub {
+    /// Push `payload` (an event JSON) to one live connection of `app_id`, redelivering per the
+    /// retry schedule; then, if `then` is set, push that the same way (a duplicate after the
+    /// first finished). Returns the event id.
+    pub fn push(
+        &self,
+        app_id: &str,
+        payload: Value,
+        fragment_size: Option<usize>,
+        then: Option<Value>,
+    ) -> Result<String, EventsError> {
+        let rt = self.0.rt.clone().ok_or(EventsError::NoRuntime)?;
+        let first = self.record(app_id, payload)?;
+        let second = then.map(|p| self.record_later(app_id, p)).transpose()?;
+        let event_id = first.1.clone();
+        let hub = self.clone();
+        let size = fragment_size.or(self.0.config.fragment_size);
+        rt.spawn(async move {
+            hub.deliver(first.0, size).await;
+            if let Some((payload, _)) = second {
+                if let Ok((key, _)) = hub.record(&payload.app, payload.value) {
+                    hub.deliver(key, size).await;
+                }
+            }
+        });
+        Ok(event_id)
+    }
+
+    /// Validate an event for a later [`Self::record`].
+    fn record_later(&self, app_id: &str, value: Value) -> Result<(Later, String), EventsError> {
+        let id = event_field(&value, "event_id").ok_or(EventsError::NotAnEvent)?;
+        event_field(&value, "event_type").ok_or(EventsError::NotAnEvent)?;
+        Ok((
+            Later {
+                app: app_id.to_string(),
+                value,
+            },
+            id,
+        ))
+    }
+
+    /// Add a record for a new push; (record key, event id).
+    fn record(&self, app_id: &str, payload: Value) -> Result<(u64, String), EventsError> {
+        let event_id = event_field(&payload, "event_id").ok_or(EventsError::NotAnEvent)?;
+        let event_type = event_field(&payload, "event_type").ok_or(EventsError::NotAnEvent)?;
+        let key = self.next_id();
+        self.lock().events.insert(
+            key,
+            PushedEvent {
+                event_id: event_id.clone(),
+                event_type,
+                app_id: app_id.to_string(),
+                pushed_at_ms: ids::now_ms(),
+                attempts: 0,
+                acked: false,
+                ack_code: None,
+                ack_data: None,
+                latency_ms: None,
+                done: false,
+                late_acks: 0,
+                deliveries: Vec::new(),
+                payload,
+            },
+        );
+        Ok((key, event_id))
+    }
+
+    /// The first attempt, then one after each wait of the schedule, until one is acked.
+    async fn deliver(&self, key: u64, fragment_size: Option<usize>) {
+        let schedule = self.0.config.retry_schedule.clone();
+        for (n, wait) in std::iter::once(Duration::ZERO).chain(schedule).enumerate() {
+            tokio::time::sleep(wait).await;
+            match self.attempt(key, fragment_size).await {
+                Some(true) => break,
+                Some(false) => tracing::debug!(key, attempt = n + 1, "event not acked"),
+                None => return, // reset meanwhile
+            }
+        }
+        if let Some(e) = self.lock().events.get_mut(&key) {
+            e.done = true;
+        }
+    }
+
+    /// One attempt: `Some(acked)`, or `None` when the record is gone.
+    async fn attempt(&self, key: u64, fragment_size: Option<usize>) -> Option<bool> {
+        let sent = self.send_frames(key, fragment_size)?;
+        let Some((frame_message_id, rx, sent_at)) = sent else {
+            return Some(false);
+        };
+        let deadline = self.0.config.ack_deadline;
+        let answer = tokio::time::timeout(deadline, rx).await;
+        let mut s = self.lock();
+        s.waiting.remove(&frame_message_id);
+        let e = s.events.get_mut(&key)?;
+        let d = e.deliveries.last_mut()?;
+        Some(match answer {
+            Ok(Ok(ack)) if ack.code == 200 => {
+                d.outcome = DeliveryOutcome::Acked;
+                e.acked = true;
+                e.ack_code = Some(200);
+                e.ack_data = ack.data;
+                e.latency_ms = Some(sent_at.elapsed().as_millis() as u64);
+                true
+            }
+            Ok(Ok(ack)) => {
+                d.outcome = DeliveryOutcome::Refused { code: ack.code };
+                e.ack_code = Some(ack.code);
+                false
+            }
+            _ => {
+                d.outcome = DeliveryOutcome::NoAck;
+                false
+            }
+        })
+    }
+
+    /// Send the event's frames to a random live connection of its app. `None`: the record is
+    /// gone; `Some(None)`: no live connection (the attempt is recorded as failed).
+    #[allow(clippy::type_complexity)]
+    fn send_frames(
+        &self,
+        key: u64,
+        fragment_size: Option<usize>,
+    ) -> Option<Option<(String, oneshot::Receiver<Ack>, Instant)>> {
+        let card_frames = self.0.config.callbacks_as_card_frames;
+        let mut s = self.lock();
+        let e = s.events.get(&key)?;
+        let (app_id, bytes) = (e.app_id.clone(), e.payload.to_string().into_bytes());
+        let kind = if card_frames && e.event_type == "card.action.trigger" {
+            "card"
+        } else {
+            "event"
+        };
+        let live: Vec<u64> = s
+            .conns
+            .iter()
+            .filter(|(_, c)| c.app_id == app_id)
+            .map(|(id, _)| *id)
+            .collect();
+        // Cluster mode (lifecycle §4.5): one random live connection, no broadcast.
+        let target = match live.len() {
+            0 => None,
+            n => Some(live[rand::random_range(0..n)]),
+        };
+        let mut delivery = Delivery {
+            at_ms: ids::now_ms(),
+            connection: target,
+            frame_message_id: None,
+            fragments: 0,
+            outcome: DeliveryOutcome::NoConnection,
+        };
+        let conn = target.and_then(|id| s.conns.get(&id));
+        let Some(conn) = conn else {
+            let e = s.events.get_mut(&key)?;
+            e.attempts += 1;
+            e.deliveries.push(delivery);
+            return Some(None);
+        };
+        let frame_message_id = format!("emu_{:016x}", rand::random::<u64>());
+        let trace_id = format!("{:032x}", rand::random::<u128>());
+        let parts = frame::split(&bytes, fragment_size);
+        let sum = parts.len();
+        for seq in frame::send_order(sum) {
+            let f = Frame {
+                seq_id: self.next_id(),
+                log_id: self.next_id(),
+                service: conn.service_id,
+                method: METHOD_DATA,
+                headers: vec![
+                    frame::header("type", kind),
+                    frame::header("message_id", frame_message_id.clone()),
+                    frame::header("sum", sum.to_string()),
+                    frame::header("seq", seq.to_string()),
+                    frame::header("trace_id", trace_id.clone()),
+                    frame::header("timestamp", ids::now_ms().to_string()),
+                ],
+                payload_encoding: None,
+                payload_type: None,
+                payload: parts.get(seq).cloned(),
+                log_id_new: None,
+            };
+            let _ = conn.tx.send(Outgoing::Frame(f.to_bytes()));
+        }
+        let (tx, rx) = oneshot::channel();
+        s.waiting.insert(frame_message_id.clone(), Waiter { tx });
+        s.frames.insert(frame_message_id.clone(), key);
+        delivery.frame_message_id = Some(frame_message_id.clone());
+        delivery.fragments = sum;
+        delivery.outcome = DeliveryOutcome::Pending;
+        let e = s.events.get_mut(&key)?;
+        e.attempts += 1;
+        e.deliveries.push(delivery);
+        Some(Some((frame_message_id, rx, Instant::now())))
+    }
+}
+
+/// An event recorded only when its turn comes (the duplicate after the first push).
+#[derive(Debug)]
+struct Later {
+    app: String,
+    value: Value,
+}
+
+/// `header.<field>` of an event JSON, as a string.
+fn event_field(event: &Value, field: &str) -> Option<String> {
+    event
+        .get("header")?
+        .get(field)?
+        .as_str()
+        .map(str::to_string)
+}
