@@ -32,6 +32,10 @@ use crate::telemetry;
 /// How long the Kafka write of one event may take: the answer must reach Lark within 3 s.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// When a write still unacknowledged is given up and answered 500: after [`WRITE_TIMEOUT`], before
+/// the long connection's own deadline (`lark::events::client::HANDLER_DEADLINE`, 2.5 s).
+const ANSWER_BY: Duration = Duration::from_millis(2200);
+
 /// What stops the events pipeline.
 #[derive(Debug, thiserror::Error)]
 pub enum InboundError {
@@ -107,7 +111,13 @@ impl Handler for ToKafka {
             telemetry::event("duplicate");
             return self.answer(&event);
         }
-        match self.write(&event).await {
+        // librdkafka notices a message timeout only so often: bound the wait here as well, so a
+        // slow write is answered 500 (and counted) before the client's own deadline.
+        let written = match tokio::time::timeout(ANSWER_BY, self.write(&event)).await {
+            Ok(w) => w,
+            Err(_) => Err(format!("no acknowledgement within {ANSWER_BY:?}")),
+        };
+        match written {
             Ok(()) => {
                 self.seen().insert(dedup, Instant::now());
                 tracing::debug!(event_id = %event.event_id, event_type = %event.event_type,
