@@ -572,25 +572,28 @@ pub fn kill_moments() -> rand::rngs::StdRng {
 }
 
 /// Held while a test that loads the test broker heavily runs (a storm): tests taking the same
-/// `name` run one at a time, across test executables too (an exclusive lock on a file in the
-/// temp directory; released when the guard drops, or when the process dies). The unoptimised
-/// test broker serves one storage request at a time, and two storms beside the other
-/// executables made its metadata answers time out on CI.
-pub async fn exclusive(name: &str) -> std::fs::File {
-    let path = std::env::temp_dir().join(format!("lark-sink-e2e-{name}.lock"));
-    tokio::task::spawn_blocking(move || {
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .unwrap_or_else(|e| panic!("lock file {}: {e}", path.display()));
-        file.lock()
-            .unwrap_or_else(|e| panic!("locking {}: {e}", path.display()));
-        file
-    })
-    .await
-    .expect("the lock task")
+/// `name` run one at a time, across test executables too. The lock is a listening socket on a
+/// port below Linux's ephemeral range derived from `name`: only one process can hold it, and it is
+/// released when the guard drops or the process dies (a lock file would outlive a SIGKILL, and
+/// `File::lock` is newer than this workspace's MSRV). The unoptimised test broker serves one
+/// storage request at a time; two storms beside the other executables made its metadata
+/// answers time out on CI.
+pub async fn exclusive(name: &str) -> std::net::TcpListener {
+    let port = 28_000
+        + (name
+            .bytes()
+            .fold(0u32, |h, b| h.wrapping_mul(31).wrapping_add(b as u32))
+            % 1000) as u16;
+    let started = Instant::now();
+    loop {
+        if let Ok(held) = std::net::TcpListener::bind(("127.0.0.1", port)) {
+            return held;
+        }
+        if started.elapsed() > Duration::from_secs(900) {
+            panic!("the '{name}' lock (127.0.0.1:{port}) was not free for 15 minutes");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 /// Polls `f` every 100 ms until it is true; panics with `what` after `timeout`.
