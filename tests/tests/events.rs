@@ -34,6 +34,19 @@ fn with_events(s: &Scenario, topic: &str) -> Value {
     cfg
 }
 
+/// A connector with the events topic, once its long connection is up, and a card it sent: the
+/// connector, the events topic and the card's message id.
+async fn connected(s: &Scenario) -> (Connector, String, String) {
+    let topic = unique("events-out");
+    let c = Connector::start(&with_events(s, &topic));
+    wait_until("the long connection", WAIT, || {
+        s.lark.live_connections() == 1
+    })
+    .await;
+    let card = a_card(s).await;
+    (c, topic, card)
+}
+
 /// A card sent through the sink: its Lark message id.
 async fn a_card(s: &Scenario) -> String {
     let before = s.lark.messages().len();
@@ -70,13 +83,7 @@ async fn acked(s: &Scenario, id: &str) -> PushedEvent {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clicks_and_messages_reach_the_topic_once() {
     let s = Scenario::with_emulator("events", 1, emulator()).await;
-    let topic = unique("events-out");
-    let mut c = Connector::start(&with_events(&s, &topic));
-    wait_until("the long connection", WAIT, || {
-        s.lark.live_connections() == 1
-    })
-    .await;
-    let card = a_card(&s).await;
+    let (mut c, topic, card) = connected(&s).await;
 
     let started = Instant::now();
     let click = s
@@ -175,13 +182,7 @@ async fn clicks_and_messages_reach_the_topic_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dropped_connection_is_dialled_again() {
     let s = Scenario::with_emulator("events-drop", 1, emulator()).await;
-    let topic = unique("events-out");
-    let mut c = Connector::start(&with_events(&s, &topic));
-    wait_until("the long connection", WAIT, || {
-        s.lark.live_connections() == 1
-    })
-    .await;
-    let card = a_card(&s).await;
+    let (mut c, topic, card) = connected(&s).await;
     for round in 1..=2 {
         let dropped = Instant::now();
         assert_eq!(s.lark.drop_connections(), 1);
@@ -212,13 +213,7 @@ async fn with_the_broker_down_lark_redelivers_and_nothing_is_lost() {
         start_emulator_with(emulator()).await,
     )
     .await;
-    let topic = unique("events-out");
-    let mut c = Connector::start(&with_events(&s, &topic));
-    wait_until("the long connection", WAIT, || {
-        s.lark.live_connections() == 1
-    })
-    .await;
-    let card = a_card(&s).await;
+    let (mut c, topic, card) = connected(&s).await;
     broker.script("stop");
     let click = s
         .lark
