@@ -26,12 +26,24 @@ fn emulator() -> EmulatorConfig {
     }
 }
 
-/// A connector config with the events topic (and a toast for clicks).
+/// A connector config with the events topic (and a toast for clicks), and a state topic for the
+/// keyed card.
 fn with_events(s: &Scenario, topic: &str) -> Value {
     let mut cfg = s.config();
     cfg["config"]["lark.events.topic"] = json!(topic);
     cfg["config"]["lark.events.card.toast"] = json!("Got it");
+    cfg["config"]["lark.state.topic"] = json!(unique(&format!("{}-state", s.topic)));
     cfg
+}
+
+/// The alert card, keyed `disk-full`, with an Acknowledge button (its title `title`).
+fn alert_card(title: &str) -> Value {
+    json!({"receiveType": "chat", "receiveId": "oc_ops", "contentType": "interactive",
+           "messageKey": "disk-full",
+           "content": {"header": {"title": {"tag": "plain_text", "content": title}},
+                       "elements": [{"tag": "action", "actions": [{"tag": "button",
+                           "text": {"tag": "plain_text", "content": "Acknowledge"},
+                           "value": {"action": "ack"}}]}]}})
 }
 
 /// A connector with the events topic, once its long connection is up, and a card it sent: the
@@ -47,17 +59,10 @@ async fn connected(s: &Scenario) -> (Connector, String, String) {
     (c, topic, card)
 }
 
-/// A card sent through the sink: its Lark message id.
+/// The alert card sent through the sink: its Lark message id.
 async fn a_card(s: &Scenario) -> String {
     let before = s.lark.messages().len();
-    s.send(
-        &json!({"receiveType": "chat", "receiveId": "oc_ops", "contentType": "interactive",
-                   "content": {"header": {"title": {"tag": "plain_text", "content": "disk full"}},
-                               "elements": [{"tag": "action", "actions": [{"tag": "button",
-                                   "text": {"tag": "plain_text", "content": "Acknowledge"},
-                                   "value": {"action": "ack"}}]}]}}),
-    )
-    .await;
+    s.send(&alert_card("disk full")).await;
     wait_until("the card sent", WAIT, || s.lark.messages().len() > before).await;
     s.lark.messages()[before].message_id.clone()
 }
@@ -77,9 +82,11 @@ async fn acked(s: &Scenario, id: &str) -> PushedEvent {
         .expect("the event")
 }
 
-/// A click on a card the sink sent, a message to the bot, each also redelivered, and a click in
-/// fragments: each is one record (value the event JSON as pushed, key the message, `lark.*`
-/// headers), the click answered with the toast, the redeliveries answered without a record.
+/// A click on a keyed card the sink sent, a message to the bot, each also redelivered, and a
+/// click in fragments: each is one record (value the event JSON as pushed, key the message,
+/// `lark.*` headers, the card's `messageKey` for the clicks), the click answered with the toast,
+/// the redeliveries answered without a record. Then the round trip: the click answered by a keyed
+/// update through the sink changes the clicked card in place.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clicks_and_messages_reach_the_topic_once() {
     let s = Scenario::with_emulator("events", 1, emulator()).await;
@@ -90,7 +97,7 @@ async fn clicks_and_messages_reach_the_topic_once() {
         .lark
         .click(Click {
             duplicate: true,
-            ..Click::button(&card, json!({"action": "ack"}))
+            ..Click::on(&card)
         })
         .expect("a click");
     let pushed = acked(&s, &click).await;
@@ -113,7 +120,7 @@ async fn clicks_and_messages_reach_the_topic_once() {
         .lark
         .click(Click {
             fragment_size: Some(64),
-            ..Click::button(&card, json!({"action": "silence"}))
+            ..Click::on(&card)
         })
         .expect("a fragmented click");
     acked(&s, &fragmented).await;
@@ -151,7 +158,10 @@ async fn clicks_and_messages_reach_the_topic_once() {
         assert_eq!(h["lark.tenant_key"], value["header"]["tenant_key"]);
         let key = String::from_utf8(r.key.clone().expect("a key")).expect("UTF-8");
         match h["lark.event_type"] {
-            "card.action.trigger" => assert_eq!(key, card),
+            "card.action.trigger" => {
+                assert_eq!(key, card);
+                assert_eq!(h["lark.message_key"], "disk-full", "the card's messageKey");
+            }
             "im.message.receive_v1" => assert_eq!(key, value["event"]["message"]["message_id"]),
             other => panic!("unexpected {other}"),
         }
@@ -159,6 +169,39 @@ async fn clicks_and_messages_reach_the_topic_once() {
     }
     assert_eq!(records.len(), 3, "each event once: {by_type:?}");
     assert_eq!(by_type["card.action.trigger"], 2);
+    // The round trip: a consumer of the events answers the click with a keyed update through the
+    // sink, and the card the user clicked changes in place.
+    let click = records
+        .iter()
+        .find(|r| {
+            r.headers
+                .iter()
+                .any(|(k, v)| k == "lark.event_type" && v == "card.action.trigger")
+        })
+        .expect("a click record");
+    let value: Value =
+        serde_json::from_slice(click.value.as_deref().expect("a value")).expect("JSON");
+    let who = value["event"]["operator"]["open_id"]
+        .as_str()
+        .expect("the operator")
+        .to_string();
+    let acknowledged = format!("disk full: acknowledged by {who}");
+    s.send(&alert_card(&acknowledged)).await;
+    wait_until("the card updated in place", WAIT, || {
+        s.lark
+            .message_view(&card)
+            .is_some_and(|m| m.content["header"]["title"]["content"] == acknowledged.as_str())
+    })
+    .await;
+    assert_eq!(
+        s.lark
+            .messages()
+            .iter()
+            .filter(|m| m.msg_type == "interactive")
+            .count(),
+        1,
+        "one card, updated"
+    );
     let text = Admin::of(&c).await.metrics().await;
     assert_eq!(
         metric(&text, "lark_sink_events_total", "outcome=\"written\""),

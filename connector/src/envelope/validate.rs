@@ -162,11 +162,11 @@ impl EnvelopeValidator {
         let content_path = at.of("/content");
         let (mut content_obj, mut content_str) = content(value, &content_path)?;
         self.check_content(msg_type, &content_obj, &content_path)?;
-        if matches!(op, Operation::Upsert { .. })
-            && msg_type == "interactive"
-            && make_updatable(&mut content_obj)
-        {
-            content_str = content_obj.to_string();
+        if let (Operation::Upsert { key }, "interactive") = (&op, msg_type) {
+            let updatable = make_updatable(&mut content_obj);
+            if tag_callbacks(&mut content_obj, key) || updatable {
+                content_str = content_obj.to_string();
+            }
         }
         check_size(msg_type, &content_obj, &content_str, &content_path)?;
         Ok(Envelope {
@@ -360,6 +360,55 @@ fn make_updatable(card: &mut Value) -> bool {
     }
     config.insert("update_multi".into(), Value::Bool(true));
     true
+}
+
+/// Puts a keyed card's `messageKey` into the callback value of each of its interactive components
+/// ([`crate::lark::MESSAGE_KEY_IN_VALUE`]): a click then names the key (docs/user-guide.md
+/// "Receiving events and clicks"). JSON 1.0: every component with a `tag` and an object `value`,
+/// and every `button` without a `url` (a link button calls nothing back) gets one; JSON 2.0: every
+/// `behaviors` entry of type `callback`. A value that already has the member is left alone, and a
+/// template reference (no components of its own) is not touched. Returns whether anything changed.
+fn tag_callbacks(card: &mut Value, key: &str) -> bool {
+    if card.get("type").is_some() {
+        return false;
+    }
+    let mut changed = false;
+    tag_in(card, key, &mut changed);
+    changed
+}
+
+fn tag_in(v: &mut Value, key: &str, changed: &mut bool) {
+    match v {
+        Value::Array(items) => items.iter_mut().for_each(|i| tag_in(i, key, changed)),
+        Value::Object(obj) => {
+            let component = obj.get("tag").is_some_and(Value::is_string);
+            let callback = obj.get("type").and_then(Value::as_str) == Some("callback");
+            let link = obj.contains_key("url") || obj.contains_key("multi_url");
+            let button = obj.get("tag").and_then(Value::as_str) == Some("button");
+            if (component || callback)
+                && (obj.get("value").is_some_and(Value::is_object) || (button && !link))
+            {
+                let value = obj
+                    .entry("value")
+                    .or_insert_with(|| Value::Object(Default::default()));
+                if let Some(value) = value.as_object_mut() {
+                    if !value.contains_key(crate::lark::MESSAGE_KEY_IN_VALUE) {
+                        value.insert(
+                            crate::lark::MESSAGE_KEY_IN_VALUE.into(),
+                            Value::String(key.to_string()),
+                        );
+                        *changed = true;
+                    }
+                }
+            }
+            for (k, child) in obj.iter_mut() {
+                if k != "value" {
+                    tag_in(child, key, changed);
+                }
+            }
+        }
+        _ => {}
+    }
 }
 
 /// `receiveType` and `receiveId` → the receiver (the schema has checked both).

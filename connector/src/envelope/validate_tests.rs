@@ -395,6 +395,54 @@ fn message_key_rules() {
 }
 
 #[test]
+fn a_keyed_cards_buttons_carry_its_key() {
+    let card = |content: Value| {
+        let e = v()
+            .validate(
+                &json!({"receiveId": "ou_a", "messageKey": "fp-1", "contentType": "interactive", "content": content}),
+                None,
+            )
+            .unwrap();
+        serde_json::from_str::<Value>(&e.content).unwrap()
+    };
+    // JSON 1.0: a button with a value, one without, a link button, a select with a value.
+    let c = card(json!({"elements": [{"tag": "action", "actions": [
+        {"tag": "button", "text": {"tag": "plain_text", "content": "Ack"}, "value": {"action": "ack"}},
+        {"tag": "button", "text": {"tag": "plain_text", "content": "Silence"}},
+        {"tag": "button", "text": {"tag": "plain_text", "content": "Runbook"}, "url": "https://x"},
+        {"tag": "select_static", "value": {"k": "v"}, "options": []}]}]}));
+    let actions = &c["elements"][0]["actions"];
+    assert_eq!(
+        actions[0]["value"],
+        json!({"action": "ack", "lark_sink_message_key": "fp-1"})
+    );
+    assert_eq!(
+        actions[1]["value"],
+        json!({"lark_sink_message_key": "fp-1"})
+    );
+    assert!(
+        actions[2].get("value").is_none(),
+        "a link button calls nothing back"
+    );
+    assert_eq!(actions[3]["value"]["lark_sink_message_key"], "fp-1");
+    // JSON 2.0: callback behaviors.
+    let c = card(
+        json!({"schema": "2.0", "body": {"elements": [{"tag": "button",
+        "behaviors": [{"type": "callback", "value": {"a": 1}}, {"type": "open_url", "default_url": "https://x"}]}]}}),
+    );
+    let behaviors = &c["body"]["elements"][0]["behaviors"];
+    assert_eq!(
+        behaviors[0]["value"],
+        json!({"a": 1, "lark_sink_message_key": "fp-1"})
+    );
+    assert!(behaviors[1].get("value").is_none());
+    // A value naming the key already is left alone.
+    let c =
+        card(json!({"elements": [{"tag": "button", "value": {"lark_sink_message_key": "mine"}}]}));
+    assert_eq!(c["elements"][0]["value"]["lark_sink_message_key"], "mine");
+}
+
+#[test]
 fn keyed_cards_are_made_updatable() {
     let card = |content: Value| {
         v().validate(

@@ -32,6 +32,12 @@ pub mod token;
 pub mod webhook;
 
 pub use classify::{Call, ErrorClass, LarkError, Throttle};
+
+/// The member a keyed card's callback values carry its `messageKey` in (the sink adds it to each
+/// button's `value`, `envelope::validate`), so that a click on the card names the key it was sent
+/// for (`lark::events::event` reads it back into the `lark.message_key` header): the round trip
+/// Lark → Kafka → Lark needs no lookup, whichever instance gets the click.
+pub const MESSAGE_KEY_IN_VALUE: &str = "lark_sink_message_key";
 #[cfg(feature = "runtime")]
 pub use client::{ClientConfig, LarkClient, Recalled, SendOk, Updated, UserIdEntry};
 #[cfg(feature = "runtime")]

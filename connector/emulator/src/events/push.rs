@@ -29,9 +29,15 @@ pub struct Click {
     /// The clicking user (`event.operator`); default: the directory's first user.
     #[serde(default)]
     pub open_id: Option<String>,
-    /// `event.action.value` (default `{}`).
+    /// `event.action.value`. Default: the value the card itself gives the clicked component (as
+    /// Lark sends it: whatever the sender put there), the component chosen by `button`.
     #[serde(default)]
     pub value: Option<Value>,
+    /// Which component of the card is clicked, by its text (`text.content`); default: the first
+    /// one that calls back (a component with an object `value`, a button without a `url`, a 2.0
+    /// `callback` behavior). Only used when `value` is not given.
+    #[serde(default)]
+    pub button: Option<String>,
     /// `event.action.tag` (default `button`).
     #[serde(default)]
     pub tag: Option<String>,
@@ -52,6 +58,15 @@ pub struct Click {
 }
 
 impl Click {
+    /// A click on the card `message_id`'s first component that calls back, with the value the
+    /// card gives it (what Lark sends), everything else defaulted.
+    pub fn on(message_id: &str) -> Click {
+        Click {
+            message_id: message_id.to_string(),
+            ..Click::default()
+        }
+    }
+
     /// A button click with `value` on the card `message_id`, everything else defaulted.
     pub fn button(message_id: &str, value: Value) -> Click {
         Click {
@@ -150,18 +165,26 @@ fn header(event_type: &str, app_id: &str, create_time: String) -> Value {
 
 /// Build and push a `card.action.trigger` (lifecycle §2.2); the event id.
 pub(crate) fn click(s: &Shared, c: Click) -> Result<String, EventsError> {
-    let (sender_app, chat_id) = {
+    let (sender_app, chat_id, card) = {
         let st = s.lock();
         match st.message(&c.message_id) {
-            Some(m) => (m.app_id.clone(), Some(m.reply_chat_id.clone())),
-            None => (None, None),
+            Some(m) => (
+                m.app_id.clone(),
+                Some(m.reply_chat_id.clone()),
+                serde_json::from_str::<Value>(&m.lifecycle.content_raw).ok(),
+            ),
+            None => (None, None, None),
         }
     };
+    let value = c.value.or_else(|| {
+        card.as_ref()
+            .and_then(|k| clicked_value(k, c.button.as_deref()))
+    });
     let app_id = app_for(s, c.app_id.as_deref(), sender_app.as_deref())?;
     let mut operator = user_ids(s, c.open_id.as_deref())?;
     operator.insert("tenant_key".into(), json!(TENANT_KEY));
     let mut action = json!({
-        "value": c.value.unwrap_or_else(|| json!({})),
+        "value": value.unwrap_or_else(|| json!({})),
         "tag": c.tag.unwrap_or_else(|| "button".into()),
     });
     if let (Some(f), Some(a)) = (c.form_value, action.as_object_mut()) {
@@ -186,6 +209,52 @@ pub(crate) fn click(s: &Shared, c: Click) -> Result<String, EventsError> {
     });
     let then = c.duplicate.then(|| event.clone());
     s.events.push(&app_id, event, c.fragment_size, then)
+}
+
+/// The callback value of the card's clicked component: the one whose text is `button`, else the
+/// first that calls back (see [`Click::button`]).
+fn clicked_value(card: &Value, button: Option<&str>) -> Option<Value> {
+    let mut found = Vec::new();
+    callback_values(card, &mut found);
+    found
+        .into_iter()
+        .find(|(text, _)| button.is_none_or(|b| text.as_deref() == Some(b)))
+        .map(|(_, v)| v)
+}
+
+/// Every (text, value) of a component that calls back, in card order.
+fn callback_values(v: &Value, out: &mut Vec<(Option<String>, Value)>) {
+    match v {
+        Value::Array(items) => items.iter().for_each(|i| callback_values(i, out)),
+        Value::Object(o) => {
+            let text = o
+                .get("text")
+                .and_then(|t| t.get("content"))
+                .and_then(Value::as_str)
+                .map(str::to_string);
+            let link = o.contains_key("url") || o.contains_key("multi_url");
+            let button = o.get("tag").and_then(Value::as_str) == Some("button");
+            if o.get("tag").is_some() && o.get("value").is_some_and(Value::is_object) {
+                out.push((text.clone(), o["value"].clone()));
+            } else if button && !link && !o.contains_key("behaviors") {
+                out.push((text.clone(), json!({})));
+            }
+            if let Some(Value::Array(bs)) = o.get("behaviors") {
+                for b in bs {
+                    if b.get("type").and_then(Value::as_str) == Some("callback") {
+                        let value = b.get("value").cloned().unwrap_or_else(|| json!({}));
+                        out.push((text.clone(), value));
+                    }
+                }
+            }
+            for (k, child) in o {
+                if k != "value" && k != "behaviors" {
+                    callback_values(child, out);
+                }
+            }
+        }
+        _ => {}
+    }
 }
 
 /// Build and push an `im.message.receive_v1` (lifecycle §3.2); the event id.
@@ -269,4 +338,28 @@ async fn message_route(State(s): State<AppState>, body: Bytes) -> Result<Respons
 
 async fn drop_route(State(s): State<AppState>) -> Response {
     Json(json!({ "ok": true, "dropped": s.events.drop_all() })).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_click_takes_the_value_the_card_gives_its_component() {
+        let card = json!({"elements": [{"tag": "action", "actions": [
+            {"tag": "button", "text": {"tag": "plain_text", "content": "Runbook"}, "url": "https://x"},
+            {"tag": "button", "text": {"tag": "plain_text", "content": "Ack"}, "value": {"a": "ack"}},
+            {"tag": "button", "text": {"tag": "plain_text", "content": "Silence"}}]}]});
+        assert_eq!(clicked_value(&card, None), Some(json!({"a": "ack"})));
+        assert_eq!(clicked_value(&card, Some("Silence")), Some(json!({})));
+        assert_eq!(
+            clicked_value(&card, Some("Runbook")),
+            None,
+            "a link calls nothing back"
+        );
+        let v2 = json!({"schema": "2.0", "body": {"elements": [{"tag": "button",
+            "text": {"tag": "plain_text", "content": "Ack"},
+            "behaviors": [{"type": "callback", "value": {"b": 1}}]}]}});
+        assert_eq!(clicked_value(&v2, Some("Ack")), Some(json!({"b": 1})));
+    }
 }

@@ -27,6 +27,9 @@ pub struct InboundEvent {
     pub message_id: Option<String>,
     /// The chat it happened in.
     pub chat_id: Option<String>,
+    /// For a click on a keyed card the sink sent: the card's `messageKey` (from the callback
+    /// value, [`crate::lark::MESSAGE_KEY_IN_VALUE`]).
+    pub message_key: Option<String>,
     /// The plaintext JSON, as Lark sent it: the record's value.
     pub json: Vec<u8>,
 }
@@ -75,6 +78,10 @@ impl InboundEvent {
                 "/event/open_chat_id",
                 "/event/chat_id",
             ]),
+            message_key: text(
+                &v,
+                &format!("/event/action/value/{}", crate::lark::MESSAGE_KEY_IN_VALUE),
+            ),
             event_type,
             event_id,
             json: json.to_vec(),
@@ -96,7 +103,7 @@ impl InboundEvent {
     }
 
     /// The record's headers: `lark.event_type`, `lark.event_id`, and `lark.app_id`,
-    /// `lark.tenant_key` when the event names them.
+    /// `lark.tenant_key`, `lark.message_key` when the event names them.
     pub fn headers(&self) -> Vec<(&'static str, String)> {
         let mut h = vec![
             ("lark.event_type", self.event_type.clone()),
@@ -107,6 +114,9 @@ impl InboundEvent {
         }
         if let Some(t) = &self.tenant_key {
             h.push(("lark.tenant_key", t.clone()));
+        }
+        if let Some(k) = &self.message_key {
+            h.push(("lark.message_key", k.clone()));
         }
         h
     }
@@ -194,7 +204,7 @@ mod tests {
             "header": {"event_id": "ev1", "token": "vt", "create_time": "1603977298000000",
                        "event_type": "card.action.trigger", "tenant_key": "tk", "app_id": "cli_1"},
             "event": {"operator": {"open_id": "ou_alice"}, "token": "c-1",
-                      "action": {"value": {"action": "ack"}, "tag": "button"},
+                      "action": {"value": {"action": "ack", "lark_sink_message_key": "fp-1"}, "tag": "button"},
                       "host": "im_message",
                       "context": {"open_message_id": "om_card", "open_chat_id": "oc_ops"}}})
         .to_string()
@@ -215,6 +225,7 @@ mod tests {
                 ("lark.event_id", "ev1".to_string()),
                 ("lark.app_id", "cli_1".to_string()),
                 ("lark.tenant_key", "tk".to_string()),
+                ("lark.message_key", "fp-1".to_string()),
             ]
         );
         assert_eq!(e.json, click(), "the value is the plaintext as sent");
