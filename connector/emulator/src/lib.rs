@@ -60,7 +60,7 @@
 //! | `GET /_emulator/clock` | → `{"offset_ms":N,"now_ms":M}` |
 //! | `POST /_emulator/clock` | `{"advance_ms":N}` → `{"ok":true,"offset_ms":…}`: moves the message clock forward |
 //! | `POST /_emulator/reset` | → `{"ok":true}` |
-//! | `POST /_emulator/events/click` | [`Click`]: `{"message_id":"om_…","open_id":"ou_…"?,"value":{…}?,"tag":"button"?,"form_value":{…}?,"app_id":"cli_…"?,"duplicate":false?,"fragment_size":N?}` → `{"ok":true,"event_id":"…"}` |
+//! | `POST /_emulator/events/click` | [`Click`]: `{"message_id":"om_…","open_id":"ou_…"?,"value":{…}?,"button":"Ack"?,"tag":"button"?,"form_value":{…}?,"app_id":"cli_…"?,"duplicate":false?,"fragment_size":N?}` → `{"ok":true,"event_id":"…"}`; without `value`, the value the stored card gives the clicked component (`button`: its text; default the first that calls back) |
 //! | `POST /_emulator/events/message` | [`BotMessage`]: `{"chat_id":"oc_…"?,"open_id":"ou_…"?,"text":"…","app_id":"cli_…"?,"duplicate":false?,"fragment_size":N?}` → `{"ok":true,"event_id":"…"}` |
 //! | `POST /_emulator/events/drop` | → `{"ok":true,"dropped":N}`: every live long connection gets a close frame |
 //! | `GET /_emulator/events` | → `[PushedEvent…]` (fields as in [`PushedEvent`]: `event_id`, `event_type`, `app_id`, `attempts`, `acked`, `ack_code`, `ack_data`, `latency_ms`, `done`, `late_acks`, `deliveries`, `payload`) |
