@@ -22,7 +22,7 @@ mkdir -p "$out"
 
 # Slowest first (measured on 2 cores, docs/testing.md), so the longest ones do not start last
 # and the run's end is not one long test running alone. Executables not named here run after.
-slow_first=(crash broker_restart faults broker_kills lifecycle engine results lookup operations pipeline
+slow_first=(crash storm broker_restart faults broker_kills lifecycle storm_crash engine results lookup operations pipeline events
   security corpus webhooks transforms check sdk restore state demo)
 
 # cargo's JSON lines name each test executable and its package's manifest; one line per

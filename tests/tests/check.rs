@@ -146,6 +146,7 @@ async fn check_reports_each_broken_setting_distinctly() {
     base["config"]["lark.webhooks.plain.token"] = json!("hook-plain");
     let state = unique("check-state");
     base["config"]["lark.state.topic"] = json!(state);
+    base["config"]["lark.events.topic"] = json!(unique("check-events"));
     let fx = Fixture {
         dir: dir.clone(),
         base,
@@ -168,6 +169,7 @@ async fn check_reports_each_broken_setting_distinctly() {
             "send-scope",
             "bot",
             "contact-scope",
+            "events",
             "webhook",
             "webhook"
         ],
@@ -219,7 +221,7 @@ async fn check_reports_each_broken_setting_distinctly() {
     assert!(line.contains("kafka.bootstrap.servers"), "{line}");
     let skipped: Vec<String> = r.lines("SKIP").into_iter().map(|(id, _)| id).collect();
     assert_eq!(skipped, ["topic", "dlq", "dlq-write", "state"], "{}", r.out);
-    assert_eq!(r.lines("OK").len(), 6, "{}", r.out);
+    assert_eq!(r.lines("OK").len(), 7, "{}", r.out);
 
     // A missing source topic, next to an existing one.
     let r = fx.check(
@@ -346,7 +348,32 @@ async fn check_reports_each_broken_setting_distinctly() {
         "{line}"
     );
     let skipped: Vec<String> = r.lines("SKIP").into_iter().map(|(id, _)| id).collect();
-    assert_eq!(skipped, ["send-scope", "bot", "contact-scope"], "{}", r.out);
+    assert_eq!(
+        skipped,
+        ["send-scope", "bot", "contact-scope", "events"],
+        "{}",
+        r.out
+    );
+
+    // The long connection's endpoint: refusing the app fails `events` alone, busy warns.
+    let code = |code: i64| Fault::Code {
+        http_status: 0,
+        code,
+        msg: String::new(),
+        ratelimit_reset_secs: None,
+    };
+    lark.push_fault(FaultTarget::WsEndpoint, code(1000040344));
+    let line = fx.check(|_| {}, &[]).only_failure("events");
+    assert!(
+        line.contains("1000040344")
+            && line.contains("fix: the app's credentials are refused for the long connection"),
+        "{line}"
+    );
+    lark.push_fault(FaultTarget::WsEndpoint, code(1));
+    let r = fx.check(|_| {}, &[]);
+    assert_eq!(r.code, Some(0), "{}", r.out);
+    let warned: Vec<String> = r.lines("WARN").into_iter().map(|(id, _)| id).collect();
+    assert_eq!(warned, ["events"], "{}", r.out);
 
     // Bot ability off.
     let r = fx.check(|c| c["lark.app.id"] = json!("cli_nobot"), &[]);

@@ -536,6 +536,31 @@ fn read_partitions(
     Ok(())
 }
 
+/// How many times a restore asks for a partition's watermarks before it fails: a broker busy for
+/// a moment must not stop the connector (a failed restore does), a broker that is down still
+/// does, after about half a minute.
+const WATERMARK_ATTEMPTS: u32 = 3;
+
+/// The (low, high) watermarks of `topic`/`partition`, asked up to [`WATERMARK_ATTEMPTS`] times.
+fn watermarks(reader: &BaseConsumer, topic: &str, partition: i32) -> Result<(i64, i64), String> {
+    let mut attempt = 1;
+    loop {
+        match reader.fetch_watermarks(topic, partition, WATERMARK_TIMEOUT) {
+            Ok(w) => return Ok(w),
+            Err(e) if attempt < WATERMARK_ATTEMPTS => {
+                tracing::warn!(
+                    topic,
+                    partition,
+                    attempt,
+                    "state restore: watermarks: {e}; asking again"
+                );
+                attempt += 1;
+            }
+            Err(e) => return Err(format!("watermarks ({WATERMARK_ATTEMPTS} times): {e}")),
+        }
+    }
+}
+
 /// Takes each partition's watermarks and assigns the non-empty ones from their beginning; an
 /// empty partition is done at once.
 fn assign(
@@ -551,9 +576,7 @@ fn assign(
     let mut reading = BTreeMap::new();
     let mut tpl = TopicPartitionList::new();
     for p in partitions.iter().copied().collect::<BTreeSet<i32>>() {
-        let (low, high) = reader
-            .fetch_watermarks(topic, p, WATERMARK_TIMEOUT)
-            .map_err(|e| fail(p, format!("watermarks: {e}")))?;
+        let (low, high) = watermarks(reader, topic, p).map_err(|e| fail(p, e))?;
         let done = high <= low;
         if !done {
             tpl.add_partition_offset(topic, p, Offset::Beginning)

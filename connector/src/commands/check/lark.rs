@@ -1,5 +1,5 @@
-//! The Lark checks of `lark-sink check`: `credentials`, `send-scope`, `bot`, `contact-scope`
-//! and `webhook`.
+//! The Lark checks of `lark-sink check`: `credentials`, `send-scope`, `bot`, `contact-scope`,
+//! `webhook` and `events`.
 //!
 //! Each is a request that proves one thing without delivering anything (the module doc of
 //! [`super`] says how): a token, a send to an open_id that cannot exist, a read-only lookup, and
@@ -11,6 +11,7 @@ use super::{
     fail, finding, needs, warn, CheckOptions, Checks, Finding, Status, PROBE_MOBILE, PROBE_OPEN_ID,
 };
 use crate::config::ConnectorConfig;
+use crate::lark::events::client::{ConnectError, LongConnection};
 use crate::lark::http::read_response;
 use crate::lark::WebhookConfig;
 use crate::lark::{LarkClient, LarkError};
@@ -24,7 +25,13 @@ pub(super) async fn app_checks(
     cfg: &ConnectorConfig,
     opts: &CheckOptions,
 ) {
-    let app_ids = ["credentials", "send-scope", "bot", "contact-scope"];
+    let app_ids = [
+        "credentials",
+        "send-scope",
+        "bot",
+        "contact-scope",
+        "events",
+    ];
     let client = match LarkClient::new(&with_timeout(cfg, opts)) {
         Err(e) => {
             for id in app_ids {
@@ -63,8 +70,12 @@ pub(super) async fn app_checks(
     };
     c.push(scope);
     c.push(bot);
-    if c.step("contact-scope", [token, c.flag("contact-scope")]) {
+    if c.step("contact-scope", [token.clone(), c.flag("contact-scope")]) {
         c.push(check_contact_scope(&client).await);
+    }
+    let configured = needs(cfg.events.is_some(), "no lark.events.topic configured");
+    if c.step("events", [configured, token, c.flag("events")]) {
+        c.push(check_events(cfg, opts).await);
     }
 }
 
@@ -89,6 +100,40 @@ pub(super) async fn webhook_checks(
                 c.push(check_webhook(&http, name, hook).await);
             }
         }
+    }
+}
+
+/// `events` (with `lark.events.topic`): the long connection's endpoint answers the app with a
+/// WebSocket URL, i.e. the credentials are accepted for it. Nothing is dialled: a connection
+/// would take one of the app's 50 and could be handed an event this check cannot answer.
+async fn check_events(cfg: &ConnectorConfig, opts: &CheckOptions) -> Finding {
+    let lark = with_timeout(cfg, opts);
+    let connection = LongConnection::new(
+        &lark.base_url,
+        &lark.app_id,
+        lark.app_secret.clone(),
+        lark.request_timeout,
+        &lark.tls_ca,
+    );
+    let answer = match connection {
+        Ok(conn) => conn.endpoint().await,
+        Err(e) => Err(e),
+    };
+    match answer {
+        Ok(_) => finding(
+            "events",
+            Status::Ok,
+            "the long connection's endpoint gave the app a WebSocket URL (events over the long connection)",
+        ),
+        Err(ConnectError::Terminal(why)) => fail(
+            "events",
+            why,
+            "the app's credentials are refused for the long connection: check lark.app.id and lark.app.secret, and that it is a self-built app (only those may use the long connection)",
+        ),
+        Err(ConnectError::Retryable(why)) => warn(
+            "events",
+            format!("{why} (Lark may be busy or unreachable; the connector keeps trying)"),
+        ),
     }
 }
 

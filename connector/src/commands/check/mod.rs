@@ -61,6 +61,7 @@ pub const CHECK_IDS: &[&str] = &[
     "send-scope",
     "bot",
     "contact-scope",
+    "events",
     "webhook",
 ];
 
