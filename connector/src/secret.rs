@@ -56,6 +56,8 @@ const SECRET_KEY_FRAGMENTS: &[&str] = &[
     "oauthbearer.config",
     // an inline private key: kafka.ssl.key.pem, kafka.sasl.oauthbearer.assertion.private.key.pem
     "key.pem",
+    // lark.events.encrypt.key: the app's Encrypt Key (decrypts and signs its event callbacks)
+    "encrypt.key",
     // librdkafka's in-memory private key property
     "ssl_key",
     // every option of a custom bot is a credential: .secret, .token, and .url, which ends in the

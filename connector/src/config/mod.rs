@@ -33,7 +33,10 @@ use crate::delivery::RateConfig;
 use crate::source::Topics;
 use keys::Keys;
 
-pub use events::{EventsConfig, EventsMode, DEDUP_CAPACITY, DEFAULT_DEDUP_WINDOW};
+pub use events::{
+    EventsConfig, EventsMode, HttpEvents, DEDUP_CAPACITY, DEFAULT_DEDUP_WINDOW,
+    DEFAULT_EVENTS_PATH, DEFAULT_MAX_AGE,
+};
 pub use kafka::KafkaProps;
 pub use keys::{is_known_key, KNOWN_KEYS};
 pub use sections::{

@@ -14,7 +14,13 @@
 //! dedup memory is this process's, so after a restart a redelivery can be written once more
 //! (consumers dedupe on `lark.event_id`, as with any at-least-once source).
 //!
+//! Two ways in (`lark.events.mode`): the long connection (`websocket`, the default, here) and
+//! signed HTTP callbacks to a listener (`http`, `http.rs`); both hand each event to the same
+//! writer.
+//!
 //! Here `lark` (the protocol) meets `source::kafka` (the producer): neither knows the other.
+
+mod http;
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -23,7 +29,7 @@ use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{ConnectorConfig, EventsConfig, DEDUP_CAPACITY};
+use crate::config::{ConnectorConfig, EventsConfig, EventsMode, DEDUP_CAPACITY};
 use crate::lark::events::client::{ConnectError, Handler, LongConnection, Verdict};
 use crate::lark::events::event::{card_answer, InboundEvent, Seen, CARD_ACTION};
 use crate::source::kafka::{acked_producer_within, ensure_topic};
@@ -45,6 +51,11 @@ pub enum InboundError {
     Topic { topic: String, reason: String },
     #[error(transparent)]
     Connection(#[from] ConnectError),
+    #[error("events: cannot listen on {addr}: {source}")]
+    Listen {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
 }
 
 /// Writes each event to the topic, then answers.
@@ -150,19 +161,24 @@ pub async fn run(cfg: &ConnectorConfig, stop: CancellationToken) -> Result<(), I
             topic: events.topic.clone(),
             reason,
         })?;
-    let connection = LongConnection::new(
-        &cfg.lark.base_url,
-        &cfg.lark.app_id,
-        cfg.lark.app_secret.clone(),
-        cfg.lark.request_timeout,
-        &cfg.lark.tls_ca,
-    )?;
-    tracing::info!(topic = %events.topic, "events: receiving Lark events over the long connection");
     let handler = ToKafka {
         producer,
         seen: Mutex::new(Seen::new(events.dedup_window, DEDUP_CAPACITY)),
-        cfg: events,
+        cfg: events.clone(),
     };
-    connection.run(&handler, &stop).await?;
-    Ok(())
+    match &events.mode {
+        EventsMode::Http(listener) => http::serve(listener, handler, stop).await,
+        EventsMode::Websocket => {
+            let connection = LongConnection::new(
+                &cfg.lark.base_url,
+                &cfg.lark.app_id,
+                cfg.lark.app_secret.clone(),
+                cfg.lark.request_timeout,
+                &cfg.lark.tls_ca,
+            )?;
+            tracing::info!(topic = %events.topic, "events: receiving Lark events over the long connection");
+            connection.run(&handler, &stop).await?;
+            Ok(())
+        }
+    }
 }
