@@ -60,10 +60,12 @@
 //! | `GET /_emulator/clock` | → `{"offset_ms":N,"now_ms":M}` |
 //! | `POST /_emulator/clock` | `{"advance_ms":N}` → `{"ok":true,"offset_ms":…}`: moves the message clock forward |
 //! | `POST /_emulator/reset` | → `{"ok":true}` |
-//! | `POST /_emulator/events/click` | [`Click`]: `{"message_id":"om_…","open_id":"ou_…"?,"value":{…}?,"button":"Ack"?,"tag":"button"?,"form_value":{…}?,"app_id":"cli_…"?,"duplicate":false?,"fragment_size":N?}` → `{"ok":true,"event_id":"…"}`; without `value`, the value the stored card gives the clicked component (`button`: its text; default the first that calls back) |
-//! | `POST /_emulator/events/message` | [`BotMessage`]: `{"chat_id":"oc_…"?,"open_id":"ou_…"?,"text":"…","app_id":"cli_…"?,"duplicate":false?,"fragment_size":N?}` → `{"ok":true,"event_id":"…"}` |
+//! | `POST /_emulator/events/click` | [`Click`]: `{"message_id":"om_…","open_id":"ou_…"?,"value":{…}?,"button":"Ack"?,"tag":"button"?,"form_value":{…}?,"app_id":"cli_…"?,"duplicate":false?,"fragment_size":N?,"tamper":"signature"\|"token"\|"stale"?}` → `{"ok":true,"event_id":"…"}`; without `value`, the value the stored card gives the clicked component (`button`: its text; default the first that calls back) |
+//! | `POST /_emulator/events/message` | [`BotMessage`]: `{"chat_id":"oc_…"?,"open_id":"ou_…"?,"text":"…","app_id":"cli_…"?,"duplicate":false?,"fragment_size":N?,"tamper":…?}` → `{"ok":true,"event_id":"…"}` |
 //! | `POST /_emulator/events/drop` | → `{"ok":true,"dropped":N}`: every live long connection gets a close frame |
-//! | `GET /_emulator/events` | → `[PushedEvent…]` (fields as in [`PushedEvent`]: `event_id`, `event_type`, `app_id`, `attempts`, `acked`, `ack_code`, `ack_data`, `latency_ms`, `done`, `late_acks`, `deliveries`, `payload`) |
+//! | `POST /_emulator/events/callback` | `{"url":"http://…"\|null?,"tamper":["signature"\|"token"\|"stale"…]?}` → `{"ok":true,"url":…,"tamper_queued":N}`: set (`null`: clear) the HTTP callback URL; queue wrong requests for the next HTTP attempts |
+//! | `POST /_emulator/events/verify` | `{"url":"http://…"?}` (default the configured URL) → `{"ok":true,"challenge":"…"}` or `{"ok":false,"error":"…"}`: the `url_verification` challenge |
+//! | `GET /_emulator/events` | → `[PushedEvent…]` (fields as in [`PushedEvent`]: `event_id`, `event_type`, `app_id`, `attempts`, `acked`, `ack_code`, `ack_data`, `latency_ms`, `done`, `late_acks`, `deliveries` (over HTTP with `url`, `tamper`, `error`), `payload`) |
 //!
 //! `target` ∈ `send`, `reply`, `token`, `batch_get_id`, `urgent`, `webhook`, `update_card`
 //! (PATCH), `edit` (PUT), `recall` (DELETE), `ws_endpoint` (the long connection's endpoint;
@@ -99,6 +101,46 @@
 //!   `ack_deadline` (3 s) fails; so does one that finds no live connection; the next follows
 //!   after the next wait of `retry_schedule` (15 s, 5 min, 1 h, 6 h), with the same event JSON.
 //!
+//! # Events and card callbacks over HTTP
+//!
+//! With [`CallbackConfig::url`] set ([`EmulatorConfig::callbacks`], or at run time
+//! [`EmulatorHandle::set_callback_url`] / `POST /_emulator/events/callback`) every delivery
+//! attempt is a POST of the event JSON to that URL instead of frames on the long connection
+//! (`src/events/callback.rs`, after lark-api.md §9, §15.1 and lifecycle §2.2–§2.5, §3.3). Same
+//! pushes, same [`PushedEvent`] records, same `ack_deadline` and `retry_schedule`.
+//!
+//! - Headers: `Content-Type: application/json; charset=utf-8`, `X-Lark-Request-Timestamp`
+//!   (Unix seconds), `X-Lark-Request-Nonce` (random), and with an Encrypt Key
+//!   `X-Lark-Signature` = lowercase hex SHA-256 of timestamp ‖ nonce ‖ encrypt key ‖ raw body
+//!   ([`events::callback::signature`]).
+//! - Body: the plaintext event JSON; with [`CallbackConfig::encrypt_key`]
+//!   `{"encrypt":"<base64(iv ‖ AES-256-CBC-PKCS#7(key = SHA-256(encrypt key)))>"}`
+//!   ([`events::callback::encrypt`]; random IV, or `000102…0f` with `deterministic_iv`).
+//!   `header.token` is [`CallbackConfig::verification_token`].
+//! - HTTP 200 within `ack_deadline` acks the attempt; its body is [`PushedEvent::ack_data`] (a
+//!   card callback's `{}` / `{"toast":…}`). Another status → `refused` with `code` = the status;
+//!   no answer in time → `no_ack`; a failed request (connection refused, 2 s connect timeout) →
+//!   `no_connection` with [`Delivery::error`]. Each failure is redelivered after the next wait
+//!   of the schedule, with the same event JSON (a fresh nonce, timestamp and IV). Redirects are
+//!   not followed.
+//! - [`EmulatorHandle::verify_url`] / `POST /_emulator/events/verify`: the `url_verification`
+//!   challenge `{"challenge","token","type":"url_verification"}` (encrypted with a key, never
+//!   signed), expecting HTTP 200 `{"challenge":"<the same>"}` within 1 s ([`VerifyError`] says
+//!   what was wrong otherwise).
+//! - [`Tamper`]: [`EmulatorHandle::tamper_next`], [`CallbackConfig::tamper`], the `tamper`
+//!   field of a click / message (that event's first HTTP attempt) or of
+//!   `POST /_emulator/events/callback` make one attempt wrong: `signature` (a well-formed but
+//!   wrong `X-Lark-Signature`, also without a key), `token` (`header.token` =
+//!   [`events::callback::WRONG_TOKEN`]), `stale` (timestamp 10 min old, correctly signed).
+//!   A receiver refusing it fails that attempt; the redelivery is untampered.
+//!
+//! Choices: card callbacks are redelivered like events (lifecycle §2.5 / §6 item 9 say Lark
+//! does not redeliver them; the user would see 200341 / 200671 instead: not modelled, nor is
+//! validating the callback answer or applying its `card`); whether the challenge carries
+//! timestamp / nonce headers is UNCONFIRMED (they are sent, without a signature); the legacy
+//! SHA-1 signed card format is not modelled; [`EmulatorHandle::reset`] clears queued tampering
+//! and keeps the URL.
+//!
 //! Choices (UNCONFIRMED in the spec): wrong or missing credentials → HTTP 200 code 1000040344
 //! `app_id or app_secret is invalid` (the Python SDK's local code); an unknown or used ticket →
 //! 514 with `Handshake-Autherrcode: 1000040345` (retryable for the SDKs: ask for a new URL); a
@@ -109,7 +151,7 @@
 //! message the emulator sent gets its `oc_` chat as `open_chat_id`; a received message in a
 //! directory chat is `group`, otherwise `p2p` (default chat: the bot's p2p chat with the
 //! user). Not modelled: the server's own pings or idle timeout, URL expiry, ordered events,
-//! HTTP event / callback delivery, legacy `card.action.trigger_v1`, delayed card updates with
+//! legacy `card.action.trigger_v1`, delayed card updates with
 //! the click's `c-` token, applying a card in the ack's `data` to the stored message. The
 //! endpoint counts in [`Stats::requests`]; [`EmulatorHandle::reset`] forgets pushed events but
 //! keeps live connections; [`EmulatorHandle::shutdown`] closes them.
@@ -231,7 +273,8 @@ mod tokens;
 pub use directory::{App, Chat, Directory, DirectoryError, User, Webhook};
 pub use errors::{ApiError, LarkCode};
 pub use events::{
-    BotMessage, Click, Delivery, DeliveryOutcome, EventsError, LongConnectionConfig, PushedEvent,
+    BotMessage, CallbackConfig, Click, Delivery, DeliveryOutcome, EventsError,
+    LongConnectionConfig, PushedEvent, Tamper, VerifyError,
 };
 pub use faults::{Fault, FaultConfig, FaultTarget};
 pub use lifecycle::{MessageVersion, MessageView, UnsharedCardUpdate, VersionOp};
@@ -265,6 +308,10 @@ pub struct EmulatorConfig {
     /// The WebSocket long connection for events and card callbacks (lifecycle §4): its
     /// `ClientConfig`, connection limit, ack deadline, retry schedule and fragmenting.
     pub long_connection: LongConnectionConfig,
+    /// Events and card callbacks over HTTP instead (lifecycle §2.2–§2.5, §3.3): the request URL
+    /// (unset by default: the long connection), Encrypt Key, Verification Token, IV choice and
+    /// deliberately wrong requests. The ack deadline and retry schedule are `long_connection`'s.
+    pub callbacks: CallbackConfig,
 }
 
 impl Default for EmulatorConfig {
@@ -279,6 +326,7 @@ impl Default for EmulatorConfig {
             edit_window: None,
             recall_window: None,
             long_connection: LongConnectionConfig::default(),
+            callbacks: CallbackConfig::default(),
         }
     }
 }
@@ -483,7 +531,8 @@ impl EmulatorHandle {
     }
 
     /// Push a card click (`card.action.trigger`, lifecycle §2.2) to one live long connection of
-    /// the app; redelivered until acked or the retry schedule is used up. Returns the event id.
+    /// the app (or POST it to the callback URL when one is set); redelivered until acked or the
+    /// retry schedule is used up. Returns the event id.
     pub fn click(&self, click: Click) -> Result<String, EventsError> {
         events::push::click(&self.shared, click)
     }
@@ -504,7 +553,34 @@ impl EmulatorHandle {
         if self.shared.dir.app(app_id).is_none() {
             return Err(EventsError::UnknownApp(app_id.to_string()));
         }
-        self.shared.events.push(app_id, event, None, None)
+        self.shared.events.push(app_id, event, None, None, None)
+    }
+
+    /// Send events over HTTP to `url` from the next delivery attempt on (`None`: back to the
+    /// long connection). Set at run time because a test learns its receiver's port only after
+    /// binding it.
+    pub fn set_callback_url(&self, url: Option<String>) {
+        self.shared.events.set_callback_url(url);
+    }
+
+    /// The HTTP delivery settings now ([`CallbackConfig::tamper`] is empty: queued tampering
+    /// is consumed from a queue of its own).
+    pub fn callback_config(&self) -> CallbackConfig {
+        self.shared.events.callbacks()
+    }
+
+    /// Make the next HTTP delivery attempt (of any event) wrong as `tamper` says; calls queue up,
+    /// one per attempt. A receiver that refuses it fails the attempt; the redelivery is right.
+    pub fn tamper_next(&self, tamper: Tamper) {
+        self.shared.events.tamper_next(tamper);
+    }
+
+    /// The `url_verification` challenge (lark-api.md §9): POST
+    /// `{"challenge","token","type":"url_verification"}` (inside `encrypt` with an Encrypt Key,
+    /// no signature) to `url` and expect HTTP 200 `{"challenge":"<the same>"}` within 1 s.
+    /// Returns the challenge; the error says what was wrong.
+    pub async fn verify_url(&self, url: &str) -> Result<String, VerifyError> {
+        self.shared.events.verify_url(Some(url)).await
     }
 
     /// Close every live long connection (a close frame each); how many there were.
@@ -517,7 +593,8 @@ impl EmulatorHandle {
         self.shared.events.live()
     }
 
-    /// Every event pushed over the long connection, in push order, with its delivery status.
+    /// Every event pushed (over the long connection or HTTP), in push order, with its delivery
+    /// status.
     pub fn pushed_events(&self) -> Vec<PushedEvent> {
         self.shared.events.events()
     }

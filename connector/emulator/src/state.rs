@@ -243,7 +243,7 @@ impl Shared {
         Self {
             addr,
             scheme,
-            events: crate::events::hub::Hub::new(config.long_connection),
+            events: crate::events::hub::Hub::new(config.long_connection, config.callbacks),
             dir: DirectoryIndex::new(config.directory),
             token_ttl: config.token_ttl,
             uuid_window: config.uuid_window,

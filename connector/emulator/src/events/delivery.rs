@@ -1,5 +1,6 @@
 //! Delivering one pushed event: frames to a random live connection of its app (cluster mode,
-//! lifecycle §4.5), the wait for its ack, and the redeliveries of the retry schedule (§3.3).
+//! lifecycle §4.5) and the wait for its ack, or, when a callback URL is set, a POST there and the
+//! wait for HTTP 200 (`callback.rs`, lifecycle §3.3); then the redeliveries of the retry schedule.
 //!
 //! Why apart from `hub.rs`: the hub is bookkeeping under a lock; this is the only part that
 //! runs over time (one task per push), and keeping it alone keeps the "never hold the lock
@@ -10,6 +11,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use tokio::sync::oneshot;
 
+use super::callback::{self, Tamper};
 use super::frame::{self, Frame, METHOD_DATA};
 use super::hub::{Ack, Hub, Outgoing, Waiter};
 use super::{Delivery, DeliveryOutcome, EventsError, PushedEvent};
@@ -18,16 +20,21 @@ use crate::ids;
 impl Hub {
     /// Push `payload` (an event JSON) to one live connection of `app_id`, redelivering per the
     /// retry schedule; then, if `then` is set, push that the same way (a duplicate after the
-    /// first finished). Returns the event id.
+    /// first finished). `tamper`: make this event's first HTTP attempt wrong. Returns the event
+    /// id.
     pub fn push(
         &self,
         app_id: &str,
         payload: Value,
         fragment_size: Option<usize>,
         then: Option<Value>,
+        tamper: Option<Tamper>,
     ) -> Result<String, EventsError> {
         let rt = self.0.rt.clone().ok_or(EventsError::NoRuntime)?;
         let first = self.record(app_id, payload)?;
+        if let Some(t) = tamper {
+            self.lock().event_tamper.insert(first.0, t);
+        }
         let second = then.map(|p| self.record_later(app_id, p)).transpose()?;
         let event_id = first.1.clone();
         let hub = self.clone();
@@ -100,6 +107,10 @@ impl Hub {
 
     /// One attempt: `Some(acked)`, or `None` when the record is gone.
     async fn attempt(&self, key: u64, fragment_size: Option<usize>) -> Option<bool> {
+        let url = self.lock().callbacks.url.clone();
+        if let Some(url) = url {
+            return self.http_attempt(key, url).await;
+        }
         let sent = self.send_frames(key, fragment_size)?;
         let Some((frame_message_id, rx, sent_at)) = sent else {
             return Some(false);
@@ -165,6 +176,9 @@ impl Hub {
             frame_message_id: None,
             fragments: 0,
             outcome: DeliveryOutcome::NoConnection,
+            url: None,
+            tamper: None,
+            error: None,
         };
         let conn = target.and_then(|id| s.conns.get(&id));
         let Some(conn) = conn else {
@@ -208,6 +222,82 @@ impl Hub {
         e.attempts += 1;
         e.deliveries.push(delivery);
         Some(Some((frame_message_id, rx, Instant::now())))
+    }
+}
+
+impl Hub {
+    /// One HTTP attempt: POST the event to `url`; acked by HTTP 200 within the ack deadline,
+    /// whose body is the answer (a card callback's `{}` / `{"toast":…}`). `None`: record gone.
+    async fn http_attempt(&self, key: u64, url: String) -> Option<bool> {
+        let req = {
+            let mut s = self.lock();
+            let tamper = match s.event_tamper.remove(&key) {
+                Some(t) => Some(t),
+                None => s.tamper.pop_front(),
+            };
+            let config = s.callbacks.clone();
+            let e = s.events.get_mut(&key)?;
+            let req = callback::request(&config, e.payload.clone(), tamper, true);
+            e.attempts += 1;
+            e.deliveries.push(Delivery {
+                at_ms: ids::now_ms(),
+                connection: None,
+                frame_message_id: None,
+                fragments: 0,
+                outcome: DeliveryOutcome::Pending,
+                url: Some(url.clone()),
+                tamper,
+                error: None,
+            });
+            req
+        };
+        let sent_at = Instant::now();
+        let result = match &self.0.http {
+            Ok(client) => {
+                let send = async {
+                    let resp = callback::post(client, &url, &req).send().await?;
+                    let status = resp.status().as_u16();
+                    let body = resp.bytes().await?;
+                    Ok::<_, reqwest::Error>((status, body))
+                };
+                match tokio::time::timeout(self.0.config.ack_deadline, send).await {
+                    Ok(Ok(answer)) => Ok(answer),
+                    Ok(Err(e)) => Err(Some(e.to_string())),
+                    Err(_) => Err(None),
+                }
+            }
+            Err(e) => Err(Some(format!("no HTTP client: {e}"))),
+        };
+        let mut s = self.lock();
+        let e = s.events.get_mut(&key)?;
+        let d = e.deliveries.last_mut()?;
+        Some(match result {
+            Ok((200, body)) => {
+                d.outcome = DeliveryOutcome::Acked;
+                e.acked = true;
+                e.ack_code = Some(200);
+                e.ack_data = callback::answer_data(&body);
+                e.latency_ms = Some(sent_at.elapsed().as_millis() as u64);
+                true
+            }
+            Ok((status, _)) => {
+                d.outcome = DeliveryOutcome::Refused {
+                    code: i64::from(status),
+                };
+                e.ack_code = Some(i64::from(status));
+                false
+            }
+            Err(None) => {
+                d.outcome = DeliveryOutcome::NoAck;
+                false
+            }
+            Err(Some(error)) => {
+                tracing::debug!(key, %url, %error, "callback request failed");
+                d.outcome = DeliveryOutcome::NoConnection;
+                d.error = Some(error);
+                false
+            }
+        })
     }
 }
 

@@ -6,13 +6,14 @@
 //! never held across an `.await`. Frames reach a connection through an unbounded channel to the
 //! task that owns its socket, so pushing is synchronous and callable from any thread.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
 
+use super::callback::{self, CallbackConfig, Tamper};
 use super::{LongConnectionConfig, PushedEvent};
 use crate::ids;
 
@@ -62,6 +63,13 @@ pub(super) struct HubInner {
     pub(super) waiting: HashMap<String, Waiter>,
     /// Frame `message_id` → event record: to count late acks.
     pub(super) frames: HashMap<String, u64>,
+    /// HTTP delivery (its `url` can change at run time; its `tamper` list is moved to
+    /// `tamper` at start).
+    pub(super) callbacks: CallbackConfig,
+    /// Tampering for the next HTTP attempts of any event, first first.
+    pub(super) tamper: VecDeque<Tamper>,
+    /// Tampering for the first HTTP attempt of one event (a push's own `tamper`), by record key.
+    pub(super) event_tamper: HashMap<u64, Tamper>,
 }
 
 #[derive(Debug)]
@@ -71,6 +79,8 @@ pub(super) struct Core {
     /// Source of SeqIDs, LogIDs, device ids and record keys: unique within a run.
     pub(super) counter: AtomicU64,
     pub(super) inner: Mutex<HubInner>,
+    /// The HTTP client of HTTP delivery, or why none could be built.
+    pub(super) http: Result<reqwest::Client, String>,
 }
 
 /// The hub; cheap to clone (delivery tasks hold a clone).
@@ -104,13 +114,54 @@ pub(crate) enum Refusal {
 }
 
 impl Hub {
-    pub fn new(config: LongConnectionConfig) -> Hub {
+    pub fn new(config: LongConnectionConfig, mut callbacks: CallbackConfig) -> Hub {
+        let tamper = std::mem::take(&mut callbacks.tamper).into();
         Hub(Arc::new(Core {
             config,
             rt: tokio::runtime::Handle::try_current().ok(),
             counter: AtomicU64::new(ids::now_ms()),
-            inner: Mutex::new(HubInner::default()),
+            inner: Mutex::new(HubInner {
+                callbacks,
+                tamper,
+                ..HubInner::default()
+            }),
+            http: callback::client(),
         }))
+    }
+
+    /// Where HTTP deliveries go from the next attempt on (`None`: the long connection).
+    pub fn set_callback_url(&self, url: Option<String>) {
+        self.lock().callbacks.url = url;
+    }
+
+    /// The HTTP delivery settings now (`tamper` empty: the queue is kept apart).
+    pub fn callbacks(&self) -> CallbackConfig {
+        self.lock().callbacks.clone()
+    }
+
+    /// Make the next HTTP delivery attempt not yet tampered wrong as `tamper` says.
+    pub fn tamper_next(&self, tamper: Tamper) {
+        self.lock().tamper.push_back(tamper);
+    }
+
+    /// How many tamperings wait for the next HTTP attempts.
+    pub fn tamper_queued(&self) -> usize {
+        self.lock().tamper.len()
+    }
+
+    /// POST the `url_verification` challenge to `url` (default: the configured URL).
+    pub async fn verify_url(&self, url: Option<&str>) -> Result<String, callback::VerifyError> {
+        let config = self.callbacks();
+        let url = url
+            .map(str::to_string)
+            .or_else(|| config.url.clone())
+            .ok_or(callback::VerifyError::NoUrl)?;
+        let client = self
+            .0
+            .http
+            .as_ref()
+            .map_err(|e| callback::VerifyError::NoClient(e.clone()))?;
+        callback::verify(client, &config, &url).await
     }
 
     pub(super) fn lock(&self) -> MutexGuard<'_, HubInner> {
@@ -202,6 +253,8 @@ impl Hub {
         s.events.clear();
         s.frames.clear();
         s.waiting.clear();
+        s.tamper.clear();
+        s.event_tamper.clear();
     }
 
     /// An ack arrived (a data frame from the client): hand it to its waiting attempt, or count

@@ -13,18 +13,22 @@
 //!   redelivering it until acked.
 //! - `push`: the events the emulator can make (`card.action.trigger`, `im.message.receive_v1`)
 //!   and their `/_emulator/events/*` control endpoints.
+//! - [`callback`]: the same events over HTTP instead (a POST to the app's request URL,
+//!   encrypted and signed), the `url_verification` challenge and deliberately wrong requests.
 
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+pub mod callback;
 mod delivery;
 pub mod frame;
 pub(crate) mod hub;
 pub(crate) mod longconn;
 pub(crate) mod push;
 
+pub use callback::{CallbackConfig, Tamper, VerifyError};
 pub use push::{BotMessage, Click};
 
 /// How the emulated long connection behaves; part of [`crate::EmulatorConfig`].
@@ -91,7 +95,7 @@ impl LongConnectionConfig {
     }
 }
 
-/// One event the emulator pushed over the long connection, and what became of it: what tests
+/// One event the emulator pushed (over the long connection or HTTP), and what became of it: what tests
 /// assert on ([`crate::EmulatorHandle::pushed_events`], `GET /_emulator/events`).
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct PushedEvent {
@@ -105,12 +109,13 @@ pub struct PushedEvent {
     pub pushed_at_ms: u64,
     /// Delivery attempts so far, including ones that found no live connection.
     pub attempts: u32,
-    /// Acked with `code` 200 within the deadline.
+    /// Acked with `code` 200 (over HTTP: answered with status 200) within the deadline.
     pub acked: bool,
-    /// The `code` of the last ack received in time (200, or e.g. 500).
+    /// The `code` of the last ack received in time (200, or e.g. 500); over HTTP the status.
     pub ack_code: Option<i64>,
     /// The ack's `data`, base64-decoded and parsed as JSON (a card callback's answer, e.g.
-    /// `{"toast":{…}}`); a JSON string when it is not JSON; `None` without `data`.
+    /// `{"toast":{…}}`); a JSON string when it is not JSON; `None` without `data`. Over HTTP:
+    /// the body of the 200 answer, the same way (`None` when empty).
     pub ack_data: Option<Value>,
     /// From sending the successful attempt's last frame to its ack, ms.
     pub latency_ms: Option<u64>,
@@ -137,10 +142,21 @@ pub struct Delivery {
     pub fragments: usize,
     /// How it ended.
     pub outcome: DeliveryOutcome,
+    /// The request URL of an HTTP attempt; `None` (left out of JSON) over the long connection.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// How an HTTP attempt was made wrong on purpose, if it was.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tamper: Option<callback::Tamper>,
+    /// Why an HTTP attempt got no answer (connection refused, reset, …).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// How a [`Delivery`] ended. JSON: `"pending"`, `"acked"`, `"no_connection"`, `"no_ack"`,
-/// `{"refused":{"code":500}}`.
+/// `{"refused":{"code":500}}`. Over HTTP: `acked` = status 200 in time, `refused` = another
+/// status (`code` is the HTTP status), `no_ack` = no answer in time, `no_connection` = the
+/// request failed (connection refused, reset; [`Delivery::error`] says how).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum DeliveryOutcome {
@@ -148,7 +164,7 @@ pub enum DeliveryOutcome {
     Pending,
     /// Acked with code 200 in time.
     Acked,
-    /// No live connection of the app at delivery time.
+    /// No live connection of the app at delivery time; over HTTP, the request failed.
     NoConnection,
     /// No ack within the deadline.
     NoAck,
@@ -176,7 +192,7 @@ pub enum EventsError {
     NoRuntime,
 }
 
-/// The `header.token` of every event and callback: the app's Verification Token. The directory
-/// models none, so this fixed string stands in for it (over the long connection nothing checks
-/// it, lifecycle §2.3).
+/// The default `header.token` of every event and callback: the app's Verification Token. The
+/// directory models none, so this fixed string stands in for it (over the long connection
+/// nothing checks it, lifecycle §2.3); [`CallbackConfig::verification_token`] replaces it.
 pub const VERIFICATION_TOKEN: &str = "emulator_verification_token";

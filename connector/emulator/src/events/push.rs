@@ -1,5 +1,5 @@
-//! The events the emulator makes and pushes over the long connection, and their control
-//! endpoints under `/_emulator/events`.
+//! The events the emulator makes and pushes (over the long connection, or HTTP when a callback
+//! URL is set), and their control endpoints under `/_emulator/events`.
 //!
 //! Why built here rather than by tests: the shapes (lifecycle §2.2 for `card.action.trigger`,
 //! §3.2 for `im.message.receive_v1`) and the ids in them (the message's chat, a fresh `c-` token,
@@ -13,7 +13,7 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
-use super::EventsError;
+use super::{EventsError, Tamper};
 use crate::api::control::ControlError;
 use crate::api::AppState;
 use crate::directory::UserIdType;
@@ -55,6 +55,10 @@ pub struct Click {
     /// Fragment size for this push (overrides [`super::LongConnectionConfig::fragment_size`]).
     #[serde(default)]
     pub fragment_size: Option<usize>,
+    /// Make this event's first HTTP attempt wrong (`"signature"`, `"token"`, `"stale"`); the
+    /// redeliveries are right. Unused over the long connection.
+    #[serde(default)]
+    pub tamper: Option<Tamper>,
 }
 
 impl Click {
@@ -100,6 +104,9 @@ pub struct BotMessage {
     /// Fragment size for this push.
     #[serde(default)]
     pub fragment_size: Option<usize>,
+    /// Make this event's first HTTP attempt wrong, as [`Click::tamper`].
+    #[serde(default)]
+    pub tamper: Option<Tamper>,
 }
 
 /// An `event_id`: 32 hex chars, as the samples.
@@ -151,11 +158,11 @@ fn user_ids(s: &Shared, open_id: Option<&str>) -> Result<Map<String, Value>, Eve
     Ok(ids)
 }
 
-/// The v2 envelope's header (lifecycle §3.1).
-fn header(event_type: &str, app_id: &str, create_time: String) -> Value {
+/// The v2 envelope's header (lifecycle §3.1); `token` is the configured Verification Token.
+fn header(s: &Shared, event_type: &str, app_id: &str, create_time: String) -> Value {
     json!({
         "event_id": event_id(),
-        "token": super::VERIFICATION_TOKEN,
+        "token": s.events.callbacks().verification_token,
         "create_time": create_time,
         "event_type": event_type,
         "tenant_key": TENANT_KEY,
@@ -198,7 +205,7 @@ pub(crate) fn click(s: &Shared, c: Click) -> Result<String, EventsError> {
     let micros = ids::now_ms().saturating_mul(1000).to_string();
     let event = json!({
         "schema": "2.0",
-        "header": header("card.action.trigger", &app_id, micros),
+        "header": header(s, "card.action.trigger", &app_id, micros),
         "event": {
             "operator": operator,
             "token": format!("c-{:032x}", rand::random::<u128>()),
@@ -208,7 +215,8 @@ pub(crate) fn click(s: &Shared, c: Click) -> Result<String, EventsError> {
         },
     });
     let then = c.duplicate.then(|| event.clone());
-    s.events.push(&app_id, event, c.fragment_size, then)
+    s.events
+        .push(&app_id, event, c.fragment_size, then, c.tamper)
 }
 
 /// The callback value of the card's clicked component: the one whose text is `button`, else the
@@ -275,7 +283,7 @@ pub(crate) fn send_to_bot(s: &Shared, m: BotMessage) -> Result<String, EventsErr
     let event = json!({
         "schema": "2.0",
         // create_time in ms for this event (lifecycle §3.1).
-        "header": header("im.message.receive_v1", &app_id, now.clone()),
+        "header": header(s, "im.message.receive_v1", &app_id, now.clone()),
         "event": {
             "sender": {
                 "sender_id": sender_ids,
@@ -298,7 +306,8 @@ pub(crate) fn send_to_bot(s: &Shared, m: BotMessage) -> Result<String, EventsErr
         again["header"]["event_id"] = json!(event_id());
         again
     });
-    s.events.push(&app_id, event, m.fragment_size, then)
+    s.events
+        .push(&app_id, event, m.fragment_size, then, m.tamper)
 }
 
 /// `/_emulator/events*` (documented in the crate docs).
@@ -308,6 +317,64 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/_emulator/events/click", post(click_route))
         .route("/_emulator/events/message", post(message_route))
         .route("/_emulator/events/drop", post(drop_route))
+        .route("/_emulator/events/verify", post(verify_route))
+        .route("/_emulator/events/callback", post(callback_route))
+}
+
+/// `POST /_emulator/events/verify`: `{"url":…}` (optional: the configured URL).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Verify {
+    #[serde(default)]
+    url: Option<String>,
+}
+
+/// `POST /_emulator/events/callback`: `{"url":…|null}` sets (or clears) the callback URL;
+/// `{"tamper":["signature",…]}` queues tampering for the next HTTP attempts. Both optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CallbackControl {
+    #[serde(default, deserialize_with = "some")]
+    url: Option<Option<String>>,
+    #[serde(default)]
+    tamper: Vec<Tamper>,
+}
+
+/// A present field (even `null`) is `Some`: `"url":null` clears the URL, no `url` keeps it.
+fn some<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<String>>, D::Error> {
+    Option::<String>::deserialize(d).map(Some)
+}
+
+/// `{"ok":true,"challenge":…}`, or `{"ok":false,"error":…}` (HTTP 200: the check ran).
+async fn verify_route(State(s): State<AppState>, body: Bytes) -> Result<Response, ControlError> {
+    let v: Verify = if body.is_empty() {
+        Verify::default()
+    } else {
+        serde_json::from_slice(&body)?
+    };
+    Ok(match s.events.verify_url(v.url.as_deref()).await {
+        Ok(challenge) => Json(json!({ "ok": true, "challenge": challenge })),
+        Err(e) => Json(json!({ "ok": false, "error": e.to_string() })),
+    }
+    .into_response())
+}
+
+/// `{"ok":true,"url":…,"tamper_queued":N}`.
+async fn callback_route(State(s): State<AppState>, body: Bytes) -> Result<Response, ControlError> {
+    let c: CallbackControl = if body.is_empty() {
+        CallbackControl::default()
+    } else {
+        serde_json::from_slice(&body)?
+    };
+    if let Some(url) = c.url {
+        s.events.set_callback_url(url);
+    }
+    for t in c.tamper {
+        s.events.tamper_next(t);
+    }
+    let url = s.events.callbacks().url;
+    let queued = s.events.tamper_queued();
+    Ok(Json(json!({ "ok": true, "url": url, "tamper_queued": queued })).into_response())
 }
 
 /// `{"ok":true,"event_id":…}`, or 400 `{"ok":false,"error":…}` when it could not be pushed.
