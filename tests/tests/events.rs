@@ -1,11 +1,15 @@
 //! The way back (docs/user-guide.md "Receiving events and clicks"): Lark's events and card clicks
-//! into `lark.events.topic` over the long connection. Real WebSocket (the emulator serves Lark's
-//! `/callback/ws/endpoint` and `pbbp2` frames), real broker, the real binary.
+//! into `lark.events.topic`, over the long connection (real WebSocket: the emulator serves Lark's
+//! `/callback/ws/endpoint` and `pbbp2` frames) or as signed HTTP callbacks to the connector's
+//! listener (real HTTP, encrypted and signed by the emulator). Real broker, the real binary.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use lark_sink::emulator::{BotMessage, Click, DeliveryOutcome, LongConnectionConfig, PushedEvent};
+use lark_sink::emulator::events::VERIFICATION_TOKEN;
+use lark_sink::emulator::{
+    BotMessage, CallbackConfig, Click, DeliveryOutcome, LongConnectionConfig, PushedEvent, Tamper,
+};
 use lark_sink_e2e::broker::OwnBroker;
 use lark_sink_e2e::*;
 use serde_json::{json, Value};
@@ -292,5 +296,108 @@ async fn with_the_broker_down_lark_redelivers_and_nothing_is_lost() {
     );
     let text = Admin::of(&c).await.metrics().await;
     assert!(metric(&text, "lark_sink_events_total", "outcome=\"failed\"") >= 1.0);
+    assert_eq!(c.stop(), Some(0));
+}
+
+/// `lark.events.mode=http`: the emulator posts encrypted, signed callbacks to the connector's
+/// listener. The `url_verification` challenge is answered; a click is written once (its
+/// redelivery after success answered without a record) and answered with the toast; a request
+/// with a wrong signature, a wrong Verification Token or a stale timestamp is refused (401) and
+/// counted, and Lark's retry of it, made right, is written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signed_callbacks_are_verified_before_they_are_written() {
+    const ENCRYPT_KEY: &str = "events-encrypt-key-4d1e";
+    let mut lark = emulator();
+    lark.callbacks = CallbackConfig {
+        encrypt_key: Some(ENCRYPT_KEY.into()),
+        ..CallbackConfig::default()
+    };
+    let s = Scenario::with_emulator("events-http", 1, lark).await;
+    let topic = unique("events-out");
+    let mut cfg = with_events(&s, &topic);
+    cfg["config"]["lark.events.mode"] = json!("http");
+    cfg["config"]["lark.events.listener"] = json!("127.0.0.1:0");
+    cfg["config"]["lark.events.encrypt.key"] = json!(ENCRYPT_KEY);
+    cfg["config"]["lark.events.verification.token"] = json!(VERIFICATION_TOKEN);
+    let mut c = Connector::start(&cfg);
+    let listening = "events: listening for Lark's callbacks on ";
+    wait_until("the listener", WAIT, || c.logs().contains(listening)).await;
+    let logs = c.logs();
+    let at = logs.find(listening).expect("the line") + listening.len();
+    let addr: String = logs[at..]
+        .chars()
+        .take_while(|ch| !ch.is_whitespace())
+        .collect();
+    let url = format!("http://{addr}/lark/events");
+    let challenge = s
+        .lark
+        .verify_url(&url)
+        .await
+        .expect("the challenge answered");
+    assert!(!challenge.is_empty());
+    s.lark.set_callback_url(Some(url));
+    assert_eq!(
+        s.lark.live_connections(),
+        0,
+        "no long connection in http mode"
+    );
+    let card = a_card(&s).await;
+
+    let click = s
+        .lark
+        .click(Click {
+            duplicate: true,
+            ..Click::on(&card)
+        })
+        .expect("a click");
+    let pushed = acked(&s, &click).await;
+    assert_eq!(
+        pushed.ack_data,
+        Some(json!({"toast": {"type": "info", "content": "Got it"}}))
+    );
+    for tamper in [Tamper::Signature, Tamper::Token, Tamper::StaleTimestamp] {
+        s.lark.tamper_next(tamper);
+        let id = s.lark.click(Click::on(&card)).expect("a click");
+        let pushed = acked(&s, &id).await;
+        assert!(
+            matches!(
+                pushed.deliveries[0].outcome,
+                DeliveryOutcome::Refused { code: 401 }
+            ),
+            "{tamper:?} refused first: {pushed:?}"
+        );
+    }
+    wait_until("every push answered", WAIT, || {
+        let events = s.lark.pushed_events();
+        events.len() >= 5 && events.iter().all(|e| e.done && e.acked)
+    })
+    .await;
+    let records = read_to_end(&topic, Duration::from_secs(20));
+    assert_eq!(records.len(), 4, "four clicks, each once");
+    for r in &records {
+        assert_eq!(r.header("lark.event_type"), "card.action.trigger");
+        assert_eq!(r.header("lark.message_key"), "disk-full");
+        assert_eq!(r.key.as_deref(), Some(card.as_bytes()));
+    }
+    let text = Admin::of(&c).await.metrics().await;
+    for reason in ["signature", "token", "stale"] {
+        assert_eq!(
+            metric(
+                &text,
+                "lark_sink_events_rejected_total",
+                &format!("reason=\"{reason}\"")
+            ),
+            1.0,
+            "{reason}"
+        );
+    }
+    assert_eq!(
+        metric(&text, "lark_sink_events_total", "outcome=\"written\""),
+        4.0
+    );
+    assert_eq!(
+        metric(&text, "lark_sink_events_total", "outcome=\"duplicate\""),
+        1.0
+    );
     assert_eq!(c.stop(), Some(0));
 }
