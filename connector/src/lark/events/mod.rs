@@ -4,8 +4,8 @@
 //! is the same event ([`event`]).
 //!
 //! [`client`] is the long connection itself (IO: HTTP and WebSocket); `inbound` writes what it
-//! receives to Kafka. The HTTP callback mode is not wired yet: [`callback`] verifies and
-//! decrypts, but no listener uses it so far (docs/ARCHITECTURE.md "Rooms for what comes next").
+//! receives to Kafka, and in `lark.events.mode=http` serves the listener that [`callback`]
+//! verifies the requests of.
 
 pub mod callback;
 pub mod client;
