@@ -401,3 +401,46 @@ async fn signed_callbacks_are_verified_before_they_are_written() {
     );
     assert_eq!(c.stop(), Some(0));
 }
+
+/// A measurement, not a check of speed (`cargo test --test events -- --ignored --nocapture`):
+/// 200 clicks one after another, the emulator's time from pushing each to its answer (which
+/// comes after the broker acknowledged the record), p50 and p99; and 10 dropped connections,
+/// the time until the connector is connected again (with the emulator's 1 s reconnect
+/// settings).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn measure_click_latency_and_reconnect() {
+    let s = Scenario::with_emulator("events-measure", 1, emulator()).await;
+    let (mut c, topic, card) = connected(&s).await;
+    let mut latencies = Vec::new();
+    for i in 0..200 {
+        let id = s
+            .lark
+            .click(Click::button(&card, json!({"i": i})))
+            .expect("a click");
+        let pushed = acked(&s, &id).await;
+        latencies.push(pushed.latency_ms.expect("a latency"));
+    }
+    latencies.sort_unstable();
+    let at = |q: f64| latencies[((latencies.len() as f64 * q) as usize).min(latencies.len() - 1)];
+    eprintln!(
+        "click → record acknowledged → answer, 200 clicks: p50 {} ms, p99 {} ms, max {} ms",
+        at(0.5),
+        at(0.99),
+        latencies[latencies.len() - 1]
+    );
+    assert_eq!(read_to_end(&topic, Duration::from_secs(20)).len(), 200);
+    let mut reconnects = Vec::new();
+    for _ in 0..10 {
+        let dropped = Instant::now();
+        s.lark.drop_connections();
+        wait_until_every("dialled again", WAIT, Duration::from_millis(10), || {
+            s.lark.live_connections() == 1
+        })
+        .await;
+        reconnects.push(dropped.elapsed().as_millis());
+    }
+    reconnects.sort_unstable();
+    eprintln!("reconnect after a drop, 10 times: {reconnects:?} ms");
+    assert_eq!(c.stop(), Some(0));
+}
