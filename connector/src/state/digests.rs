@@ -113,8 +113,9 @@ pub struct Pinned {
     pub landed: tokio::sync::Mutex<Option<String>>,
 }
 
-/// Where a run of one message index begins, in one source partition: (topic, partition, index).
-type RunsOf = (String, i32, i64);
+/// The runs of one message index in one source partition, by (partition, index): where each
+/// begins → (its last offset, its digest's uuid).
+type RunsOf = HashMap<(i32, i64), BTreeMap<i64, (i64, String)>>;
 
 /// The digests this instance knows: restored with their state partitions, and those it wrote.
 /// The lookup of a record's message is by its runs (non-overlapping per message index: a message
@@ -128,17 +129,19 @@ pub struct Digests {
 struct Held {
     /// uuid → the digest.
     by_uuid: HashMap<String, Arc<Pinned>>,
-    /// Runs by where they begin → (last offset, uuid).
-    runs: HashMap<RunsOf, BTreeMap<i64, (i64, String)>>,
+    /// Runs by source topic (looked up by `&str`: no allocation per message), then partition and
+    /// message index.
+    runs: HashMap<String, RunsOf>,
 }
 
 impl Held {
     fn insert(&mut self, pinned: Arc<Pinned>) {
         let i = &pinned.intent;
         self.remove(&i.uuid);
+        let topic = self.runs.entry(i.topic.clone()).or_default();
         for run in &i.members {
-            self.runs
-                .entry((i.topic.clone(), i.partition, run[2]))
+            topic
+                .entry((i.partition, run[2]))
                 .or_default()
                 .insert(run[0], (run[1], i.uuid.clone()));
         }
@@ -148,15 +151,20 @@ impl Held {
     fn remove(&mut self, uuid: &str) -> Option<Arc<Pinned>> {
         let old = self.by_uuid.remove(uuid)?;
         let i = &old.intent;
-        for run in &i.members {
-            let at = (i.topic.clone(), i.partition, run[2]);
-            if let Some(runs) = self.runs.get_mut(&at) {
-                if runs.get(&run[0]).is_some_and(|(_, u)| u == uuid) {
-                    runs.remove(&run[0]);
+        if let Some(topic) = self.runs.get_mut(&i.topic) {
+            for run in &i.members {
+                let at = (i.partition, run[2]);
+                if let Some(runs) = topic.get_mut(&at) {
+                    if runs.get(&run[0]).is_some_and(|(_, u)| u == uuid) {
+                        runs.remove(&run[0]);
+                    }
+                    if runs.is_empty() {
+                        topic.remove(&at);
+                    }
                 }
-                if runs.is_empty() {
-                    self.runs.remove(&at);
-                }
+            }
+            if topic.is_empty() {
+                self.runs.remove(&i.topic);
             }
         }
         Some(old)
@@ -180,9 +188,7 @@ impl Digests {
         if held.by_uuid.is_empty() {
             return None;
         }
-        let runs = held
-            .runs
-            .get(&(topic.to_string(), partition, index as i64))?;
+        let runs = held.runs.get(topic)?.get(&(partition, index as i64))?;
         let (_, (last, uuid)) = runs.range(..=offset).next_back()?;
         if *last < offset {
             return None;
