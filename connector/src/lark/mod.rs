@@ -10,7 +10,7 @@
 //! - [`directory`]: phone / email → open_id, cached, single-flight and batched.
 //! - [`webhook`]: custom-bot webhook settings, bodies and their signature.
 //! - [`events`]: the way back, as a protocol: long-connection frames, signed callbacks, events as
-//!   records (not yet wired to a listener).
+//!   records, and the long connection's client (`inbound` writes what it receives to Kafka).
 //!
 //! `lark` knows nothing about Kafka or the connector's config: `config` builds its
 //! [`ClientConfig`], [`WebhookConfig`] and [`LookupConfig`] (docs/ARCHITECTURE.md, "Dependency
