@@ -499,3 +499,113 @@ async fn check_reports_each_broken_setting_distinctly() {
     assert!(lark.messages().is_empty(), "no check delivered anything");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `lark.events.mode=http`: the `events` line is a signed self-test of the listener. With nothing
+/// listening the check listens itself; with the connector listening, that connector answers; a
+/// connector with another Encrypt Key or Verification Token, or another service at the address,
+/// fails the line with its fix. No event reaches the topic.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_self_tests_the_http_listener() {
+    const ENCRYPT_KEY: &str = "check-encrypt-key-5b0e";
+    const TOKEN: &str = "check-verification-token";
+    let lark = start_emulator_with(EmulatorConfig {
+        directory: directory(),
+        ..EmulatorConfig::default()
+    })
+    .await;
+    let topic = unique("check-http-src");
+    let dlq = unique("check-http-dlq");
+    create_topic(&topic, 1).await;
+    create_topic(&dlq, 1).await;
+    let events = unique("check-http-events");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let dir = std::env::temp_dir().join(unique("check-http"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut base = connector_config("check-http", &topic, &lark, Some(&dlq));
+    base["config"]["lark.app.secret"] = json!(APP_SECRET);
+    base["config"]["lark.events.topic"] = json!(events);
+    base["config"]["lark.events.mode"] = json!("http");
+    base["config"]["lark.events.listener"] = json!(format!("127.0.0.1:{port}"));
+    base["config"]["lark.events.encrypt.key"] = json!(ENCRYPT_KEY);
+    base["config"]["lark.events.verification.token"] = json!(TOKEN);
+    let fx = Fixture {
+        dir: dir.clone(),
+        base: base.clone(),
+        n: Default::default(),
+    };
+    let events_line = |r: &Run| {
+        let ok = r.lines("OK");
+        ok.into_iter()
+            .find(|(id, _)| id == "events")
+            .map(|(_, line)| line)
+            .unwrap_or_else(|| panic!("no OK events line:\n{}", r.out))
+    };
+
+    // Nothing listens: the check listens on the address itself.
+    let r = fx.check(|_| {}, &["--no-write"]);
+    assert_eq!(r.code, Some(0), "{}\n{}", r.out, r.err);
+    assert!(
+        events_line(&r).contains("no connector listens on 127.0.0.1:"),
+        "{}",
+        r.out
+    );
+    // The connector listens: it answers the self-test.
+    let mut c = Connector::start(&base);
+    let listening = "events: listening for Lark's callbacks on ";
+    wait_until("the listener", Duration::from_secs(60), || {
+        c.logs().contains(listening)
+    })
+    .await;
+    let r = fx.check(|_| {}, &["--no-write"]);
+    assert_eq!(r.code, Some(0), "{}\n{}", r.out, r.err);
+    assert!(
+        events_line(&r).contains("the connector listening on 127.0.0.1:"),
+        "{}",
+        r.out
+    );
+    assert!(
+        c.logs()
+            .contains("a self-test (lark-sink check) passed verification"),
+        "the connector verified it:\n{}",
+        c.logs()
+    );
+    // The file has another Encrypt Key, or another token, than the running connector.
+    let r = fx.check(
+        |c| c["lark.events.encrypt.key"] = json!("another-key"),
+        &["--no-write"],
+    );
+    let line = r.only_failure("events");
+    assert!(
+        line.contains("refused the challenge") && line.contains("another lark.events.encrypt.key"),
+        "{line}"
+    );
+    let r = fx.check(
+        |c| c["lark.events.verification.token"] = json!("another-token"),
+        &["--no-write"],
+    );
+    let line = r.only_failure("events");
+    assert!(line.contains("refused the challenge"), "{line}");
+    // The self-tests reached no topic.
+    assert!(read_topic(&events, 1, Duration::from_secs(3)).is_empty());
+    assert_eq!(c.stop(), Some(0));
+
+    // Another service at the address: the emulator, which answers 404 there.
+    let emulator_at = lark
+        .base_url()
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_string();
+    let r = fx.check(
+        |c| c["lark.events.listener"] = json!(emulator_at),
+        &["--no-write"],
+    );
+    let line = r.only_failure("events");
+    assert!(
+        line.contains("answered the challenge with HTTP 404") && line.contains("another service"),
+        "{line}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

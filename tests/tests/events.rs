@@ -444,3 +444,31 @@ async fn measure_click_latency_and_reconnect() {
     eprintln!("reconnect after a drop, 10 times: {reconnects:?} ms");
     assert_eq!(c.stop(), Some(0));
 }
+
+/// Lark's limit of connections per app (50; 1 here), through the connector: a second instance
+/// of the same app is refused at the handshake (514, 1000040350), which the SDKs treat as final,
+/// so it stops with an error that names the limit instead of dialling forever; the instance
+/// holding the connection goes on receiving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_over_the_connection_limit_stops_and_says_why() {
+    let mut lark = emulator();
+    lark.long_connection.max_connections_per_app = 1;
+    let s = Scenario::with_emulator("events-limit", 1, lark).await;
+    let (mut first, topic, card) = connected(&s).await;
+    let mut second = Connector::start(&with_events(&s, &unique("events-out-2")));
+    let code = second.wait_exit(WAIT).await;
+    let logs = second.logs();
+    assert_eq!(code, Some(1), "the second instance stops:\n{logs}");
+    assert!(
+        logs.contains("1000040350") && logs.contains("connection"),
+        "the error names Lark's connection limit:\n{logs}"
+    );
+    assert_eq!(s.lark.live_connections(), 1);
+    let click = s
+        .lark
+        .click(Click::button(&card, json!({"action": "ack"})))
+        .expect("a click");
+    acked(&s, &click).await;
+    assert_eq!(read_to_end(&topic, Duration::from_secs(20)).len(), 1);
+    assert_eq!(first.stop(), Some(0));
+}

@@ -5,7 +5,9 @@
 //! event of the long connection: written to the topic, acknowledged by the broker, and only then
 //! answered 200 (a callback with its toast). A refused request is answered 401 (400 when it is
 //! not even an event) and counted (`lark_sink_events_rejected_total{reason}`); a write that
-//! fails is answered 500, so Lark sends the event again.
+//! fails is answered 500, so Lark sends the event again. `lark-sink check`'s signed self-test
+//! ([`crate::lark::events::callback::SelfTest`]) is verified the same way and answered with its
+//! nonce, never written.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -29,7 +31,9 @@ use crate::telemetry;
 /// What every request reaches.
 struct Listener {
     verifier: Verifier,
-    handler: ToKafka,
+    /// `None` for `lark-sink check`'s stand-in listener, which answers the challenge and the
+    /// self-test and refuses events (503): it has nowhere to write them.
+    handler: Option<ToKafka>,
 }
 
 /// Listens until `stop` is cancelled. Binding fails start-up (the address is the operator's).
@@ -38,15 +42,39 @@ pub(super) async fn serve(
     handler: ToKafka,
     stop: CancellationToken,
 ) -> Result<(), InboundError> {
-    let listen_error =
-        |addr: SocketAddr, source: std::io::Error| InboundError::Listen { addr, source };
     let listener = tokio::net::TcpListener::bind(cfg.listener)
         .await
-        .map_err(|e| listen_error(cfg.listener, e))?;
+        .map_err(|source| InboundError::Listen {
+            addr: cfg.listener,
+            source,
+        })?;
+    serve_on(listener, cfg, Some(handler), stop).await
+}
+
+/// `lark-sink check`'s stand-in when no connector listens at `lark.events.listener`: the same
+/// verification and answers on `listener`, without a Kafka side, until `stop` is cancelled.
+pub async fn serve_self_test(
+    listener: tokio::net::TcpListener,
+    cfg: &HttpEvents,
+    stop: CancellationToken,
+) -> Result<(), InboundError> {
+    serve_on(listener, cfg, None, stop).await
+}
+
+async fn serve_on(
+    listener: tokio::net::TcpListener,
+    cfg: &HttpEvents,
+    handler: Option<ToKafka>,
+    stop: CancellationToken,
+) -> Result<(), InboundError> {
+    let listen_error =
+        |addr: SocketAddr, source: std::io::Error| InboundError::Listen { addr, source };
     let local = listener
         .local_addr()
         .map_err(|e| listen_error(cfg.listener, e))?;
-    tracing::info!(path = %cfg.path, "events: listening for Lark's callbacks on {local}");
+    if handler.is_some() {
+        tracing::info!(path = %cfg.path, "events: listening for Lark's callbacks on {local}");
+    }
     let state = Arc::new(Listener {
         verifier: Verifier {
             encrypt_key: cfg.encrypt_key.clone(),
@@ -84,10 +112,18 @@ async fn receive(State(l): State<Arc<Listener>>, headers: HeaderMap, body: Bytes
             tracing::info!("events: url_verification answered");
             return Json(json!({ "challenge": challenge })).into_response();
         }
+        Ok(Opened::SelfTest(nonce)) => {
+            tracing::info!("events: a self-test (lark-sink check) passed verification");
+            return Json(json!({ "self_test": nonce })).into_response();
+        }
         Ok(Opened::Event(plaintext)) => plaintext,
         Err(refused) => return rejected(&refused),
     };
-    match tokio::time::timeout(HANDLER_DEADLINE, l.handler.handle(plaintext)).await {
+    let Some(handler) = &l.handler else {
+        let why = "lark-sink check's stand-in listener: start the connector to receive events";
+        return (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "msg": why }))).into_response();
+    };
+    match tokio::time::timeout(HANDLER_DEADLINE, handler.handle(plaintext)).await {
         Ok(Verdict::Done(Some(answer))) => {
             ([(header::CONTENT_TYPE, "application/json")], answer).into_response()
         }

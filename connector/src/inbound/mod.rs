@@ -20,7 +20,7 @@
 //!
 //! Here `lark` (the protocol) meets `source::kafka` (the producer): neither knows the other.
 
-mod http;
+pub mod http;
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};

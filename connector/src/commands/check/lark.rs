@@ -11,7 +11,6 @@ use super::{
     fail, finding, needs, warn, CheckOptions, Checks, Finding, Status, PROBE_MOBILE, PROBE_OPEN_ID,
 };
 use crate::config::ConnectorConfig;
-use crate::lark::events::client::{ConnectError, LongConnection};
 use crate::lark::http::read_response;
 use crate::lark::WebhookConfig;
 use crate::lark::{LarkClient, LarkError};
@@ -74,8 +73,12 @@ pub(super) async fn app_checks(
         c.push(check_contact_scope(&client).await);
     }
     let configured = needs(cfg.events.is_some(), "no lark.events.topic configured");
+    let token = match super::events::needs_token(cfg) {
+        true => token,
+        false => Ok(()),
+    };
     if c.step("events", [configured, token, c.flag("events")]) {
-        c.push(check_events(cfg, opts).await);
+        c.push(super::events::check_events(cfg, opts).await);
     }
 }
 
@@ -103,49 +106,18 @@ pub(super) async fn webhook_checks(
     }
 }
 
-/// `events` (with `lark.events.topic`): the long connection's endpoint answers the app with a
-/// WebSocket URL, i.e. the credentials are accepted for it. Nothing is dialled: a connection
-/// would take one of the app's 50 and could be handed an event this check cannot answer.
-async fn check_events(cfg: &ConnectorConfig, opts: &CheckOptions) -> Finding {
-    let lark = with_timeout(cfg, opts);
-    let connection = LongConnection::new(
-        &lark.base_url,
-        &lark.app_id,
-        lark.app_secret.clone(),
-        lark.request_timeout,
-        &lark.tls_ca,
-    );
-    let answer = match connection {
-        Ok(conn) => conn.endpoint().await,
-        Err(e) => Err(e),
-    };
-    match answer {
-        Ok(_) => finding(
-            "events",
-            Status::Ok,
-            "the long connection's endpoint gave the app a WebSocket URL (events over the long connection)",
-        ),
-        Err(ConnectError::Terminal(why)) => fail(
-            "events",
-            why,
-            "the app's credentials are refused for the long connection: check lark.app.id and lark.app.secret, and that it is a self-built app (only those may use the long connection)",
-        ),
-        Err(ConnectError::Retryable(why)) => warn(
-            "events",
-            format!("{why} (Lark may be busy or unreachable; the connector keeps trying)"),
-        ),
-    }
-}
-
 /// The app's Lark settings with each request held to the check's time limit.
-fn with_timeout(cfg: &ConnectorConfig, opts: &CheckOptions) -> crate::config::LarkConfig {
+pub(super) fn with_timeout(
+    cfg: &ConnectorConfig,
+    opts: &CheckOptions,
+) -> crate::config::LarkConfig {
     let mut lark = cfg.lark.clone();
     lark.request_timeout = lark.request_timeout.min(opts.timeout);
     lark
 }
 
 /// The line of a check that could not even build its HTTP client.
-fn no_http_client(id: &'static str, e: &dyn std::fmt::Display) -> Finding {
+pub(super) fn no_http_client(id: &'static str, e: &dyn std::fmt::Display) -> Finding {
     fail(
         id,
         format!("cannot build the HTTP client: {e}"),

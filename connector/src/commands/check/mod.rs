@@ -16,6 +16,7 @@
 //! | `bot` | the bot ability is on (§3: 230006) |
 //! | `contact-scope` | `contact:user.id:readonly`, needed by `receiveType: "phone"` (§5) |
 //! | `webhook` | each custom-bot webhook's token and signature (§8), without posting |
+//! | `events` | `lark.events.*`: the long connection's endpoint accepts the app, or (http mode) a signed self-test and the challenge are answered by the listener ([`events`]) |
 //!
 //! Nothing is delivered to anyone. Three decisions make that true:
 //!
@@ -47,6 +48,7 @@ use std::time::Duration;
 
 use crate::config::ConnectorConfig;
 
+mod events;
 mod kafka;
 mod lark;
 

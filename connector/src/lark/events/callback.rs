@@ -13,11 +13,16 @@
 //! - The **`url_verification`** challenge (when the URL is saved in the console) is answered with
 //!   its `challenge`, its token checked; the SDKs do not check its signature, nor does lark-sink.
 //!
+//! - A **self-test** (`lark-sink check`, [`SELF_TEST_EVENT_TYPE`]) is a request made exactly like
+//!   Lark's, encrypted, signed, timestamped and carrying the token, whose event type is lark-sink's
+//!   own: it passes every check above and is then answered with its nonce instead of being
+//!   written. Anyone able to sign one could sign a real event too, so it opens nothing new.
+//!
 //! Pure: the listener passes the headers, the body and the time.
 
 use std::time::Duration;
 
-use aes::cipher::{block_padding::Pkcs7, BlockDecryptMut, KeyIvInit};
+use aes::cipher::{block_padding::Pkcs7, BlockDecryptMut, BlockEncryptMut, KeyIvInit};
 use base64::Engine;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -25,6 +30,11 @@ use sha2::{Digest, Sha256};
 use crate::secret::Secret;
 
 type Aes256CbcDec = cbc::Decryptor<aes::Aes256>;
+type Aes256CbcEnc = cbc::Encryptor<aes::Aes256>;
+
+/// The event type of `lark-sink check`'s self-test: no Lark event has it (Lark's are dotted
+/// lower-case names of its own products), so it can never shadow a real one.
+pub const SELF_TEST_EVENT_TYPE: &str = "lark_sink.self_test";
 
 /// Why a callback request is refused. Each is counted (`lark_sink_events_rejected_total{reason}`)
 /// and answered with an HTTP error, so Lark retries a genuine one that failed in transit.
@@ -64,6 +74,8 @@ pub enum Opened {
     Challenge(String),
     /// An event or card callback: its plaintext JSON.
     Event(Vec<u8>),
+    /// `lark-sink check`'s self-test, verified like an event: answer `{"self_test": <nonce>}`.
+    SelfTest(String),
 }
 
 /// The request headers verification reads (`X-Lark-Request-Timestamp`, `-Nonce`, `-Signature`).
@@ -108,6 +120,69 @@ pub fn decrypt(encrypt_key: &str, encrypt: &str) -> Result<Vec<u8>, Rejected> {
     cipher
         .decrypt_padded_vec_mut::<Pkcs7>(ciphertext)
         .map_err(|_| fail("bad padding (another Encrypt Key?)"))
+}
+
+/// Encrypts `plaintext` as Lark does (the `encrypt` value): AES-256-CBC with the SHA-256 of
+/// `encrypt_key`, `iv` first, PKCS#7 padding, base64. The IV must be random for anything but a
+/// test vector.
+pub fn encrypt(encrypt_key: &str, iv: [u8; 16], plaintext: &[u8]) -> String {
+    let key = Sha256::digest(encrypt_key.as_bytes());
+    let cipher = Aes256CbcEnc::new(&key, &iv.into());
+    let mut buf = iv.to_vec();
+    buf.extend(cipher.encrypt_padded_vec_mut::<Pkcs7>(plaintext));
+    base64::engine::general_purpose::STANDARD.encode(buf)
+}
+
+/// A self-test request, made as Lark makes a callback: the headers (timestamp, nonce and, with an
+/// Encrypt Key, the signature) and the body (encrypted with one). `iv` and `nonce` should be
+/// random; the answer to expect is `{"self_test": nonce}`.
+#[derive(Debug, Clone)]
+pub struct SelfTest {
+    pub timestamp: String,
+    pub nonce: String,
+    pub signature: Option<String>,
+    pub body: Vec<u8>,
+}
+
+impl SelfTest {
+    pub fn new(
+        encrypt_key: Option<&str>,
+        verification_token: Option<&str>,
+        app_id: &str,
+        now_s: i64,
+        nonce: &str,
+        iv: [u8; 16],
+    ) -> SelfTest {
+        let plaintext = serde_json::json!({
+            "schema": "2.0",
+            "header": {
+                "event_id": format!("self-test-{nonce}"),
+                "event_type": SELF_TEST_EVENT_TYPE,
+                "create_time": (now_s * 1_000_000).to_string(),
+                "token": verification_token.unwrap_or_default(),
+                "app_id": app_id,
+            },
+            "event": {"nonce": nonce},
+        })
+        .to_string();
+        let timestamp = now_s.to_string();
+        let (body, signature) = match encrypt_key {
+            Some(key) => {
+                let body = serde_json::json!({"encrypt": encrypt(key, iv, plaintext.as_bytes())})
+                    .to_string()
+                    .into_bytes();
+                let signature = signature(&timestamp, nonce, key, &body);
+                (body, Some(signature))
+            }
+            None => (plaintext.into_bytes(), None),
+        };
+        SelfTest {
+            timestamp,
+            nonce: nonce.to_string(),
+            signature,
+            body,
+        }
+    }
 }
 
 /// Whether two strings are equal, in time that depends on their length only.
@@ -174,7 +249,14 @@ impl Verifier {
         } else if self.encrypt_key.is_some() {
             return Err(Rejected::Stale(self.max_age));
         }
-        Ok(Opened::Event(plaintext))
+        let self_test = (event.pointer("/header/event_type").and_then(Value::as_str)
+            == Some(SELF_TEST_EVENT_TYPE))
+        .then(|| event.pointer("/event/nonce").and_then(Value::as_str));
+        match self_test {
+            Some(Some(nonce)) => Ok(Opened::SelfTest(nonce.to_string())),
+            Some(None) => Err(Rejected::Malformed("a self-test without a nonce".into())),
+            None => Ok(Opened::Event(plaintext)),
+        }
     }
 }
 

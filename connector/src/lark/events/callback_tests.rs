@@ -1,21 +1,6 @@
 //! Unit tests of `callback.rs`, with the test vectors of lark-api.md §15.1.
 
-use aes::cipher::{block_padding::Pkcs7, BlockEncryptMut};
-
 use super::*;
-
-type Aes256CbcEnc = cbc::Encryptor<aes::Aes256>;
-
-/// Encrypts like Lark does, with a chosen IV (the emulator's deterministic mode).
-fn encrypt(key: &str, iv: [u8; 16], plaintext: &[u8]) -> String {
-    let key = Sha256::digest(key.as_bytes());
-    let ct = Aes256CbcEnc::new_from_slices(&key, &iv)
-        .unwrap()
-        .encrypt_padded_vec_mut::<Pkcs7>(plaintext);
-    let mut buf = iv.to_vec();
-    buf.extend(ct);
-    base64::engine::general_purpose::STANDARD.encode(buf)
-}
 
 const IV: [u8; 16] = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15];
 
@@ -179,4 +164,48 @@ fn plaintext_events_check_the_token_and_the_challenge_is_answered() {
     };
     assert!(v.open(ms, &event("vt"), 1_700_000_001).is_ok());
     assert_eq!(Rejected::Token.label(), "token");
+}
+
+/// The self-test is made like Lark's requests and opened only when every check passes.
+#[test]
+fn a_self_test_passes_every_check_and_is_answered_with_its_nonce() {
+    let v = verifier(Some("test key"), Some("vt"));
+    let t = SelfTest::new(
+        Some("test key"),
+        Some("vt"),
+        "cli_x",
+        1_700_000_000,
+        "n-1",
+        IV,
+    );
+    fn signed(t: &SelfTest) -> Signed<'_> {
+        Signed {
+            timestamp: Some(&t.timestamp),
+            nonce: Some(&t.nonce),
+            signature: t.signature.as_deref(),
+        }
+    }
+    assert!(t.body.starts_with(b"{\"encrypt\":"));
+    let opened = v.open(signed(&t), &t.body, 1_700_000_005);
+    assert_eq!(opened, Ok(Opened::SelfTest("n-1".into())));
+    // Another key, another token, a wrong signature, an old timestamp: refused like an event.
+    let other_key = SelfTest::new(Some("other"), Some("vt"), "cli_x", 1_700_000_000, "n", IV);
+    assert!(v
+        .open(signed(&other_key), &other_key.body, 1_700_000_000)
+        .is_err());
+    let other_token = SelfTest::new(Some("test key"), Some("x"), "cli_x", 1_700_000_000, "n", IV);
+    let opened = v.open(signed(&other_token), &other_token.body, 1_700_000_000);
+    assert_eq!(opened, Err(Rejected::Token));
+    let mut forged = t.clone();
+    forged.signature = Some("00".repeat(32));
+    let opened = v.open(signed(&forged), &forged.body, 1_700_000_000);
+    assert_eq!(opened, Err(Rejected::Signature));
+    let opened = v.open(signed(&t), &t.body, 1_700_001_000);
+    assert_eq!(opened, Err(Rejected::Stale(Duration::from_secs(300))));
+    // Plaintext (no Encrypt Key): unsigned, the token checked.
+    let plain = verifier(None, Some("vt"));
+    let t = SelfTest::new(None, Some("vt"), "cli_x", 1_700_000_000, "n-2", IV);
+    assert_eq!(t.signature, None);
+    let opened = plain.open(signed(&t), &t.body, 1_700_000_000);
+    assert_eq!(opened, Ok(Opened::SelfTest("n-2".into())));
 }
