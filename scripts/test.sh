@@ -26,10 +26,30 @@ fi
 scripts/broker.sh install
 scripts/sdk.sh install
 
-# 2. One build of the whole workspace, shared by every test below. The fuzz targets of step 5 are
+# 2. The build cache. A clean checkout (CI's) has no target/, and most of a workspace build is
+#    the dependencies (librdkafka's C build alone is minutes). So builds go to a target directory
+#    kept per user outside the checkout: every clone of the repository shares its dependencies'
+#    builds, and a warm run compiles only the workspace's own crates (cargo names a workspace
+#    crate's files after its path inside the workspace, so clones overwrite one another's instead
+#    of piling up). Old dependency versions do pile up: past 40 GiB the cache is emptied first.
+#    LARK_SINK_BUILD_CACHE=off (or an explicit CARGO_TARGET_DIR) builds where cargo would.
+cache=${LARK_SINK_BUILD_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/lark-sink-build}
+fuzz_target_dir=""
+if [ -z "${CARGO_TARGET_DIR:-}" ] && [ "$cache" != off ]; then
+  mkdir -p "$cache"
+  if [ "$(du -sk "$cache" | cut -f1)" -gt $((40 * 1024 * 1024)) ]; then
+    echo "build cache $cache is over 40 GiB: emptying it"
+    rm -rf "${cache:?}/target" "${cache:?}/fuzz-target"
+  fi
+  export CARGO_TARGET_DIR="$cache/target"
+  fuzz_target_dir="$cache/fuzz-target"
+  echo "build cache: $cache"
+fi
+
+# 3. One build of the whole workspace, shared by every test below. The fuzz targets of step 6 are
 #    built meanwhile in the background at the lowest priority (nice 19): they take what CPU the
 #    workspace build leaves, then the CPU the end-to-end tests leave while they wait. Not with
-#    arguments (see step 4).
+#    arguments (see step 5).
 fuzz_seconds=${LARK_SINK_FUZZ_SECONDS:-25}
 fuzz_build=""
 if [ $# -eq 0 ] && [ "$fuzz_seconds" -gt 0 ]; then
@@ -38,7 +58,7 @@ if [ $# -eq 0 ] && [ "$fuzz_seconds" -gt 0 ]; then
   # with everything it started. Not its own session (setsid): a new session is a new scheduler
   # autogroup, and nice would then count for nothing against the workspace build.
   set -m
-  nice -n 19 scripts/fuzz.sh build >target/fuzz-build.log 2>&1 &
+  LARK_SINK_FUZZ_TARGET_DIR=$fuzz_target_dir nice -n 19 scripts/fuzz.sh build >target/fuzz-build.log 2>&1 &
   fuzz_build=$!
   set +m
 fi
@@ -46,7 +66,7 @@ stop_fuzz_build() { [ -z "$fuzz_build" ] || kill -- "-$fuzz_build" 2>/dev/null |
 trap stop_fuzz_build EXIT
 cargo build --workspace --all-targets --locked
 
-# 3. Fresh brokers for this run (the plain one, and the secured ones on the next four ports),
+# 4. Fresh brokers for this run (the plain one, and the secured ones on the next four ports),
 #    stopped however the run ends.
 export LARK_SINK_BROKER_PORT=${LARK_SINK_BROKER_PORT:-19092}
 trap 'stop_fuzz_build; scripts/broker.sh stop' EXIT
@@ -56,7 +76,7 @@ export LARK_SINK_TEST_BROKER="127.0.0.1:$LARK_SINK_BROKER_PORT"
 # shellcheck disable=SC1091
 source "${LARK_SINK_BROKER_DIR:-.broker}-secure/env"
 
-# 4. Everything, several test executables at a time (scripts/run-tests.sh says why). Arguments (a
+# 5. Everything, several test executables at a time (scripts/run-tests.sh says why). Arguments (a
 #    test-name filter, `-- --nocapture`, ...) run plain `cargo test` with them instead, one
 #    executable at a time, and skip the fuzz run.
 if [ $# -gt 0 ]; then
@@ -66,7 +86,7 @@ fi
 tests_rc=0
 scripts/run-tests.sh || tests_rc=$?
 
-# 5. A short fuzz run of each target (fuzz/; nightly and cargo-fuzz installed when missing), 25 s
+# 6. A short fuzz run of each target (fuzz/; nightly and cargo-fuzz installed when missing), 25 s
 #    each unless LARK_SINK_FUZZ_SECONDS says otherwise (0 skips). Long runs: docs/testing.md#fuzzing.
 #    Failed tests end the run here (the EXIT trap stops the fuzz build).
 [ "$tests_rc" = 0 ] || exit "$tests_rc"
@@ -77,5 +97,5 @@ if [ -n "$fuzz_build" ]; then
   echo "===== fuzz build: exit $fuzz_rc"
   cat target/fuzz-build.log
   [ "$fuzz_rc" = 0 ] || exit "$fuzz_rc"
-  scripts/fuzz.sh "$fuzz_seconds"
+  LARK_SINK_FUZZ_TARGET_DIR=$fuzz_target_dir scripts/fuzz.sh "$fuzz_seconds"
 fi
