@@ -11,7 +11,8 @@
 //! - [`check`]: the pre-flight connection test (broker, topics, DLQ, Lark app, webhooks);
 //! - [`send`]: one message through the delivery path, without Kafka;
 //! - [`transform_test`]: the transform chain over JSON-lines records, without Kafka or Lark;
-//! - [`demo`]: the whole pipeline on an embedded broker and the Lark emulator;
+//! - [`demo`]: the whole pipeline, and the way back for a card click, on an embedded broker and
+//!   the Lark emulator;
 //! - [`emulator`]: the Lark emulator served on its own.
 
 pub mod check;

@@ -6,10 +6,16 @@
 //! read back from what the emulator accepted and what landed in the dead-letter topic, so it tells
 //! the truth about what happened rather than what was intended.
 //!
-//! One alert also shows keyed messages (`messageKey`, docs/user-guide.md "Updating messages"):
-//! it fires (a red card) and, once that card is in Lark, resolves (a green card with the same
-//! key), which the connector applies to the same card in place, remembering the key in a state
-//! topic. The summary reads the card's versions back from the emulator.
+//! One alert also shows keyed messages (`messageKey`, docs/user-guide.md "Updating messages")
+//! and the way back (docs/user-guide.md "Receiving events and clicks"): it fires (a red card with
+//! an Acknowledge button); once that card is in Lark, the on-call user (Alice) clicks the button
+//! in the emulator, which pushes the click over the long connection to the events pipeline
+//! ([`crate::inbound::run`], beside the sink as `lark-sink run` has it) and so into the events
+//! topic; a responder standing for the user's own consumer of that topic (`responder.rs`, no part
+//! of the connector) answers with a keyed update ("acknowledged by Alice", an orange card) to the
+//! source topic; and, once that is in Lark, the alert resolves (a green card). The connector
+//! applies both to the same card in place, remembering the key in a state topic. The summary reads
+//! the card's versions back from the emulator and the click back from the events topic (`ack.rs`).
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -22,11 +28,20 @@ use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::ClientConfig;
 use serde_json::json;
+use tokio_util::sync::CancellationToken;
 
 use crate::config::ConnectorConfig;
 use crate::emulator::{AcceptedMessage, Emulator, EmulatorConfig, EmulatorHandle, VersionOp};
 use crate::sink;
 use crate::telemetry::SinkStats;
+
+mod ack;
+pub mod responder;
+mod samples;
+
+pub use ack::{ClickSummary, ON_CALL_USER, TOAST};
+pub use responder::Acknowledgement;
+pub use samples::{lifecycle_records, sample_records};
 
 /// The topic the sample records are produced to.
 const TOPIC: &str = "alerts";
@@ -34,16 +49,24 @@ const TOPIC: &str = "alerts";
 const DLQ: &str = "alerts-dlq";
 /// `lark.state.topic`: where the connector remembers which Lark message the keyed alert is.
 const STATE: &str = "alerts-lark-state";
+/// `lark.events.topic`: where the events pipeline writes the clicks on the alert's card (one
+/// partition: the summary reads it back from the start).
+pub const EVENTS: &str = "alerts-lark-events";
 /// Partitions of the source topic (and of the state topic, one state partition per source one).
 const PARTITIONS: i32 = 3;
-/// How long the pipeline may take to finish the samples before the demo gives up.
+/// How long the pipeline may take to finish the samples and the alert's round trip before the
+/// demo gives up.
 const PATIENCE: Duration = Duration::from_secs(60);
 
-/// The `messageKey` of the alert that fires and then resolves in the same card (also the Kafka
-/// key of both records, so they share a partition, as keyed messages need).
+/// The `messageKey` of the alert that fires, is acknowledged and resolves in the same card (also
+/// the Kafka key of its three records, so they share a partition, as keyed messages need).
 pub const ALERT_KEY: &str = "checkout-latency/checkout-1";
 /// The alert's name, which its card titles carry: how the summary finds the card in the emulator.
 const ALERT_NAME: &str = "CheckoutLatency";
+/// The chat the alert's card goes to (a keyed message is one per key and receiver).
+const ALERT_CHAT: &str = "oc_ops";
+/// The text of the alert card's button that calls back (`{"action": "ack"}`).
+pub const ACK_BUTTON: &str = "Acknowledge";
 
 #[derive(Debug, thiserror::Error)]
 pub enum DemoError {
@@ -55,12 +78,25 @@ pub enum DemoError {
     Config(#[from] crate::config::ConfigError),
     #[error(transparent)]
     Sink(#[from] sink::SinkError),
-    #[error("the pipeline did not finish the {0} sample records within 60 s")]
-    Timeout(usize),
+    #[error(transparent)]
+    Events(#[from] crate::inbound::InboundError),
+    #[error("the emulator could not push the click: {0}")]
+    Click(#[from] crate::emulator::EventsError),
+    #[error("Lark (the emulator) got no answer 200 to the click {event_id}: {detail}")]
+    ClickNotAnswered { event_id: String, detail: String },
+    #[error(transparent)]
+    Responder(#[from] responder::ResponderError),
+    #[error("the events topic '{topic}' holds a record that is not a Lark event: {detail}")]
+    EventRecord { topic: String, detail: String },
+    #[error("the alert's record is finished but its card is not in Lark (the emulator has no message titled {ALERT_NAME}): see the dead letters")]
+    NoAlertCard,
+    #[error("the demo gave up after {secs} s waiting for {0}", secs = PATIENCE.as_secs())]
+    Stalled(&'static str),
 }
 
-/// The alert that fired and resolved, as the emulator holds it: which messages carry its card and
-/// what the card went through. One message with a red then a green version is "updated in place".
+/// The alert that fired, was acknowledged and resolved, as the emulator holds it: which messages
+/// carry its card and what the card went through. One message with a red, an orange and a green
+/// version is "updated in place".
 #[derive(Debug, Clone, PartialEq)]
 pub struct LifecycleSummary {
     /// The record's `messageKey`.
@@ -97,122 +133,22 @@ pub struct DeadLetterSummary {
     pub reason: String,
 }
 
-/// What the demo did, read back from the emulator and the DLQ topic.
+/// What the demo did, read back from the emulator, the DLQ topic and the events topic.
 #[derive(Debug, Clone)]
 pub struct DemoReport {
-    /// Records produced: the samples and the alert's two versions.
+    /// Records produced to the source topic: the samples, the alert's two versions and the
+    /// responder's acknowledgement.
     pub records: usize,
     /// The messages the emulator accepted (an updated message once, as first sent).
     pub delivered: Vec<AcceptedMessage>,
     pub dead_letters: Vec<DeadLetterSummary>,
     /// The keyed alert's card.
     pub lifecycle: LifecycleSummary,
-}
-
-/// The sample records: what an alerting pipeline produces, plus the mistakes it sometimes makes.
-pub fn sample_records() -> Vec<(&'static str, String)> {
-    let text = |t: &str| json!({"text": t});
-    let card = json!({
-        "header": {"template": "red", "title": {"tag": "plain_text", "content": "Disk full on db-7"}},
-        "elements": [{"tag": "div", "text": {"tag": "lark_md", "content": "**/var** at 99%"}}]
-    });
-    let ok = |v: serde_json::Value| v.to_string();
-    vec![
-        (
-            "text to a user by open_id",
-            ok(
-                json!({"receiveType": "user", "receiveId": "ou_alice", "contentType": "text", "content": text("[P1] api-gw: 5xx rate 12%")}),
-            ),
-        ),
-        (
-            "text to a user by email",
-            ok(
-                json!({"receiveType": "email", "receiveId": "bob@example.com", "content": text("[P2] backup finished late")}),
-            ),
-        ),
-        (
-            "post to a group chat",
-            ok(
-                json!({"receiveType": "chat", "receiveId": "oc_ops", "contentType": "post", "content": {"en_us": {"title": "Deploy finished", "content": [[{"tag": "text", "text": "billing v1.4.2 is live"}]]}}}),
-            ),
-        ),
-        (
-            "text to a user by phone (looked up)",
-            ok(
-                json!({"receiveType": "phone", "receiveId": "+8613800000001", "content": text("[P1] on-call page: checkout latency")}),
-            ),
-        ),
-        (
-            "array record: card to a chat + text to a user",
-            ok(json!([
-                {"receiveType": "chat", "receiveId": "oc_team", "contentType": "interactive", "content": card},
-                {"receiveType": "union_id", "receiveId": "on_bob", "content": "{\"text\":\"db-7 disk alert sent to #team\"}"}
-            ])),
-        ),
-        (
-            "text to a user by user_id",
-            ok(
-                json!({"receiveType": "user_id", "receiveId": "alice", "content": text("[P3] weekly report ready")}),
-            ),
-        ),
-        (
-            "BAD: not JSON",
-            r#"{"receiveId": "ou_alice", "content": "#.to_string(),
-        ),
-        (
-            "BAD: schema violation",
-            ok(json!({"receiveType": "fax", "receiveId": "", "content": text("x")})),
-        ),
-        (
-            "BAD: oversize card",
-            ok(
-                json!({"receiveType": "chat", "receiveId": "oc_ops", "contentType": "interactive", "content": {"elements": [{"tag": "markdown", "content": "x".repeat(40_000)}]}}),
-            ),
-        ),
-        (
-            "BAD: bot is not in the chat (Lark 230002)",
-            ok(
-                json!({"receiveType": "chat", "receiveId": "oc_outside", "content": text("hello?")}),
-            ),
-        ),
-        (
-            "BAD: user outside the app's availability (Lark 230013)",
-            ok(json!({"receiveType": "user", "receiveId": "ou_carol", "content": text("hello?")})),
-        ),
-        (
-            "BAD: unknown phone number",
-            ok(
-                json!({"receiveType": "phone", "receiveId": "+15550000000", "content": text("hello?")}),
-            ),
-        ),
-    ]
-}
-
-/// The alert of the demo's keyed message: the same `messageKey` twice, firing (a red card) and
-/// resolved (a green card). The demo produces the second once the first is in Lark, so it is an
-/// update of that card (two versions waiting together would coalesce into the newest).
-pub fn lifecycle_records() -> [(&'static str, String); 2] {
-    let card = |status: &str, template: &str, text: &str| {
-        json!({
-            "receiveType": "chat", "receiveId": "oc_ops", "contentType": "interactive",
-            "messageKey": ALERT_KEY,
-            "content": {
-                "header": {"template": template, "title": {"tag": "plain_text", "content": format!("[{status}] {ALERT_NAME} on checkout-1")}},
-                "elements": [{"tag": "div", "text": {"tag": "lark_md", "content": text}}]
-            }
-        })
-        .to_string()
-    };
-    [
-        (
-            "alert card, firing (messageKey)",
-            card("FIRING", "red", "p99 latency **2.4 s** (SLO 800 ms)"),
-        ),
-        (
-            "the same alert resolved: updates its card",
-            card("RESOLVED", "green", "p99 latency back to **310 ms**"),
-        ),
-    ]
+    /// Every record of the events topic, with Lark's answer to it (the emulator's record).
+    pub clicks: Vec<ClickSummary>,
+    /// What the responder says it did with the click (its own account; the card's versions and
+    /// `clicks` are the read-back).
+    pub acknowledgement: Acknowledgement,
 }
 
 /// The command line of `lark-sink demo` (nothing to choose: everything is embedded).
@@ -231,6 +167,7 @@ pub async fn run(print: bool) -> Result<DemoReport, DemoError> {
     cluster.create_topic(TOPIC, PARTITIONS, 1)?;
     cluster.create_topic(DLQ, 1, 1)?;
     cluster.create_topic(STATE, PARTITIONS, 1)?;
+    cluster.create_topic(EVENTS, 1, 1)?;
     let bootstrap = cluster.bootstrap_servers();
     let emulator = Emulator::start(
         EmulatorConfig::default(),
@@ -247,26 +184,37 @@ pub async fn run(print: bool) -> Result<DemoReport, DemoError> {
         produce(&producer, &format!("alert-{i}"), value).await?;
     }
     produce(&producer, ALERT_KEY, &firing.1).await?;
-    let records = samples.len() + 2;
+    // The samples, the alert firing and resolved, and the responder's acknowledgement.
+    let records = samples.len() + 3;
     if print {
         println!(
             "lark-sink demo: embedded Kafka at {bootstrap}, Lark emulator at {}",
             emulator.base_url()
         );
         println!(
-            "produced {records} sample records to '{TOPIC}' ({} of them bad on purpose; one alert fires, then resolves in its card)\n",
+            "produced {} sample records to '{TOPIC}' ({} of them bad on purpose; one alert fires, is acknowledged from its card's button, then resolves in the same card)\n",
+            samples.len() + 2,
             samples.iter().filter(|(d, _)| d.starts_with("BAD")).count()
         );
     }
 
     let cfg = demo_config(&bootstrap, &emulator.base_url())?;
-    let stats = pipeline(cfg, &producer, records, &resolved.1).await?;
+    let demo = Pipeline {
+        producer: &producer,
+        emulator: &emulator,
+        bootstrap: &bootstrap,
+        samples: samples.len(),
+        resolved: &resolved.1,
+    };
+    let (stats, acknowledgement) = demo.run(cfg).await?;
     let dead_letters = read_dead_letters(&bootstrap, stats.dead_letters() as usize)?;
     let report = DemoReport {
         records,
         delivered: emulator.messages(),
         dead_letters,
         lifecycle: lifecycle_summary(&emulator),
+        clicks: ack::read_clicks(&bootstrap, EVENTS, &emulator)?,
+        acknowledgement,
     };
     if print {
         print_report(&report);
@@ -278,7 +226,7 @@ pub async fn run(print: bool) -> Result<DemoReport, DemoError> {
     Ok(report)
 }
 
-/// Produces one record and waits for the mock broker's acknowledgement.
+/// Produces one record to the source topic and waits for the mock broker's acknowledgement.
 async fn produce(producer: &FutureProducer, key: &str, value: &str) -> Result<(), DemoError> {
     producer
         .send(
@@ -290,7 +238,9 @@ async fn produce(producer: &FutureProducer, key: &str, value: &str) -> Result<()
         .map_err(|(e, _)| DemoError::Kafka(e))
 }
 
-/// The connector config of the demo: the mock cluster, the emulator, a DLQ and a state topic.
+/// The connector config of the demo: the mock cluster, the emulator, a DLQ, a state topic, and
+/// the events topic over the long connection (`lark.events.mode` defaults to `websocket`), with
+/// the toast the clicking user sees.
 fn demo_config(bootstrap: &str, lark: &str) -> Result<ConnectorConfig, DemoError> {
     Ok(ConnectorConfig::from_json(
         &json!({"name": "demo", "config": {
@@ -301,6 +251,8 @@ fn demo_config(bootstrap: &str, lark: &str) -> Result<ConnectorConfig, DemoError
             "lark.app.secret": "demo-secret",
             "lark.domain": lark,
             "lark.state.topic": STATE,
+            "lark.events.topic": EVENTS,
+            "lark.events.card.toast": TOAST,
             "errors.tolerance": "all",
             "errors.deadletterqueue.topic.name": DLQ,
             "errors.retry.timeout": "10000",
@@ -309,44 +261,106 @@ fn demo_config(bootstrap: &str, lark: &str) -> Result<ConnectorConfig, DemoError
     )?)
 }
 
-/// Runs the real pipeline until the `total` records are finished: every record already produced,
-/// then, once those are (the alert's card is in Lark), the alert's `resolved` version, so it
-/// updates the card. Returns the pipeline's counters.
-async fn pipeline(
-    cfg: ConnectorConfig,
-    producer: &FutureProducer,
-    total: usize,
-    resolved: &str,
-) -> Result<Arc<SinkStats>, DemoError> {
-    let stats = Arc::new(SinkStats::default());
-    let watch = stats.clone();
-    let late = producer.clone();
-    let resolved = resolved.to_string();
-    let (produced_tx, produced_rx) = tokio::sync::oneshot::channel();
-    let started = Instant::now();
-    let done = async move {
-        let first = total as u64 - 1;
-        finished(&watch, first, started).await;
-        let sent = if watch.records_finished() >= first {
-            produce(&late, ALERT_KEY, &resolved).await
-        } else {
-            Ok(()) // timed out: reported below
+/// The real pipelines and the demo's script for them.
+struct Pipeline<'a> {
+    producer: &'a FutureProducer,
+    emulator: &'a EmulatorHandle,
+    bootstrap: &'a str,
+    /// How many sample records were produced before the alert.
+    samples: usize,
+    /// The alert's resolved version.
+    resolved: &'a str,
+}
+
+impl Pipeline<'_> {
+    /// Runs the sink and, beside it, the events pipeline (as `lark-sink run` does with
+    /// `lark.events.topic`) until [`Self::script`] is done. Returns the sink's counters and what
+    /// the responder did.
+    async fn run(
+        &self,
+        cfg: ConnectorConfig,
+    ) -> Result<(Arc<SinkStats>, Acknowledgement), DemoError> {
+        let stats = Arc::new(SinkStats::default());
+        let events_stop = CancellationToken::new();
+        let events_ended = CancellationToken::new();
+        let events = {
+            let (cfg, stop, ended) = (cfg.clone(), events_stop.clone(), events_ended.clone());
+            tokio::spawn(async move {
+                let done = crate::inbound::run(&cfg, stop).await;
+                ended.cancel();
+                done
+            })
         };
-        let failed = sent.is_err();
-        let _ = produced_tx.send(sent);
-        if !failed {
-            finished(&watch, total as u64, started).await;
+        let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+        let watch = stats.clone();
+        let ended = events_ended.clone();
+        let script = async move {
+            let _ = done_tx.send(self.script(&watch, &ended).await);
+        };
+        let control = Arc::new(crate::control::Control::default());
+        let sunk = sink::run(cfg, stats.clone(), control, script).await;
+        events_stop.cancel();
+        let events = events.await;
+        sunk?;
+        // The events pipeline's own error explains a click that never came.
+        if let Ok(Err(e)) = events {
+            return Err(e.into());
         }
-    };
-    let control = Arc::new(crate::control::Control::default());
-    sink::run(cfg, stats.clone(), control, done).await?;
-    if let Ok(Err(e)) = produced_rx.await {
-        return Err(e);
+        let acknowledgement = done_rx
+            .await
+            .map_err(|_| DemoError::Stalled("the sink to run the script"))??;
+        Ok((stats, acknowledgement))
     }
-    if stats.records_finished() < total as u64 {
-        return Err(DemoError::Timeout(total));
+
+    /// What the alerting system, the on-call user and the responder do, each step once the one
+    /// before is in Lark: the samples and the alert's firing card are finished; Alice clicks
+    /// Acknowledge; the responder (started first, as it would be running already) answers the
+    /// click with the acknowledged version, which the sink finishes; then the alert resolves.
+    async fn script(
+        &self,
+        stats: &SinkStats,
+        events_ended: &CancellationToken,
+    ) -> Result<Acknowledgement, DemoError> {
+        let started = Instant::now();
+        let deadline = started + PATIENCE;
+        let responder = tokio::spawn(responder::acknowledge_one_click(
+            self.bootstrap.to_string(),
+            EVENTS.to_string(),
+            TOPIC.to_string(),
+            PATIENCE,
+        ));
+        let mut responder = AbortOnDrop(responder);
+        let fired = self.samples as u64 + 1;
+        finished(stats, fired, started).await;
+        if stats.records_finished() < fired {
+            return Err(DemoError::Stalled("the samples and the alert's card"));
+        }
+        let card = alert_message_id(self.emulator).ok_or(DemoError::NoAlertCard)?;
+        ack::click_acknowledge(self.emulator, &card, deadline, events_ended).await?;
+        let acknowledgement = match (&mut responder.0).await {
+            Ok(answered) => answered?,
+            Err(_) => return Err(DemoError::Stalled("the responder (its task ended)")),
+        };
+        finished(stats, fired + 1, started).await;
+        if stats.records_finished() < fired + 1 {
+            return Err(DemoError::Stalled("the acknowledged version of the card"));
+        }
+        produce(self.producer, ALERT_KEY, self.resolved).await?;
+        finished(stats, fired + 2, started).await;
+        if stats.records_finished() < fired + 2 {
+            return Err(DemoError::Stalled("the resolved version of the card"));
+        }
+        Ok(acknowledgement)
     }
-    Ok(stats)
+}
+
+/// A task stopped when the script stops early (the responder would otherwise outlive the demo).
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// Waits until `n` records are finished, or the demo's patience since `started` runs out.
@@ -356,16 +370,25 @@ async fn finished(stats: &SinkStats, n: u64, started: Instant) {
     }
 }
 
+/// The messages whose first version is the alert's card, as the emulator holds them.
+fn alert_message_ids(emulator: &EmulatorHandle) -> Vec<String> {
+    emulator
+        .messages()
+        .into_iter()
+        .filter(|m| title(&m.content).contains(ALERT_NAME))
+        .map(|m| m.message_id)
+        .collect()
+}
+
+/// The alert's card in Lark, the one the on-call user sees (the first, should there be more).
+fn alert_message_id(emulator: &EmulatorHandle) -> Option<String> {
+    alert_message_ids(emulator).into_iter().next()
+}
+
 /// The keyed alert's card as the emulator holds it: the messages whose first version is the
 /// alert's card, and the versions of the first of them.
 fn lifecycle_summary(emulator: &EmulatorHandle) -> LifecycleSummary {
-    let ours = |m: &AcceptedMessage| title(&m.content).contains(ALERT_NAME);
-    let message_ids: Vec<String> = emulator
-        .messages()
-        .into_iter()
-        .filter(ours)
-        .map(|m| m.message_id)
-        .collect();
+    let message_ids = alert_message_ids(emulator);
     let versions = message_ids
         .first()
         .and_then(|id| emulator.message_view(id))
@@ -457,6 +480,7 @@ fn print_report(r: &DemoReport) {
         };
         println!("  ✓ {:<11} {:<26} {preview}{later}", m.msg_type, to);
     }
+    ack::print_round_trip(&r.clicks, &r.acknowledgement);
     print_lifecycle(&r.lifecycle);
     println!(
         "\nDead-lettered to '{DLQ}' ({} records):",
