@@ -349,32 +349,45 @@ async fn a_card_in_the_answer_updates_the_clicked_card_and_2_0_stays_2_0() {
 }
 
 #[tokio::test]
-async fn every_click_carries_a_fresh_c_token() {
+async fn every_click_carries_a_fresh_c_token_and_a_duplicate_repeats_its_event() {
     let emu = start().await;
     let mut ws = connect(&emu).await;
     let mut tokens = Vec::new();
     for _ in 0..2 {
-        emu.click(Click {
-            duplicate: true,
-            ..Click::button("om_x", json!({}))
-        })
-        .expect("click");
-        // The duplicate (a test's explicit request) repeats its event, token included.
-        let mut pair = Vec::new();
-        for _ in 0..2 {
-            let f = next_frame(&mut ws).await;
-            pair.push(payload(&f)["event"]["token"].clone());
-            ack(&mut ws, &f, json!({"code": 200})).await;
-        }
-        assert_eq!(pair[0], pair[1]);
-        tokens.push(pair[0].as_str().expect("a token").to_string());
+        let id = emu
+            .click(Click {
+                duplicate: true,
+                ..Click::button("om_x", json!({}))
+            })
+            .expect("click");
+        // The duplicate (a test's explicit request) comes after the first is done: the same
+        // event, event_id and token included, itself pushed once and judged.
+        let first = next_frame(&mut ws).await;
+        ack(&mut ws, &first, json!({"code": 200})).await;
+        let second = next_frame(&mut ws).await;
+        assert_eq!(payload(&second), payload(&first));
+        assert_eq!(payload(&first)["header"]["event_id"], id.as_str());
+        ack(&mut ws, &second, json!({"code": 200})).await;
+        let token = payload(&first)["event"]["token"].clone();
+        tokens.push(token.as_str().expect("a token").to_string());
     }
     assert!(
         tokens.iter().all(|t| t.len() == 34 && t.starts_with("c-")),
         "{tokens:?}"
     );
     assert_ne!(tokens[0], tokens[1]);
-    emu.shutdown().await;
+    for _ in 0..100 {
+        let evs = emu.pushed_events();
+        if evs.len() == 4 && evs.iter().all(|e| e.done) {
+            for e in &evs {
+                assert_eq!((e.attempts, e.acked, e.client_error), (1, true, None));
+            }
+            emu.shutdown().await;
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("{:?}", emu.pushed_events());
 }
 
 /// How the HTTP receiver answers one request: status, extra header, body, delay.

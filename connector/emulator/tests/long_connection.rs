@@ -525,31 +525,6 @@ async fn a_received_message_duplicate_has_a_new_event_id_and_the_same_message_id
 }
 
 #[tokio::test]
-async fn a_click_duplicate_repeats_the_event_id_after_success() {
-    let emu = start(quick()).await;
-    let (mut ws, _) = connect(&emu).await;
-    let click = Click {
-        duplicate: true,
-        ..Click::button("om_x", json!({}))
-    };
-    let event_id = emu.click(click).expect("click");
-    let first = next_frame(&mut ws).await;
-    ack(&mut ws, &first, json!({"code": 200})).await;
-    let second = next_frame(&mut ws).await;
-    assert_eq!(payload(&second), payload(&first));
-    ack(&mut ws, &second, json!({"code": 200})).await;
-    for _ in 0..100 {
-        let evs = emu.pushed_events();
-        if evs.len() == 2 && evs.iter().all(|e| e.acked && e.event_id == event_id) {
-            emu.shutdown().await;
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("{:?}", emu.pushed_events());
-}
-
-#[tokio::test]
 async fn with_two_connections_each_event_goes_to_exactly_one() {
     let emu = start(quick()).await;
     let (mut a, _) = connect(&emu).await;
