@@ -45,7 +45,7 @@ pub const METRICS: &[(&str, &str, &str)] = &[
     ("lark_sink_state_restore_seconds", "histogram", "Time to restore one state partition from the changelog topic."),
     ("lark_sink_state_bad_records_total", "counter", "Changelog records a restore skipped as undecodable."),
     ("lark_sink_state_restoring_partitions", "gauge", "Source partitions paused until the state of their state partition is restored."),
-    ("lark_sink_events_total", "counter", "Lark events and card callbacks received (lark.events.topic), by outcome: written, duplicate (a redelivery within the dedup window), failed (not written; answered 500, Lark pushes it again)."),
+    ("lark_sink_events_total", "counter", "Lark events and card callbacks received (lark.events.topic), by outcome: written, duplicate (a redelivery within the dedup window), failed (not written; answered 500: Lark pushes an event again, a click is not pushed again and its user sees an error)."),
     ("lark_sink_events_rejected_total", "counter", "Event callback requests refused by lark.events.mode=http, by reason: signature, token, stale (timestamp too far from now), decrypt, malformed."),
     ("lark_sink_events_connected", "gauge", "1 while the events long connection is open."),
     ("lark_sink_events_reconnects_total", "counter", "Times the events long connection was lost or refused and dialled again."),

@@ -134,6 +134,15 @@ async fn clicks_and_messages_reach_the_topic_once() {
         events.len() >= 5 && events.iter().all(|e| e.done && e.acked)
     })
     .await;
+    // The connector's answer to each click passes Lark's checks: the user sees the toast.
+    for e in s.lark.pushed_events() {
+        if e.event_type == "card.action.trigger" {
+            assert_eq!(
+                (e.client_error, e.toast),
+                (None, Some(json!({"type": "info", "content": "Got it"})))
+            );
+        }
+    }
 
     let records = read_to_end(&topic, Duration::from_secs(20));
     let payloads: BTreeMap<String, Value> = s
@@ -247,8 +256,11 @@ async fn a_dropped_connection_is_dialled_again() {
     assert_eq!(c.stop(), Some(0));
 }
 
-/// The broker stops: a click cannot be written, so it is answered 500 and Lark pushes it again;
-/// once the broker is back a redelivery lands, and the click is in the topic exactly once.
+/// The broker stops. A click cannot be written: it is answered 500, and since Lark never pushes a
+/// click again (lifecycle §2.1) it is not in the topic; the emulator records the error the user
+/// sees (200671), who may click again. A message to the bot cannot be written either: answered
+/// 500, Lark pushes it again, and once the broker is back a redelivery lands, exactly once. A
+/// click after that is written once and answered with the toast.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_the_broker_down_lark_redelivers_and_nothing_is_lost() {
     let broker = OwnBroker::start();
@@ -262,48 +274,98 @@ async fn with_the_broker_down_lark_redelivers_and_nothing_is_lost() {
     .await;
     let (mut c, topic, card) = connected(&s).await;
     broker.script("stop");
-    let click = s
+    // The click first and alone: the connector answers one event at a time, so a click queued
+    // behind a failing write would miss its 3 s.
+    let lost = s.lark.click(Click::on(&card)).expect("a click");
+    let judged = |id: &str| event_of(&s.lark.pushed_events(), id).is_some_and(|e| e.done);
+    wait_until("the click answered", WAIT, || judged(&lost)).await;
+    let pushed = event_of(&s.lark.pushed_events(), &lost)
+        .cloned()
+        .expect("the click");
+    assert_eq!(
+        pushed
+            .deliveries
+            .iter()
+            .map(|d| &d.outcome)
+            .collect::<Vec<_>>(),
+        [&DeliveryOutcome::Refused { code: 500 }],
+        "answered 500 once, not pushed again: {pushed:?}"
+    );
+    assert_eq!((pushed.client_error, pushed.toast), (Some(200671), None));
+
+    let message = s
         .lark
-        .click(Click::button(&card, json!({"action": "ack"})))
-        .expect("a click");
-    wait_until("the first attempt refused or unanswered", WAIT, || {
-        event_of(&s.lark.pushed_events(), &click).is_some_and(|e| {
-            e.deliveries.first().is_some_and(|d| {
-                matches!(
-                    d.outcome,
-                    DeliveryOutcome::Refused { .. } | DeliveryOutcome::NoAck
-                )
-            })
+        .send_to_bot(BotMessage {
+            chat_id: Some("oc_ops".into()),
+            text: "silence disk alerts for 1h".into(),
+            ..BotMessage::default()
         })
-    })
+        .expect("a message");
+    wait_until(
+        "the message's first attempt refused or unanswered",
+        WAIT,
+        || {
+            event_of(&s.lark.pushed_events(), &message).is_some_and(|e| {
+                e.deliveries.first().is_some_and(|d| {
+                    matches!(
+                        d.outcome,
+                        DeliveryOutcome::Refused { .. } | DeliveryOutcome::NoAck
+                    )
+                })
+            })
+        },
+    )
     .await;
     broker.script("resume");
-    let pushed = acked(&s, &click).await;
+    let pushed = acked(&s, &message).await;
     assert!(
         pushed.attempts >= 2,
         "answered only after a redelivery: {pushed:?}"
     );
-    let records = read_topic_on(&kafka, &topic, 1, Duration::from_secs(30));
-    assert_eq!(records.len(), 1);
-    let value: Value =
-        serde_json::from_slice(records[0].value.as_deref().expect("a value")).expect("JSON");
-    assert_eq!(value["header"]["event_id"], click.as_str());
+    assert_eq!(pushed.client_error, None, "an event, not a click");
+    let again = s.lark.click(Click::on(&card)).expect("a click");
+    acked(&s, &again).await;
+    wait_until("the second click judged", WAIT, || judged(&again)).await;
+    let pushed = event_of(&s.lark.pushed_events(), &again)
+        .cloned()
+        .expect("the click");
+    assert_eq!(pushed.attempts, 1);
+    assert_eq!(
+        (pushed.client_error, pushed.toast),
+        (None, Some(json!({"type": "info", "content": "Got it"})))
+    );
+
+    let records = read_topic_on(&kafka, &topic, 2, Duration::from_secs(30));
+    let ids: Vec<String> = records
+        .iter()
+        .map(|r| r.header("lark.event_id").to_string())
+        .collect();
+    assert_eq!(
+        ids,
+        [message.clone(), again.clone()],
+        "the lost click is not there"
+    );
     // Nothing more arrives: the attempts made while the broker was down left no record.
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(
-        read_topic_on(&kafka, &topic, 2, Duration::from_secs(3)).len(),
-        1
+        read_topic_on(&kafka, &topic, 3, Duration::from_secs(3)).len(),
+        2
     );
     let text = Admin::of(&c).await.metrics().await;
-    assert!(metric(&text, "lark_sink_events_total", "outcome=\"failed\"") >= 1.0);
+    assert!(metric(&text, "lark_sink_events_total", "outcome=\"failed\"") >= 2.0);
+    assert_eq!(
+        metric(&text, "lark_sink_events_total", "outcome=\"written\""),
+        2.0
+    );
     assert_eq!(c.stop(), Some(0));
 }
 
 /// `lark.events.mode=http`: the emulator posts encrypted, signed callbacks to the connector's
 /// listener. The `url_verification` challenge is answered; a click is written once (its
-/// redelivery after success answered without a record) and answered with the toast; a request
-/// with a wrong signature, a wrong Verification Token or a stale timestamp is refused (401) and
-/// counted, and Lark's retry of it, made right, is written.
+/// duplicate after success answered without a record) and answered with the toast; a message to
+/// the bot with a wrong signature, a wrong Verification Token or a stale timestamp is refused
+/// (401) and counted, and Lark's retry of it, made right, is written. A click with a wrong
+/// signature is refused too, and Lark does not retry a click: not written, the user sees 200671.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn signed_callbacks_are_verified_before_they_are_written() {
     const ENCRYPT_KEY: &str = "events-encrypt-key-4d1e";
@@ -356,8 +418,15 @@ async fn signed_callbacks_are_verified_before_they_are_written() {
         Some(json!({"toast": {"type": "info", "content": "Got it"}}))
     );
     for tamper in [Tamper::Signature, Tamper::Token, Tamper::StaleTimestamp] {
-        s.lark.tamper_next(tamper);
-        let id = s.lark.click(Click::on(&card)).expect("a click");
+        let id = s
+            .lark
+            .send_to_bot(BotMessage {
+                chat_id: Some("oc_ops".into()),
+                text: format!("{tamper:?}"),
+                tamper: Some(tamper),
+                ..BotMessage::default()
+            })
+            .expect("a message");
         let pushed = acked(&s, &id).await;
         assert!(
             matches!(
@@ -367,27 +436,53 @@ async fn signed_callbacks_are_verified_before_they_are_written() {
             "{tamper:?} refused first: {pushed:?}"
         );
     }
-    wait_until("every push answered", WAIT, || {
+    let forged = s
+        .lark
+        .click(Click {
+            tamper: Some(Tamper::Signature),
+            ..Click::on(&card)
+        })
+        .expect("a click");
+    wait_until("every push finished", WAIT, || {
         let events = s.lark.pushed_events();
-        events.len() >= 5 && events.iter().all(|e| e.done && e.acked)
+        events.len() >= 6 && events.iter().all(|e| e.done)
     })
     .await;
+    let events = s.lark.pushed_events();
+    let forged = event_of(&events, &forged).expect("the forged click");
+    assert_eq!(
+        (forged.attempts, forged.client_error),
+        (1, Some(200671)),
+        "refused, not retried: {forged:?}"
+    );
+    for e in events.iter().filter(|e| e.event_id != forged.event_id) {
+        assert!(e.acked && e.client_error.is_none(), "{e:?}");
+    }
     let records = read_to_end(&topic, Duration::from_secs(20));
-    assert_eq!(records.len(), 4, "four clicks, each once");
+    assert_eq!(records.len(), 4, "a click and three messages, each once");
     for r in &records {
-        assert_eq!(r.header("lark.event_type"), "card.action.trigger");
-        assert_eq!(r.header("lark.message_key"), "disk-full");
-        assert_eq!(r.key.as_deref(), Some(card.as_bytes()));
+        assert_ne!(
+            r.header("lark.event_id"),
+            forged.event_id,
+            "the forged click"
+        );
+        match r.header("lark.event_type") {
+            "card.action.trigger" => {
+                assert_eq!(r.header("lark.message_key"), "disk-full");
+                assert_eq!(r.key.as_deref(), Some(card.as_bytes()));
+            }
+            other => assert_eq!(other, "im.message.receive_v1"),
+        }
     }
     let text = Admin::of(&c).await.metrics().await;
-    for reason in ["signature", "token", "stale"] {
+    for (reason, n) in [("signature", 2.0), ("token", 1.0), ("stale", 1.0)] {
         assert_eq!(
             metric(
                 &text,
                 "lark_sink_events_rejected_total",
                 &format!("reason=\"{reason}\"")
             ),
-            1.0,
+            n,
             "{reason}"
         );
     }

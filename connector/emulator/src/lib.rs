@@ -54,7 +54,7 @@
 //! | `POST /_emulator/faults` | random: `{"config":{"error_5xx_rate":0.1,"slow_rate":0.0,"slow_ms":1000,"throttle_rate":0.0}}` |
 //! | `POST /_emulator/revoke-tokens` | → `{"ok":true}` |
 //! | `POST /_emulator/recall` | `{"message_id":"om_…"}` → `{"ok":true}` (404 if unknown): replies, PATCH, PUT and DELETE of it get 230011 |
-//! | `GET /_emulator/messages/{id}` | → [`MessageView`]: current `msg_type` / `content`, `recalled`, `deleted`, `edit_count`, `patch_count`, `create_time_ms`, `update_time_ms`, `versions` `[{op: send\|patch\|put, msg_type, content, at_ms}]` (404 if unknown) |
+//! | `GET /_emulator/messages/{id}` | → [`MessageView`]: current `msg_type` / `content`, `recalled`, `deleted`, `edit_count`, `patch_count`, `create_time_ms`, `update_time_ms`, `versions` `[{op: send\|patch\|put\|callback, msg_type, content, at_ms}]` (`callback`: the card of a click's answer) (404 if unknown) |
 //! | `POST /_emulator/delete` | `{"message_id":"om_…"}` → `{"ok":true}` (404 if unknown): PATCH / PUT / DELETE of it get 230110 |
 //! | `POST /_emulator/edit-count` | `{"message_id":"om_…","edit_count":20}` → `{"ok":true}` (404 if unknown): at 20 a PUT gets 230072 |
 //! | `GET /_emulator/clock` | → `{"offset_ms":N,"now_ms":M}` |
@@ -65,7 +65,7 @@
 //! | `POST /_emulator/events/drop` | → `{"ok":true,"dropped":N}`: every live long connection gets a close frame |
 //! | `POST /_emulator/events/callback` | `{"url":"http://…"\|null?,"tamper":["signature"\|"token"\|"stale"…]?}` → `{"ok":true,"url":…,"tamper_queued":N}`: set (`null`: clear) the HTTP callback URL; queue wrong requests for the next HTTP attempts |
 //! | `POST /_emulator/events/verify` | `{"url":"http://…"?}` (default the configured URL) → `{"ok":true,"challenge":"…"}` or `{"ok":false,"error":"…"}`: the `url_verification` challenge |
-//! | `GET /_emulator/events` | → `[PushedEvent…]` (fields as in [`PushedEvent`]: `event_id`, `event_type`, `app_id`, `attempts`, `acked`, `ack_code`, `ack_data`, `latency_ms`, `done`, `late_acks`, `deliveries` (over HTTP with `url`, `tamper`, `error`), `payload`) |
+//! | `GET /_emulator/events` | → `[PushedEvent…]` (fields as in [`PushedEvent`]: `event_id`, `event_type`, `app_id`, `attempts`, `acked`, `ack_code`, `ack_data`, `latency_ms`, `done`, `client_error` and `toast` (card callbacks: what the user saw), `late_acks`, `deliveries` (over HTTP with `url`, `tamper`, `error`), `payload`) |
 //!
 //! `target` ∈ `send`, `reply`, `token`, `batch_get_id`, `urgent`, `webhook`, `update_card`
 //! (PATCH), `edit` (PUT), `recall` (DELETE), `ws_endpoint` (the long connection's endpoint;
@@ -76,85 +76,13 @@
 //! code's real values) and `"ratelimit_reset_secs"`. Bad control bodies → HTTP 400
 //! `{"ok":false,"error":"…"}`.
 //!
-//! # The long connection (events and card callbacks)
+//! # Events and card callbacks
 //!
-//! [`EmulatorConfig::long_connection`] ([`LongConnectionConfig`]) sets it up; `src/events/`
-//! implements it after `/work/shared/lark-api-lifecycle.md` §3.3, §4 and §6 items 10–13.
-//!
-//! - The endpoint checks `AppID` / `AppSecret` against the directory and answers
-//!   `{"code":0,"msg":"ok","data":{"URL":"ws://<Host header>/ws/v2?fpid=…&device_id=…&service_id=…&ticket=…","ClientConfig":{"ReconnectCount":-1,"ReconnectInterval":120,"ReconnectNonce":30,"PingInterval":120}}}`
-//!   (`wss://` under [`Emulator::start_tls`]); `fpid` comes first (Node's SDK swallows the first
-//!   key). Each ticket opens one connection, once.
-//! - `GET /ws/v2` refuses an upgrade with HTTP 514 and `Handshake-Status: 514`,
-//!   `Handshake-Msg`, `Handshake-Autherrcode`: 1000040350 when the app already holds
-//!   `max_connections_per_app` live connections (terminal for the SDKs).
-//! - Binary messages are `pbbp2.Frame`s ([`events::frame`]). A `type=ping` control frame gets a
-//!   `type=pong` control frame whose payload is the ClientConfig JSON. A data frame from the
-//!   client is an ack, matched by its `message_id` header; its payload `{"code":200}` or
-//!   `{"code":200,"data":"<base64 JSON>"}` (the decoded `data` is [`PushedEvent::ack_data`]).
-//!   Text messages are ignored.
-//! - Pushes ([`EmulatorHandle::click`], [`EmulatorHandle::send_to_bot`],
-//!   [`EmulatorHandle::push_event`]) go to one random live connection of the app (cluster
-//!   mode) as data frames (`method` 1; headers `type` `event` (or `card`), `message_id` (new per
-//!   attempt), `sum`, `seq`, `trace_id`, `timestamp` ms; unique `SeqID` / `LogID`), split into
-//!   `fragment_size` parts sent last part first. An attempt without an ack of code 200 within
-//!   `ack_deadline` (3 s) fails; so does one that finds no live connection; the next follows
-//!   after the next wait of `retry_schedule` (15 s, 5 min, 1 h, 6 h), with the same event JSON.
-//!
-//! # Events and card callbacks over HTTP
-//!
-//! With [`CallbackConfig::url`] set ([`EmulatorConfig::callbacks`], or at run time
-//! [`EmulatorHandle::set_callback_url`] / `POST /_emulator/events/callback`) every delivery
-//! attempt is a POST of the event JSON to that URL instead of frames on the long connection
-//! (`src/events/callback.rs`, after lark-api.md §9, §15.1 and lifecycle §2.2–§2.5, §3.3). Same
-//! pushes, same [`PushedEvent`] records, same `ack_deadline` and `retry_schedule`.
-//!
-//! - Headers: `Content-Type: application/json; charset=utf-8`, `X-Lark-Request-Timestamp`
-//!   (Unix seconds), `X-Lark-Request-Nonce` (random), and with an Encrypt Key
-//!   `X-Lark-Signature` = lowercase hex SHA-256 of timestamp ‖ nonce ‖ encrypt key ‖ raw body
-//!   ([`events::callback::signature`]).
-//! - Body: the plaintext event JSON; with [`CallbackConfig::encrypt_key`]
-//!   `{"encrypt":"<base64(iv ‖ AES-256-CBC-PKCS#7(key = SHA-256(encrypt key)))>"}`
-//!   ([`events::callback::encrypt`]; random IV, or `000102…0f` with `deterministic_iv`).
-//!   `header.token` is [`CallbackConfig::verification_token`].
-//! - HTTP 200 within `ack_deadline` acks the attempt; its body is [`PushedEvent::ack_data`] (a
-//!   card callback's `{}` / `{"toast":…}`). Another status → `refused` with `code` = the status;
-//!   no answer in time → `no_ack`; a failed request (connection refused, 2 s connect timeout) →
-//!   `no_connection` with [`Delivery::error`]. Each failure is redelivered after the next wait
-//!   of the schedule, with the same event JSON (a fresh nonce, timestamp and IV). Redirects are
-//!   not followed.
-//! - [`EmulatorHandle::verify_url`] / `POST /_emulator/events/verify`: the `url_verification`
-//!   challenge `{"challenge","token","type":"url_verification"}` (encrypted with a key, never
-//!   signed), expecting HTTP 200 `{"challenge":"<the same>"}` within 1 s ([`VerifyError`] says
-//!   what was wrong otherwise).
-//! - [`Tamper`]: [`EmulatorHandle::tamper_next`], [`CallbackConfig::tamper`], the `tamper`
-//!   field of a click / message (that event's first HTTP attempt) or of
-//!   `POST /_emulator/events/callback` make one attempt wrong: `signature` (a well-formed but
-//!   wrong `X-Lark-Signature`, also without a key), `token` (`header.token` =
-//!   [`events::callback::WRONG_TOKEN`]), `stale` (timestamp 10 min old, correctly signed).
-//!   A receiver refusing it fails that attempt; the redelivery is untampered.
-//!
-//! Choices: card callbacks are redelivered like events (lifecycle §2.5 / §6 item 9 say Lark
-//! does not redeliver them; the user would see 200341 / 200671 instead: not modelled, nor is
-//! validating the callback answer or applying its `card`); whether the challenge carries
-//! timestamp / nonce headers is UNCONFIRMED (they are sent, without a signature); the legacy
-//! SHA-1 signed card format is not modelled; [`EmulatorHandle::reset`] clears queued tampering
-//! and keeps the URL.
-//!
-//! Choices (UNCONFIRMED in the spec): wrong or missing credentials → HTTP 200 code 1000040344
-//! `app_id or app_secret is invalid` (the Python SDK's local code); an unknown or used ticket →
-//! 514 with `Handshake-Autherrcode: 1000040345` (retryable for the SDKs: ask for a new URL); a
-//! non-200 ack code counts as failure; a redelivery may go to another connection; the events'
-//! `header.token` is the fixed [`events::VERIFICATION_TOKEN`] (the directory has no
-//! verification tokens); `card.action.trigger` `create_time` in µs, `im.message.receive_v1` in
-//! ms; `type=event` frames for callbacks unless `callbacks_as_card_frames`. A click on a
-//! message the emulator sent gets its `oc_` chat as `open_chat_id`; a received message in a
-//! directory chat is `group`, otherwise `p2p` (default chat: the bot's p2p chat with the
-//! user). Not modelled: the server's own pings or idle timeout, URL expiry, ordered events,
-//! legacy `card.action.trigger_v1`, delayed card updates with
-//! the click's `c-` token, applying a card in the ack's `data` to the stored message. The
-//! endpoint counts in [`Stats::requests`]; [`EmulatorHandle::reset`] forgets pushed events but
-//! keeps live connections; [`EmulatorHandle::shutdown`] closes them.
+//! Pushed over the long connection (`POST /callback/ws/endpoint`, `GET /ws/v2`, pbbp2 frames) or
+//! POSTed to the app's callback URL (encrypted, signed), after lifecycle §2–§4 and §6 items 7–13:
+//! events are redelivered on the retry schedule until answered; a card callback is delivered
+//! once, its answer judged as the user's client does (the client error or toast it shows) and
+//! its card applied to the clicked message. The details and choices: [`events`].
 //!
 //! # Choices where the spec is UNCERTAIN or silent
 //!
@@ -372,7 +300,7 @@ impl Emulator {
     where
         L: axum::serve::Listener<Addr = SocketAddr>,
     {
-        let shared = Arc::new(Shared::new(config, addr, scheme));
+        let shared = Arc::new_cyclic(|me| Shared::new(config, addr, scheme, me.clone()));
         let router = api::router(shared.clone());
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
@@ -531,8 +459,9 @@ impl EmulatorHandle {
     }
 
     /// Push a card click (`card.action.trigger`, lifecycle §2.2) to one live long connection of
-    /// the app (or POST it to the callback URL when one is set); redelivered until acked or the
-    /// retry schedule is used up. Returns the event id.
+    /// the app (or POST it to the callback URL when one is set), once: never redelivered
+    /// (lifecycle §2.1). Its answer is judged ([`PushedEvent::client_error`],
+    /// [`PushedEvent::toast`]) and its card applied to the message. Returns the event id.
     pub fn click(&self, click: Click) -> Result<String, EventsError> {
         events::push::click(&self.shared, click)
     }
@@ -544,7 +473,8 @@ impl EmulatorHandle {
     }
 
     /// Push any event JSON (it needs `header.event_id` and `header.event_type`) to one live
-    /// connection of `app_id`. Returns the event id.
+    /// connection of `app_id` (or the callback URL); a `card.action.trigger` is delivered once
+    /// and judged like a click. Returns the event id.
     pub fn push_event(
         &self,
         app_id: &str,
@@ -570,7 +500,8 @@ impl EmulatorHandle {
     }
 
     /// Make the next HTTP delivery attempt (of any event) wrong as `tamper` says; calls queue up,
-    /// one per attempt. A receiver that refuses it fails the attempt; the redelivery is right.
+    /// one per attempt. A receiver that refuses it fails the attempt; an event's redelivery is
+    /// right (a card callback has none).
     pub fn tamper_next(&self, tamper: Tamper) {
         self.shared.events.tamper_next(tamper);
     }

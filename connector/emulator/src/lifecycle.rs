@@ -20,6 +20,9 @@ pub enum VersionOp {
     Patch,
     /// `PUT /open-apis/im/v1/messages/{id}`: a text / post edit (lifecycle §1.2).
     Put,
+    /// The `card` of a card callback's answer: the immediate update of the clicked card
+    /// (lifecycle §2.5).
+    Callback,
 }
 
 /// One version of a message: what it showed from `at_ms` on.
@@ -111,14 +114,14 @@ impl Lifecycle {
         }
     }
 
-    /// Apply a new version (a PATCH or a PUT that passed every check).
+    /// Apply a new version (a PATCH or a PUT that passed every check, a callback's card).
     pub fn apply(&mut self, op: VersionOp, content_raw: String, content: Value, at_ms: u64) {
         self.content_raw = content_raw;
         self.update_ms = at_ms;
         match op {
             VersionOp::Patch => self.patch_count += 1,
             VersionOp::Put => self.edit_count += 1,
-            VersionOp::Send => {}
+            VersionOp::Send | VersionOp::Callback => {}
         }
         self.versions.push(MessageVersion {
             op,
@@ -157,6 +160,10 @@ pub fn is_shared_card(card: &Value) -> bool {
 pub fn is_schema_v2(card: &Value) -> bool {
     card.get("schema").and_then(Value::as_str) == Some("2.0")
 }
+
+/// Lifecycle §1.1: cards can be updated for 14 days after sending (PATCH: 230031; a callback's
+/// card has no effect after that, §2.5).
+pub const UPDATE_WINDOW_MS: u64 = 14 * 24 * 60 * 60 * 1000;
 
 /// JSON 2.0's cap on elements / components per card (lifecycle §1.5, 230099 `ErrCode: 11310`).
 pub const V2_MAX_ELEMENTS: usize = 200;

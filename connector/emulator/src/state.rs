@@ -239,11 +239,17 @@ pub(crate) struct Shared {
 const UUID_SWEEP_ABOVE: usize = 10_000;
 
 impl Shared {
-    pub fn new(config: EmulatorConfig, addr: std::net::SocketAddr, scheme: &'static str) -> Self {
+    /// `me`: the `Arc` this will live in (`Arc::new_cyclic`), for the event hub's card updates.
+    pub fn new(
+        config: EmulatorConfig,
+        addr: std::net::SocketAddr,
+        scheme: &'static str,
+        me: std::sync::Weak<Shared>,
+    ) -> Self {
         Self {
             addr,
             scheme,
-            events: crate::events::hub::Hub::new(config.long_connection, config.callbacks),
+            events: crate::events::hub::Hub::new(config.long_connection, config.callbacks, me),
             dir: DirectoryIndex::new(config.directory),
             token_ttl: config.token_ttl,
             uuid_window: config.uuid_window,

@@ -400,7 +400,11 @@ async fn a_toast_answer_is_recorded() {
     let e = done(&emu, &id).await;
     assert!(e.acked);
     assert_eq!(e.ack_code, Some(200));
-    assert_eq!(e.ack_data, Some(toast));
+    assert_eq!(e.ack_data, Some(toast.clone()));
+    assert_eq!(
+        (e.client_error, e.toast),
+        (None, Some(toast["toast"].clone()))
+    );
     assert!(e.latency_ms.is_some());
     emu.shutdown().await;
 }

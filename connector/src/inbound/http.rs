@@ -5,7 +5,8 @@
 //! event of the long connection: written to the topic, acknowledged by the broker, and only then
 //! answered 200 (a callback with its toast). A refused request is answered 401 (400 when it is
 //! not even an event) and counted (`lark_sink_events_rejected_total{reason}`); a write that
-//! fails is answered 500, so Lark sends the event again. `lark-sink check`'s signed self-test
+//! fails is answered 500, so Lark sends the event again (a click it does not: its user sees an
+//! error). `lark-sink check`'s signed self-test
 //! ([`crate::lark::events::callback::SelfTest`]) is verified the same way and answered with its
 //! nonce, never written.
 

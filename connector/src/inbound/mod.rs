@@ -7,12 +7,15 @@
 //! its chat; headers `lark.event_type`, `lark.event_id`, `lark.app_id`, `lark.tenant_key`) with the
 //! acknowledged producer (`acks=all`), and only then answers Lark. A write that fails or takes
 //! too long is answered with code 500 (or not at all), so Lark pushes the event again later
-//! instead of losing it. Redeliveries within `lark.events.dedup.window.ms` are answered without a
-//! second record (by `event_id`, and by `message_id` for a received message).
+//! instead of losing it. A card click is the exception: Lark never pushes a callback again
+//! (lifecycle §2.1), so the clicking user sees an error and may click again. Redeliveries within
+//! `lark.events.dedup.window.ms` are answered without a second record (by `event_id`, and by
+//! `message_id` for a received message).
 //!
-//! The guarantee and its precondition: an event Lark got an answer 200 for is in the topic; the
-//! dedup memory is this process's, so after a restart a redelivery can be written once more
-//! (consumers dedupe on `lark.event_id`, as with any at-least-once source).
+//! The guarantee and its precondition: an event Lark got an answer 200 for is in the topic, and
+//! so is a click its user saw answered; the dedup memory is this process's, so after a restart a
+//! redelivery can be written once more (consumers dedupe on `lark.event_id`, as with any
+//! at-least-once source).
 //!
 //! Two ways in (`lark.events.mode`): the long connection (`websocket`, the default, here) and
 //! signed HTTP callbacks to a listener (`http`, `http.rs`); both hand each event to the same
@@ -137,7 +140,14 @@ impl Handler for ToKafka {
                 self.answer(&event)
             }
             Err(e) => {
-                tracing::warn!(event_id = %event.event_id, "events: writing to the topic failed: {e}; answered 500, Lark pushes it again");
+                // Lark redelivers an event, never a card callback (lifecycle §2.1): the clicking
+                // user sees an error and may click again.
+                let then = if event.event_type == CARD_ACTION {
+                    "the clicking user sees an error (Lark does not push a click again)"
+                } else {
+                    "Lark pushes it again"
+                };
+                tracing::warn!(event_id = %event.event_id, "events: writing to the topic failed: {e}; answered 500, {then}");
                 telemetry::event("failed");
                 Verdict::Failed
             }

@@ -37,7 +37,7 @@ use super::{authenticate, finish, json_object, prologue, require_scope, AppState
 use crate::content::{self, ContentError, POST_CARD_LIMIT};
 use crate::errors::{self, ApiError};
 use crate::faults::FaultTarget;
-use crate::lifecycle::{self, UnsharedCardUpdate, VersionOp};
+use crate::lifecycle::{self, UnsharedCardUpdate, VersionOp, UPDATE_WINDOW_MS};
 use crate::reply::{self, Dialect};
 use crate::state::{Inner, Shared, StoredMessage};
 
@@ -46,9 +46,6 @@ const UPDATE_SCOPES: &[&str] = &["im:message", "im:message:send_as_bot", "im:mes
 
 /// Lifecycle §1.3: DELETE wants any one of these scopes.
 const RECALL_SCOPES: &[&str] = &["im:message", "im:message:recall", "im:message:send_as_bot"];
-
-/// Lifecycle §1.1: cards can be updated for 14 days after sending (230031).
-pub const UPDATE_WINDOW_MS: u64 = 14 * 24 * 60 * 60 * 1000;
 
 /// Lifecycle §1.2: at most 20 edits per message (230072).
 pub const MAX_EDITS: u32 = 20;

@@ -5,8 +5,9 @@
 //! Why: a receiver of HTTP callbacks is judged by what it does with what arrives: decrypting
 //! `{"encrypt":…}`, checking `X-Lark-Signature` over the raw body, the Verification Token and the
 //! timestamp's age, answering the challenge within 1 s and a click within 3 s. This module makes
-//! those requests (and wrong ones, [`Tamper`]); the retry schedule and the bookkeeping are the
-//! long connection's (`delivery.rs`, `hub.rs`), so a test reads [`super::PushedEvent`]s either way.
+//! those requests (and wrong ones, [`Tamper`]); the retry schedule (events only), the judging of
+//! a click's answer and the bookkeeping are the long connection's (`delivery.rs`, `answer.rs`,
+//! `hub.rs`), so a test reads [`super::PushedEvent`]s either way.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -74,8 +75,8 @@ impl Default for CallbackConfig {
 }
 
 /// One deliberately wrong HTTP request, for testing a receiver's checks. A receiver that refuses
-/// it fails that attempt; the redelivery (per the retry schedule) is correct again, as Lark's
-/// would be. JSON: `"signature"`, `"token"`, `"stale"`.
+/// it fails that attempt; an event's redelivery (per the retry schedule) is correct again, as
+/// Lark's would be; a card callback has none (the user sees 200671). JSON: `"signature"`, `"token"`, `"stale"`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Tamper {

@@ -1,6 +1,8 @@
 //! Delivering one pushed event: frames to a random live connection of its app (cluster mode,
 //! lifecycle §4.5) and the wait for its ack, or, when a callback URL is set, a POST there and the
 //! wait for HTTP 200 (`callback.rs`, lifecycle §3.3); then the redeliveries of the retry schedule.
+//! A card callback gets one attempt and no redelivery (lifecycle §2.1); its answer is then
+//! judged as the user's client judges it (`answer.rs`).
 //!
 //! Why apart from `hub.rs`: the hub is bookkeeping under a lock; this is the only part that
 //! runs over time (one task per push), and keeping it alone keeps the "never hold the lock
@@ -11,11 +13,25 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use tokio::sync::oneshot;
 
+use super::answer;
 use super::callback::{self, Tamper};
 use super::frame::{self, Frame, METHOD_DATA};
 use super::hub::{Ack, Hub, Outgoing, Waiter};
-use super::{Delivery, DeliveryOutcome, EventsError, PushedEvent};
+use super::{Delivery, DeliveryOutcome, EventsError, PushedEvent, CARD_ACTION};
 use crate::ids;
+
+/// How one attempt ended, as the delivery loop needs it.
+#[derive(Debug)]
+enum Attempt {
+    /// HTTP 200 / ack code 200 in time, with the answer (`ack_data`); `over_http` says how
+    /// an empty answer reads.
+    Answered {
+        data: Option<Value>,
+        over_http: bool,
+    },
+    /// A failure; the error a clicking user would see if the event is a card callback.
+    Failed(u32),
+}
 
 impl Hub {
     /// Push `payload` (an event JSON) to one live connection of `app_id`, redelivering per the
@@ -81,6 +97,8 @@ impl Hub {
                 ack_data: None,
                 latency_ms: None,
                 done: false,
+                client_error: None,
+                toast: None,
                 late_acks: 0,
                 deliveries: Vec::new(),
                 payload,
@@ -89,31 +107,80 @@ impl Hub {
         Ok((key, event_id))
     }
 
-    /// The first attempt, then one after each wait of the schedule, until one is acked.
+    /// The first attempt, then one after each wait of the schedule, until one is acked; a card
+    /// callback: the one attempt, then its answer judged.
     async fn deliver(&self, key: u64, fragment_size: Option<usize>) {
-        let schedule = self.0.config.retry_schedule.clone();
+        let once = match self.lock().events.get(&key) {
+            Some(e) => e.event_type == CARD_ACTION,
+            None => return,
+        };
+        let schedule = if once {
+            Vec::new()
+        } else {
+            self.0.config.retry_schedule.clone()
+        };
+        let mut last = None;
         for (n, wait) in std::iter::once(Duration::ZERO).chain(schedule).enumerate() {
             tokio::time::sleep(wait).await;
             match self.attempt(key, fragment_size).await {
-                Some(true) => break,
-                Some(false) => tracing::debug!(key, attempt = n + 1, "event not acked"),
+                Some(a @ Attempt::Answered { .. }) => {
+                    last = Some(a);
+                    break;
+                }
+                Some(a) => {
+                    tracing::debug!(key, attempt = n + 1, "event not acked");
+                    last = Some(a);
+                }
                 None => return, // reset meanwhile
             }
+        }
+        if let (true, Some(a)) = (once, last) {
+            self.judge(key, a);
         }
         if let Some(e) = self.lock().events.get_mut(&key) {
             e.done = true;
         }
     }
 
-    /// One attempt: `Some(acked)`, or `None` when the record is gone.
-    async fn attempt(&self, key: u64, fragment_size: Option<usize>) -> Option<bool> {
+    /// What the clicking user sees after the attempt `a` of the card callback `key`: the
+    /// client error or the toast recorded, the answer's card applied to the clicked message.
+    /// The hub's lock and the message store's are taken one after the other, never together.
+    fn judge(&self, key: u64, a: Attempt) {
+        let Some(message_id) = self.lock().events.get(&key).map(|e| {
+            e.payload
+                .pointer("/event/context/open_message_id")
+                .and_then(Value::as_str)
+                .map(str::to_string)
+        }) else {
+            return;
+        };
+        let seen = match a {
+            Attempt::Failed(code) => Err(code),
+            Attempt::Answered { data, over_http } => match self.0.store.upgrade() {
+                Some(shared) => {
+                    answer::apply(&shared, message_id.as_deref(), data.as_ref(), over_http)
+                }
+                None => answer::judge(data.as_ref(), over_http, None).map(|v| v.toast),
+            },
+        };
+        if let Some(e) = self.lock().events.get_mut(&key) {
+            match seen {
+                Ok(toast) => e.toast = toast,
+                Err(code) => e.client_error = Some(code),
+            }
+        }
+    }
+
+    /// One attempt; `None` when the record is gone.
+    async fn attempt(&self, key: u64, fragment_size: Option<usize>) -> Option<Attempt> {
         let url = self.lock().callbacks.url.clone();
         if let Some(url) = url {
             return self.http_attempt(key, url).await;
         }
         let sent = self.send_frames(key, fragment_size)?;
         let Some((frame_message_id, rx, sent_at)) = sent else {
-            return Some(false);
+            // No live connection: nothing answers the user's client (emulator's choice).
+            return Some(Attempt::Failed(answer::NO_ANSWER));
         };
         let deadline = self.0.config.ack_deadline;
         let answer = tokio::time::timeout(deadline, rx).await;
@@ -126,18 +193,21 @@ impl Hub {
                 d.outcome = DeliveryOutcome::Acked;
                 e.acked = true;
                 e.ack_code = Some(200);
-                e.ack_data = ack.data;
+                e.ack_data = ack.data.clone();
                 e.latency_ms = Some(sent_at.elapsed().as_millis() as u64);
-                true
+                Attempt::Answered {
+                    data: ack.data,
+                    over_http: false,
+                }
             }
             Ok(Ok(ack)) => {
                 d.outcome = DeliveryOutcome::Refused { code: ack.code };
                 e.ack_code = Some(ack.code);
-                false
+                Attempt::Failed(answer::NON_200)
             }
             _ => {
                 d.outcome = DeliveryOutcome::NoAck;
-                false
+                Attempt::Failed(answer::NO_ANSWER)
             }
         })
     }
@@ -228,7 +298,7 @@ impl Hub {
 impl Hub {
     /// One HTTP attempt: POST the event to `url`; acked by HTTP 200 within the ack deadline,
     /// whose body is the answer (a card callback's `{}` / `{"toast":…}`). `None`: record gone.
-    async fn http_attempt(&self, key: u64, url: String) -> Option<bool> {
+    async fn http_attempt(&self, key: u64, url: String) -> Option<Attempt> {
         let req = {
             let mut s = self.lock();
             let tamper = match s.event_tamper.remove(&key) {
@@ -262,40 +332,54 @@ impl Hub {
                 };
                 match tokio::time::timeout(self.0.config.ack_deadline, send).await {
                     Ok(Ok(answer)) => Ok(answer),
-                    Ok(Err(e)) => Err(Some(e.to_string())),
+                    Ok(Err(e)) => {
+                        let code = if e.is_connect() {
+                            answer::CONNECT_FAILED
+                        } else {
+                            answer::REQUEST_FAILED
+                        };
+                        Err(Some((code, e.to_string())))
+                    }
                     Err(_) => Err(None),
                 }
             }
-            Err(e) => Err(Some(format!("no HTTP client: {e}"))),
+            Err(e) => Err(Some((
+                answer::REQUEST_FAILED,
+                format!("no HTTP client: {e}"),
+            ))),
         };
         let mut s = self.lock();
         let e = s.events.get_mut(&key)?;
         let d = e.deliveries.last_mut()?;
         Some(match result {
             Ok((200, body)) => {
+                let data = callback::answer_data(&body);
                 d.outcome = DeliveryOutcome::Acked;
                 e.acked = true;
                 e.ack_code = Some(200);
-                e.ack_data = callback::answer_data(&body);
+                e.ack_data = data.clone();
                 e.latency_ms = Some(sent_at.elapsed().as_millis() as u64);
-                true
+                Attempt::Answered {
+                    data,
+                    over_http: true,
+                }
             }
             Ok((status, _)) => {
                 d.outcome = DeliveryOutcome::Refused {
                     code: i64::from(status),
                 };
                 e.ack_code = Some(i64::from(status));
-                false
+                Attempt::Failed(answer::NON_200)
             }
             Err(None) => {
                 d.outcome = DeliveryOutcome::NoAck;
-                false
+                Attempt::Failed(answer::NO_ANSWER)
             }
-            Err(Some(error)) => {
+            Err(Some((code, error))) => {
                 tracing::debug!(key, %url, %error, "callback request failed");
                 d.outcome = DeliveryOutcome::NoConnection;
                 d.error = Some(error);
-                false
+                Attempt::Failed(code)
             }
         })
     }

@@ -8,7 +8,7 @@
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
 use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
@@ -16,6 +16,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::callback::{self, CallbackConfig, Tamper};
 use super::{LongConnectionConfig, PushedEvent};
 use crate::ids;
+use crate::state::Shared;
 
 /// What the hub asks a connection's task to do.
 #[derive(Debug)]
@@ -81,6 +82,9 @@ pub(super) struct Core {
     pub(super) inner: Mutex<HubInner>,
     /// The HTTP client of HTTP delivery, or why none could be built.
     pub(super) http: Result<reqwest::Client, String>,
+    /// The emulator's messages, which a card callback's answer may update (`answer.rs`). Weak:
+    /// the hub lives inside [`Shared`]. Never locked together with the hub's lock.
+    pub(super) store: Weak<Shared>,
 }
 
 /// The hub; cheap to clone (delivery tasks hold a clone).
@@ -114,7 +118,11 @@ pub(crate) enum Refusal {
 }
 
 impl Hub {
-    pub fn new(config: LongConnectionConfig, mut callbacks: CallbackConfig) -> Hub {
+    pub fn new(
+        config: LongConnectionConfig,
+        mut callbacks: CallbackConfig,
+        store: Weak<Shared>,
+    ) -> Hub {
         let tamper = std::mem::take(&mut callbacks.tamper).into();
         Hub(Arc::new(Core {
             config,
@@ -126,6 +134,7 @@ impl Hub {
                 ..HubInner::default()
             }),
             http: callback::client(),
+            store,
         }))
     }
 

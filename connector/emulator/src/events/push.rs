@@ -48,15 +48,18 @@ pub struct Click {
     /// directory's first app.
     #[serde(default)]
     pub app_id: Option<String>,
-    /// Push the same event (same `event_id`) again once the first push is finished: the
-    /// redelivery after success a client must absorb.
+    /// Push the same event (same `event_id`, same `c-` token) again once the first push is
+    /// finished: a re-delivery a client must absorb, made only on this explicit request (Lark
+    /// does not redeliver clicks, lifecycle §2.1; the Node SDK still dedupes them, §4.8). The
+    /// second push is delivered once and judged like the first.
     #[serde(default)]
     pub duplicate: bool,
     /// Fragment size for this push (overrides [`super::LongConnectionConfig::fragment_size`]).
     #[serde(default)]
     pub fragment_size: Option<usize>,
-    /// Make this event's first HTTP attempt wrong (`"signature"`, `"token"`, `"stale"`); the
-    /// redeliveries are right. Unused over the long connection.
+    /// Make this event's (only) HTTP attempt wrong (`"signature"`, `"token"`, `"stale"`): a
+    /// click is not redelivered, so a receiver that refuses it leaves the user with 200671.
+    /// Unused over the long connection.
     #[serde(default)]
     pub tamper: Option<Tamper>,
 }
@@ -104,7 +107,8 @@ pub struct BotMessage {
     /// Fragment size for this push.
     #[serde(default)]
     pub fragment_size: Option<usize>,
-    /// Make this event's first HTTP attempt wrong, as [`Click::tamper`].
+    /// Make this event's first HTTP attempt wrong, as [`Click::tamper`]; the redeliveries (per
+    /// the retry schedule) are right.
     #[serde(default)]
     pub tamper: Option<Tamper>,
 }
@@ -170,7 +174,8 @@ fn header(s: &Shared, event_type: &str, app_id: &str, create_time: String) -> Va
     })
 }
 
-/// Build and push a `card.action.trigger` (lifecycle §2.2); the event id.
+/// Build and push a `card.action.trigger` (lifecycle §2.2) with a fresh `c-` token; the event
+/// id.
 pub(crate) fn click(s: &Shared, c: Click) -> Result<String, EventsError> {
     let (sender_app, chat_id, card) = {
         let st = s.lock();

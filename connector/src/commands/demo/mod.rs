@@ -400,6 +400,7 @@ fn lifecycle_summary(emulator: &EmulatorHandle) -> LifecycleSummary {
                         VersionOp::Send => "send",
                         VersionOp::Patch => "patch",
                         VersionOp::Put => "put",
+                        VersionOp::Callback => "callback",
                     }
                     .to_string(),
                     template: v.content["header"]["template"]

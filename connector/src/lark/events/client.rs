@@ -48,7 +48,8 @@ pub enum ConnectError {
 }
 
 /// What a handler says about one event: answered with code 200 (and, for a card callback,
-/// its JSON answer: a toast), or with 500 (Lark pushes it again).
+/// its JSON answer: a toast), or with 500 (Lark pushes an event again; a card callback it never
+/// pushes again, the clicking user sees an error, lifecycle §2.1).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
     Done(Option<Vec<u8>>),
@@ -286,7 +287,7 @@ impl LongConnection {
                         }
                         Ok(Verdict::Failed) => frame.ack(500, None, started.elapsed()),
                         Err(_) => {
-                            tracing::warn!("events: an event took longer than {HANDLER_DEADLINE:?}; left unanswered, Lark pushes it again");
+                            tracing::warn!("events: an event took longer than {HANDLER_DEADLINE:?}; left unanswered (Lark pushes an event again; a click's user sees an error)");
                             continue;
                         }
                     };
