@@ -25,6 +25,7 @@
 
 pub mod http;
 
+use std::collections::HashSet;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -66,6 +67,43 @@ struct ToKafka {
     producer: FutureProducer,
     cfg: EventsConfig,
     seen: Mutex<Seen>,
+    /// The dedup keys being written now. Events are handled side by side (both ways in), so a
+    /// redelivery can arrive while the first delivery's write is still unacknowledged: it is
+    /// answered 500 rather than written a second time (Lark pushes it again; by then it is seen).
+    writing: Writing,
+}
+
+/// The dedup keys whose write is under way.
+#[derive(Default)]
+struct Writing(Mutex<HashSet<String>>);
+
+/// One key's claim in [`Writing`], given back however the handling ends (the caller may drop it
+/// at its deadline).
+struct Claim<'a> {
+    writing: &'a Writing,
+    key: String,
+}
+
+impl Writing {
+    fn keys(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Claims `key` for one write; `None` while another delivery of it is being written.
+    fn claim(&self, key: &str) -> Option<Claim<'_>> {
+        self.keys().insert(key.to_string()).then(|| Claim {
+            writing: self,
+            key: key.to_string(),
+        })
+    }
+}
+
+impl Drop for Claim<'_> {
+    fn drop(&mut self) {
+        self.writing.keys().remove(&self.key);
+    }
 }
 
 impl ToKafka {
@@ -125,6 +163,11 @@ impl Handler for ToKafka {
             telemetry::event("duplicate");
             return self.answer(&event);
         }
+        let Some(_claim) = self.writing.claim(&dedup) else {
+            tracing::debug!(event_id = %event.event_id, "events: a redelivery while the first is being written; answered 500");
+            telemetry::event("duplicate");
+            return Verdict::Failed;
+        };
         // librdkafka notices a message timeout only so often: bound the wait here as well, so a
         // slow write is answered 500 (and counted) before the client's own deadline.
         let written = match tokio::time::timeout(ANSWER_BY, self.write(&event)).await {
@@ -174,6 +217,7 @@ pub async fn run(cfg: &ConnectorConfig, stop: CancellationToken) -> Result<(), I
     let handler = ToKafka {
         producer,
         seen: Mutex::new(Seen::new(events.dedup_window, DEDUP_CAPACITY)),
+        writing: Writing::default(),
         cfg: events.clone(),
     };
     match &events.mode {
@@ -190,5 +234,27 @@ pub async fn run(cfg: &ConnectorConfig, stop: CancellationToken) -> Result<(), I
             connection.run(&handler, &stop).await?;
             Ok(())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_key_is_claimed_once_until_its_claim_ends() {
+        let writing = Writing::default();
+        let first = writing.claim("event:1");
+        assert!(first.is_some());
+        assert!(
+            writing.claim("event:1").is_none(),
+            "a second delivery waits"
+        );
+        assert!(writing.claim("event:2").is_some(), "another event does not");
+        drop(first);
+        assert!(
+            writing.claim("event:1").is_some(),
+            "given back when dropped"
+        );
     }
 }

@@ -1,7 +1,9 @@
 //! The long connection's client (docs/lark-api.md §15.3, §9): what the official SDKs' `ws.Client`
 //! does, for one app. It asks `POST /callback/ws/endpoint` for a WebSocket URL, dials it, pings at
 //! the server's interval, puts fragmented frames back together, hands each whole event to a
-//! [`Handler`] and answers the frame with the handler's verdict, within Lark's 3 s. On a close or
+//! [`Handler`] and answers the frame with the handler's verdict, within Lark's 3 s. Events are
+//! handled side by side (up to `MAX_IN_FLIGHT`), as the SDKs do, so one slow write does not make
+//! the events behind it late; each is answered as it finishes. On a close or
 //! an error it reconnects the way the SDKs do (the endpoint again, a random first delay below
 //! `ReconnectNonce`, then every `ReconnectInterval`, at most `ReconnectCount` times); an answer
 //! that can only mean wrong credentials or the 50-connection limit stops it instead.
@@ -11,6 +13,7 @@
 use std::future::Future;
 use std::time::{Duration, Instant};
 
+use futures::stream::FuturesUnordered;
 use futures::{SinkExt, StreamExt};
 use rand::Rng;
 use serde_json::{json, Value};
@@ -234,6 +237,10 @@ impl LongConnection {
         ws.send(send(Frame::ping(service))).await.map_err(lost)?;
         let mut next_ping = tokio::time::Instant::now() + timing.ping_interval;
         let mut parts = Reassembly::default();
+        // Events are handled side by side, as the SDKs do (a goroutine, a task per event): one
+        // slow write must not make the events behind it miss Lark's 3 s. Their acks go out as
+        // each finishes. At most MAX_IN_FLIGHT at once; past that no frame is read until one ends.
+        let mut in_flight = FuturesUnordered::new();
         loop {
             let msg = tokio::select! {
                 _ = stop.cancelled() => {
@@ -245,7 +252,13 @@ impl LongConnection {
                     next_ping = tokio::time::Instant::now() + timing.ping_interval;
                     continue;
                 }
-                m = ws.next() => m,
+                Some(ack) = in_flight.next(), if !in_flight.is_empty() => {
+                    if let Some(ack) = ack {
+                        ws.send(send(ack)).await.map_err(lost)?;
+                    }
+                    continue;
+                }
+                m = ws.next(), if in_flight.len() < MAX_IN_FLIGHT => m,
             };
             let bytes = match msg {
                 None | Some(Ok(Message::Close(_))) => return Ok(()),
@@ -278,23 +291,26 @@ impl LongConnection {
                             continue;
                         }
                     };
-                    let started = Instant::now();
-                    let verdict =
-                        tokio::time::timeout(HANDLER_DEADLINE, handler.handle(whole)).await;
-                    let ack = match verdict {
-                        Ok(Verdict::Done(data)) => {
-                            frame.ack(200, data.as_deref(), started.elapsed())
-                        }
-                        Ok(Verdict::Failed) => frame.ack(500, None, started.elapsed()),
-                        Err(_) => {
-                            tracing::warn!("events: an event took longer than {HANDLER_DEADLINE:?}; left unanswered (Lark pushes an event again; a click's user sees an error)");
-                            continue;
-                        }
-                    };
-                    ws.send(send(ack)).await.map_err(lost)?;
+                    in_flight.push(answer(handler, frame, whole));
                 }
                 Kind::Ping | Kind::Other => {}
             }
+        }
+    }
+}
+
+/// How many events one connection handles at once.
+const MAX_IN_FLIGHT: usize = 64;
+
+/// One event handled: its ack frame, or none when the handler overran [`HANDLER_DEADLINE`].
+async fn answer(handler: &impl Handler, frame: Frame, whole: Vec<u8>) -> Option<Frame> {
+    let started = Instant::now();
+    match tokio::time::timeout(HANDLER_DEADLINE, handler.handle(whole)).await {
+        Ok(Verdict::Done(data)) => Some(frame.ack(200, data.as_deref(), started.elapsed())),
+        Ok(Verdict::Failed) => Some(frame.ack(500, None, started.elapsed())),
+        Err(_) => {
+            tracing::warn!("events: an event took longer than {HANDLER_DEADLINE:?}; left unanswered (Lark pushes an event again; a click's user sees an error)");
+            None
         }
     }
 }
