@@ -8,7 +8,7 @@
 # suite took ~9.5 min that way. Every test has its own topics, consumer group, emulator and (when
 # it stops or abuses the broker) its own broker, so the executables can run side by side.
 #
-# What it does: builds the test executables (`cargo test --no-run`, nothing new when step 2 of
+# What it does: builds the test executables (`cargo test --no-run`, nothing new when step 3 of
 # scripts/test.sh already built them), starts them slowest first, at most JOBS at a time, each
 # in its package's directory as `cargo test` would, and keeps each one's output in a file. An
 # executable's output is printed whole when it ends, so outputs never interleave. Then the doc
