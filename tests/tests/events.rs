@@ -256,9 +256,9 @@ async fn a_dropped_connection_is_dialled_again() {
     assert_eq!(c.stop(), Some(0));
 }
 
-/// The broker stops. A click cannot be written: it is answered 500, and since Lark never pushes a
-/// click again (lifecycle §2.1) it is not in the topic; the emulator records the error the user
-/// sees (200671), who may click again. A message to the bot cannot be written either: answered
+/// The broker stops. A click cannot be written, and since Lark never pushes a click again
+/// (lifecycle §2.1) it is not in the topic: its user is answered with the failure toast (an error
+/// toast: click again) instead of Lark's generic error 200671. A message to the bot cannot be written either: answered
 /// 500, Lark pushes it again, and once the broker is back a redelivery lands, exactly once. A
 /// click after that is written once and answered with the toast.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -290,16 +290,24 @@ async fn with_the_broker_down_lark_redelivers_and_nothing_is_lost() {
     let pushed = event_of(&s.lark.pushed_events(), &lost)
         .cloned()
         .expect("the click");
+    // Lark never pushes a click again, so its user is told, with an error toast, to click again
+    // (lark.events.card.failure.toast), instead of Lark's generic error 200671.
     assert_eq!(
         pushed
             .deliveries
             .iter()
             .map(|d| &d.outcome)
             .collect::<Vec<_>>(),
-        [&DeliveryOutcome::Refused { code: 500 }],
-        "answered 500 once (in time, though behind the message), not pushed again: {pushed:?}"
+        [&DeliveryOutcome::Acked],
+        "answered once (in time, though behind the message), not pushed again: {pushed:?}"
     );
-    assert_eq!((pushed.client_error, pushed.toast), (Some(200671), None));
+    assert_eq!(
+        (pushed.client_error, pushed.toast),
+        (
+            None,
+            Some(json!({"type": "error", "content": lark_sink::config::DEFAULT_FAILURE_TOAST}))
+        )
+    );
 
     wait_until(
         "the message's first attempt refused or unanswered",

@@ -71,7 +71,15 @@ pub struct EventsConfig {
     /// `lark.events.card.toast`: what the clicking user sees after a card button click (none: the
     /// card answers `{}`).
     pub card_toast: Option<String>,
+    /// `lark.events.card.failure.toast`: what the clicking user sees when the click could not be
+    /// written (an error toast: Lark never sends a click again, so the user is told to click
+    /// again). `None` (set empty): answered 500, and Lark's client shows its own error.
+    pub failure_toast: Option<String>,
 }
+
+/// The default of `lark.events.card.failure.toast`.
+pub const DEFAULT_FAILURE_TOAST: &str =
+    "Not recorded (the pipeline is unavailable): please click again";
 
 impl EventsConfig {
     /// `None` without `lark.events.topic` (the other keys then are an error).
@@ -84,6 +92,7 @@ impl EventsConfig {
                 "lark.events.mode",
                 "lark.events.dedup.window.ms",
                 "lark.events.card.toast",
+                "lark.events.card.failure.toast",
             ];
             if let Some(k) = others
                 .iter()
@@ -114,11 +123,19 @@ impl EventsConfig {
             .get("lark.events.card.toast")
             .filter(|t| !t.is_empty())
             .map(str::to_string);
+        // Set but empty means "no toast" (answered 500), so read the raw value: `get` takes an
+        // empty value for an absent one.
+        let failure_toast = match keys.raw().get("lark.events.card.failure.toast") {
+            None => Some(DEFAULT_FAILURE_TOAST.to_string()),
+            Some(t) if t.trim().is_empty() => None,
+            Some(t) => Some(t.trim().to_string()),
+        };
         Ok(Some(EventsConfig {
             topic: topic.trim().to_string(),
             mode,
             dedup_window,
             card_toast,
+            failure_toast,
         }))
     }
 }
@@ -196,6 +213,14 @@ mod tests {
             .unwrap();
         assert_eq!(ws.mode, EventsMode::Websocket);
         assert_eq!(ws.dedup_window, DEFAULT_DEDUP_WINDOW);
+        assert_eq!(ws.failure_toast.as_deref(), Some(DEFAULT_FAILURE_TOAST));
+        let quiet = events(&[
+            ("lark.events.topic", "t"),
+            ("lark.events.card.failure.toast", ""),
+        ]);
+        assert_eq!(quiet.unwrap().unwrap().failure_toast, None);
+        let e = err(with("lark.events.card.failure.toast", "x"));
+        assert!(e.contains("needs lark.events.topic"), "{e}");
         let e = events(&[("lark.events.topic", "t"), ("lark.events.path", "/x")]).unwrap_err();
         assert!(e.contains("lark.events.mode=http only"), "{e}");
         let e = events(&[("lark.events.topic", "t"), ("lark.events.mode", "grpc")]).unwrap_err();

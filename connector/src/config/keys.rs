@@ -51,6 +51,7 @@ pub const KNOWN_KEYS: &[&str] = &[
     "lark.events.mode",
     "lark.events.dedup.window.ms",
     "lark.events.card.toast",
+    "lark.events.card.failure.toast",
     "lark.events.listener",
     "lark.events.path",
     "lark.events.encrypt.key",

@@ -35,7 +35,7 @@ use keys::Keys;
 
 pub use events::{
     EventsConfig, EventsMode, HttpEvents, DEDUP_CAPACITY, DEFAULT_DEDUP_WINDOW,
-    DEFAULT_EVENTS_PATH, DEFAULT_MAX_AGE,
+    DEFAULT_EVENTS_PATH, DEFAULT_FAILURE_TOAST, DEFAULT_MAX_AGE,
 };
 pub use kafka::KafkaProps;
 pub use keys::{is_known_key, KNOWN_KEYS};

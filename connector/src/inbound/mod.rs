@@ -35,7 +35,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{ConnectorConfig, EventsConfig, EventsMode, DEDUP_CAPACITY};
 use crate::lark::events::client::{ConnectError, Handler, LongConnection, Verdict};
-use crate::lark::events::event::{card_answer, InboundEvent, Seen, CARD_ACTION};
+use crate::lark::events::event::{
+    card_answer, card_failure_answer, InboundEvent, Seen, CARD_ACTION,
+};
 use crate::source::kafka::{acked_producer_within, ensure_topic};
 use crate::telemetry;
 
@@ -183,16 +185,25 @@ impl Handler for ToKafka {
                 self.answer(&event)
             }
             Err(e) => {
-                // Lark redelivers an event, never a card callback (lifecycle §2.1): the clicking
-                // user sees an error and may click again.
-                let then = if event.event_type == CARD_ACTION {
-                    "the clicking user sees an error (Lark does not push a click again)"
-                } else {
-                    "Lark pushes it again"
-                };
-                tracing::warn!(event_id = %event.event_id, "events: writing to the topic failed: {e}; answered 500, {then}");
                 telemetry::event("failed");
-                Verdict::Failed
+                // Lark redelivers an event, never a card callback (lifecycle §2.1): rather than
+                // leave the clicking user Lark's generic error (200671), an error toast says to
+                // click again.
+                match (&*event.event_type, &self.cfg.failure_toast) {
+                    (CARD_ACTION, Some(toast)) => {
+                        tracing::warn!(event_id = %event.event_id, "events: writing a click to the topic failed: {e}; its user is told to click again");
+                        let body = card_failure_answer(toast).to_string();
+                        Verdict::Done(Some(body.into_bytes()))
+                    }
+                    (CARD_ACTION, None) => {
+                        tracing::warn!(event_id = %event.event_id, "events: writing a click to the topic failed: {e}; answered 500, its user sees an error (Lark does not push a click again)");
+                        Verdict::Failed
+                    }
+                    _ => {
+                        tracing::warn!(event_id = %event.event_id, "events: writing to the topic failed: {e}; answered 500, Lark pushes it again");
+                        Verdict::Failed
+                    }
+                }
             }
         }
     }

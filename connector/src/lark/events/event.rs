@@ -130,6 +130,12 @@ pub fn card_answer(toast: Option<&str>) -> Value {
     }
 }
 
+/// The answer to a click that could not be written: an error toast, since Lark never sends the
+/// click again (docs/lark-api.md §15.2).
+pub fn card_failure_answer(toast: &str) -> Value {
+    serde_json::json!({"toast": {"type": "error", "content": toast}})
+}
+
 /// Events written within the window, by [`InboundEvent::dedup_key`]: a redelivery inside it is
 /// acknowledged without a second record. Bounded: past `capacity` the oldest are forgotten (such
 /// a redelivery is merely written again).
