@@ -239,7 +239,7 @@ impl UserIdType {
 }
 
 /// Mainland numbers may be given without the country code (§5: "non-mainland mobiles need
-/// +<country code>"), so both `13800000001` and `+8613800000001` find the same user.
+/// `+<country code>`"), so both `13800000001` and `+8613800000001` find the same user.
 pub fn normalize_mobile(m: &str) -> String {
     let m: String = m
         .chars()

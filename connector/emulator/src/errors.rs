@@ -238,7 +238,7 @@ pub fn lookup(code: i64) -> Option<LarkCode> {
 }
 
 /// A Lark error reply: what a handler returns instead of success. Rendering (log id, envelope,
-/// headers) happens in [`crate::reply`].
+/// headers) happens in `reply.rs`.
 #[derive(Clone, Debug, PartialEq, thiserror::Error)]
 #[error("Lark error {code} (HTTP {status}): {msg}")]
 pub struct ApiError {

@@ -8,7 +8,7 @@
 //! Every key is documented in `docs/configuration.md` (a test in `keys.rs` checks it names them).
 //!
 //! - `substitute.rs`: `${env:}` / `${file:}` substitution and the masked `as_given` copy;
-//! - `keys.rs`: [`Keys`], the typed reader (unknown keys, did-you-mean, `ms` / `flag` / `count` /
+//! - `keys.rs`: `Keys`, the typed reader (unknown keys, did-you-mean, `ms` / `flag` / `count` /
 //!   `choice`), and [`KNOWN_KEYS`];
 //! - `kafka.rs`: the subscription, the `kafka.*` passthrough, the output-topic check;
 //! - `sections.rs`: `lark.*`, `errors.*`, `lark.rate.*`, `buffer.*`, `admin.*`, each type with

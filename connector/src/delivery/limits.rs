@@ -3,7 +3,7 @@
 //!
 //! - App-wide: 50 requests/s **and** 1000/min for sending, per app. Two `governor` GCRA limiters
 //!   whose burst is sized so that no sliding window (Lark counts one) can exceed the quota; see
-//!   [`direct`]. A send goes out the moment its permit is granted.
+//!   `direct`. A send goes out the moment its permit is granted.
 //! - Per receiver (user or chat): 5/s. Not a governor keyed limiter: its permit would be granted
 //!   *before* the app-wide wait, and the app wait varies from message to message, so the actual send
 //!   times of one receiver could bunch up and put six sends into one second. Instead a receiver is

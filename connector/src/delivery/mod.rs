@@ -1,6 +1,6 @@
 //! The delivery engine: per-receiver queues ([`scheduler`]), Lark's quotas enforced before
 //! sending ([`limits`]), the send-with-retries of one message ([`send`]) and the update or recall
-//! of one already sent ([`update`]).
+//! of one already sent ([`mod@update`]).
 //!
 //! The sink submits every validated message to the [`scheduler::Scheduler`]; a queue per receiver
 //! keeps that receiver's messages in order while receivers proceed in parallel; each send first

@@ -3,7 +3,7 @@
 //!
 //! The same rules as a send: wait for permission first ([`RateLimits::acquire_update`]: the
 //! message's own 4/s gate, its receiver's spacing, the app quotas), retry what is retryable with
-//! [`with_retries`], and let throttle answers hold back the scope they name. What a refusal
+//! `with_retries`, and let throttle answers hold back the scope they name. What a refusal
 //! means for the key (send a new message instead, dead-letter, stop) is decided by the caller
 //! (`sink/keyed.rs`); this file only reports the answer, in Lark's classes, where a message that
 //! cannot be changed any more is `F-msg` ([`ErrorClass::Message`](crate::lark::ErrorClass::Message)).

@@ -12,7 +12,7 @@ pub fn canonical_email(email: &str) -> String {
 
 /// The canonical form of a mobile number: `+` and the digits, separators (spaces, `-`, `.`,
 /// parentheses) dropped. A number without `+` is a mainland number (§5: "non-mainland mobiles
-/// need +<country code>"), so `+86` is added: both spellings share one queue and one cache entry.
+/// need `+<country code>`"), so `+86` is added: both spellings share one queue and one cache entry.
 /// `None` when it is not a phone number at all.
 pub fn canonical_mobile(mobile: &str) -> Option<String> {
     let trimmed = mobile.trim();

@@ -1,10 +1,10 @@
 //! The Lark calls lark-sink makes (send, reply, webhook push, urgent, batch_get_id, and the
 //! lifecycle calls: card update, edit, recall), over one shared HTTP connection pool.
 //!
-//! Every call goes through [`read_response`] (`http.rs`), which sends the request and hands the
+//! Every call goes through `read_response` (`http.rs`), which sends the request and hands the
 //! answer to `read_answer`: the JSON body of a success or a classified [`LarkError`]; the token
 //! rule of lark-api.md §1.6 (evict, re-mint, retry once, then give up as a configuration error)
-//! lives in [`LarkClient::authorized`]. The lifecycle calls re-read their errors with their own
+//! lives in `LarkClient::authorized`. The lifecycle calls re-read their errors with their own
 //! code table ([`LarkError::for_call`], lark-api.md §14).
 
 use std::collections::BTreeMap;
@@ -159,7 +159,7 @@ impl LarkClient {
     }
 
     /// Posts a message to custom-bot webhook `name` (lark-api.md §8). Webhooks answer HTTP 200
-    /// with a non-zero `code` on failure, which [`read_response`] classifies like any Lark code.
+    /// with a non-zero `code` on failure, which `read_response` classifies like any Lark code.
     /// A 19021 (signature or clock skew) is re-signed and sent once more, as the spec advises.
     pub async fn send_webhook(
         &self,

@@ -1,7 +1,7 @@
 //! The HTTP transport under every Lark call: the one client builder, sending a request and
 //! reading its answer, and the only code in `lark` that reads reqwest's errors.
 //!
-//! [`read_response`] sends a request and hands the answer to [`read_answer`] (pure, in
+//! `read_response` sends a request and hands the answer to [`read_answer`] (pure, in
 //! [`super::classify`]); a request that got no answer becomes a transient [`LarkError`], except a
 //! rejected server certificate, which never fixes itself. The token cache and the client both
 //! sit on this file, so neither needs the other to reach Lark.

@@ -16,7 +16,7 @@
 //! | `bot` | the bot ability is on (§3: 230006) |
 //! | `contact-scope` | `contact:user.id:readonly`, needed by `receiveType: "phone"` (§5) |
 //! | `webhook` | each custom-bot webhook's token and signature (§8), without posting |
-//! | `events` | `lark.events.*`: the long connection's endpoint accepts the app, or (http mode) a signed self-test and the challenge are answered by the listener ([`events`]) |
+//! | `events` | `lark.events.*`: the long connection's endpoint accepts the app, or (http mode) a signed self-test and the challenge are answered by the listener (`events.rs`) |
 //!
 //! Nothing is delivered to anyone. Three decisions make that true:
 //!

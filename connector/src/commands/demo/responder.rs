@@ -8,7 +8,7 @@
 //!    put it in the keyed card's button values), who clicked (`event.operator.open_id`, named from
 //!    its on-call roster) and the chat (`event.context.open_chat_id`: a keyed message is one per
 //!    key and receiver);
-//! 4. it produces the acknowledged version of the alert ("[ACKNOWLEDGED] … by Alice", orange,
+//! 4. it produces the acknowledged version of the alert ("\[ACKNOWLEDGED\] … by Alice", orange,
 //!    same `messageKey`, Kafka key = the `messageKey` so it shares the alert's partition) to the
 //!    sink's source topic, acknowledged by the broker; the sink then updates the clicked card in
 //!    place.
