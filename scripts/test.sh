@@ -41,6 +41,14 @@ if [ -z "${CARGO_TARGET_DIR:-}" ] && [ "$cache" != off ]; then
     echo "build cache $cache is over 40 GiB: emptying it"
     rm -rf "${cache:?}/target" "${cache:?}/fuzz-target"
   fi
+  # Cargo tells whether a workspace crate must be built again by its files' times. A build from
+  # another clone made after this clone's files were written would look fresh for this one: when
+  # the cache was last used by another checkout, this checkout's files are made newer than it.
+  if [ "$(cat "$cache/checkout" 2>/dev/null)" != "$PWD" ]; then
+    { git ls-files -z 2>/dev/null || find . -path ./target -prune -o -type f -print0; } |
+      xargs -0 touch --no-create
+    echo "$PWD" >"$cache/checkout"
+  fi
   export CARGO_TARGET_DIR="$cache/target"
   fuzz_target_dir="$cache/fuzz-target"
   echo "build cache: $cache"
