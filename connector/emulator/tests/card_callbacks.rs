@@ -15,22 +15,16 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use base64::Engine;
-use futures::{SinkExt, StreamExt};
 use lark_emulator::events::answer;
-use lark_emulator::events::frame::{header as frame_header, Frame};
+use lark_emulator::events::frame::Frame;
 use lark_emulator::{
     BotMessage, Click, DeliveryOutcome, Emulator, EmulatorConfig, EmulatorHandle,
     LongConnectionConfig, PushedEvent, VersionOp,
 };
 use serde_json::{json, Value};
-use tokio::net::TcpStream;
-use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
-
-const APP: &str = "cli_demo_app";
-const SECRET: &str = "demo-secret";
+mod common;
+use common::*;
 
 /// A redelivery would come 100 ms after a failed attempt; the tests wait longer than that.
 async fn start() -> EmulatorHandle {
@@ -48,49 +42,11 @@ async fn start() -> EmulatorHandle {
 }
 
 async fn connect(emu: &EmulatorHandle) -> Ws {
-    let body: Value = reqwest::Client::new()
-        .post(format!("{}/callback/ws/endpoint", emu.base_url()))
-        .json(&json!({"AppID": APP, "AppSecret": SECRET}))
-        .send()
-        .await
-        .expect("endpoint")
-        .json()
-        .await
-        .expect("json");
-    let url = body["data"]["URL"].as_str().expect("URL");
+    let url = url(emu).await;
     tokio_tungstenite::connect_async(url)
         .await
         .expect("connect")
         .0
-}
-
-/// The next data frame within `wait`, or `None`.
-async fn frame_within(ws: &mut Ws, wait: Duration) -> Option<Frame> {
-    loop {
-        match tokio::time::timeout(wait, ws.next()).await {
-            Err(_) => return None,
-            Ok(Some(Ok(Message::Binary(b)))) => {
-                return Some(Frame::decode_bytes(&b).expect("frame"))
-            }
-            Ok(Some(Ok(_))) => {}
-            Ok(other) => panic!("connection ended: {other:?}"),
-        }
-    }
-}
-
-async fn next_frame(ws: &mut Ws) -> Frame {
-    frame_within(ws, Duration::from_secs(2))
-        .await
-        .expect("a frame in time")
-}
-
-async fn ack(ws: &mut Ws, frame: &Frame, payload: Value) {
-    let mut a = frame.clone();
-    a.headers.push(frame_header("biz_rt", "1"));
-    a.payload = Some(payload.to_string().into_bytes());
-    ws.send(Message::Binary(a.to_bytes().into()))
-        .await
-        .expect("send ack");
 }
 
 /// An ack with code 200 whose `data` is `answer` (JSON) base64-encoded.
@@ -99,62 +55,13 @@ async fn answer_with(ws: &mut Ws, frame: &Frame, answer: &[u8]) {
     ack(ws, frame, json!({"code": 200, "data": data})).await;
 }
 
-fn payload(frame: &Frame) -> Value {
-    serde_json::from_slice(frame.payload.as_deref().expect("payload")).expect("json")
-}
-
 /// Waits until the event `id` is done (no more attempts, a click judged).
 async fn done(emu: &EmulatorHandle, id: &str) -> PushedEvent {
-    for _ in 0..300 {
-        if let Some(e) = emu
-            .pushed_events()
-            .into_iter()
-            .find(|e| e.event_id == id && e.done)
-        {
-            return e;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("event {id} not done: {:?}", emu.pushed_events());
+    wait_event(emu, id, |e| e.done).await
 }
 
 fn outcomes(e: &PushedEvent) -> Vec<DeliveryOutcome> {
     e.deliveries.iter().map(|d| d.outcome.clone()).collect()
-}
-
-/// Send `card` as an interactive message to `oc_ops` through the API; its message id.
-async fn send_card(emu: &EmulatorHandle, card: &Value) -> String {
-    let http = reqwest::Client::new();
-    let token: Value = http
-        .post(format!(
-            "{}/open-apis/auth/v3/tenant_access_token/internal",
-            emu.base_url()
-        ))
-        .json(&json!({"app_id": APP, "app_secret": SECRET}))
-        .send()
-        .await
-        .expect("token")
-        .json()
-        .await
-        .expect("json");
-    let sent: Value = http
-        .post(format!(
-            "{}/open-apis/im/v1/messages?receive_id_type=chat_id",
-            emu.base_url()
-        ))
-        .bearer_auth(token["tenant_access_token"].as_str().expect("token"))
-        .json(&json!({"receive_id": "oc_ops", "msg_type": "interactive",
-                      "content": card.to_string()}))
-        .send()
-        .await
-        .expect("send")
-        .json()
-        .await
-        .expect("json");
-    sent["data"]["message_id"]
-        .as_str()
-        .expect("message_id")
-        .to_string()
 }
 
 fn v2_card(text: &str) -> Value {

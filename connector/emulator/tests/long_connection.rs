@@ -10,20 +10,16 @@ use std::time::Duration;
 
 use base64::Engine;
 use futures::{SinkExt, StreamExt};
-use lark_emulator::events::frame::{header, Frame, METHOD_CONTROL, METHOD_DATA};
+use lark_emulator::events::frame::{Frame, METHOD_CONTROL, METHOD_DATA};
 use lark_emulator::{
     BotMessage, Click, DeliveryOutcome, Emulator, EmulatorConfig, EmulatorHandle, Fault,
-    FaultTarget, LongConnectionConfig, PushedEvent,
+    FaultTarget, LongConnectionConfig,
 };
 use serde_json::{json, Value};
-use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
-
-const APP: &str = "cli_demo_app";
-const SECRET: &str = "demo-secret";
+mod common;
+use common::*;
 
 fn quick() -> LongConnectionConfig {
     LongConnectionConfig {
@@ -40,22 +36,6 @@ async fn start(long_connection: LongConnectionConfig) -> EmulatorHandle {
     };
     let addr = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
     Emulator::start(config, addr).await.expect("start")
-}
-
-async fn endpoint(emu: &EmulatorHandle, body: Value) -> (u16, Value) {
-    let resp = reqwest::Client::new()
-        .post(format!("{}/callback/ws/endpoint", emu.base_url()))
-        .json(&body)
-        .send()
-        .await
-        .expect("endpoint");
-    let status = resp.status().as_u16();
-    (status, resp.json().await.expect("json"))
-}
-
-async fn url(emu: &EmulatorHandle) -> String {
-    let (_, body) = endpoint(emu, json!({"AppID": APP, "AppSecret": SECRET})).await;
-    body["data"]["URL"].as_str().expect("URL").to_string()
 }
 
 async fn connect(emu: &EmulatorHandle) -> (Ws, i32) {
@@ -76,91 +56,16 @@ fn query(url: &str, key: &str) -> String {
         .expect(key)
 }
 
-/// The next binary frame (other messages skipped), within 2 s.
-async fn next_frame(ws: &mut Ws) -> Frame {
-    loop {
-        let msg = tokio::time::timeout(Duration::from_secs(2), ws.next())
-            .await
-            .expect("a frame in time")
-            .expect("open")
-            .expect("ok");
-        if let Message::Binary(b) = msg {
-            return Frame::decode_bytes(&b).expect("frame");
-        }
-    }
-}
-
 /// Whether a frame arrives within `wait`.
 async fn quiet(ws: &mut Ws, wait: Duration) -> bool {
     tokio::time::timeout(wait, ws.next()).await.is_err()
 }
 
-async fn ack(ws: &mut Ws, frame: &Frame, payload: Value) {
-    let mut a = frame.clone();
-    a.headers.push(header("biz_rt", "3"));
-    a.payload = Some(payload.to_string().into_bytes());
-    ws.send(Message::Binary(a.to_bytes().into()))
-        .await
-        .expect("send ack");
-}
-
-fn payload(frame: &Frame) -> Value {
-    serde_json::from_slice(frame.payload.as_deref().expect("payload")).expect("json payload")
-}
-
-/// Poll until the event `id` satisfies `done`, within 3 s.
-async fn wait_event(
-    emu: &EmulatorHandle,
-    id: &str,
-    done: impl Fn(&PushedEvent) -> bool,
-) -> PushedEvent {
-    for _ in 0..300 {
-        if let Some(e) = emu
-            .pushed_events()
-            .into_iter()
-            .find(|e| e.event_id == id && done(e))
-        {
-            return e;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!(
-        "event {id} never reached the state: {:?}",
-        emu.pushed_events()
-    );
-}
-
-/// Send an interactive card to `oc_ops` through the API; its message id.
-async fn send_card(emu: &EmulatorHandle) -> String {
-    let http = reqwest::Client::new();
-    let token: Value = http
-        .post(format!(
-            "{}/open-apis/auth/v3/tenant_access_token/internal",
-            emu.base_url()
-        ))
-        .json(&json!({"app_id": APP, "app_secret": SECRET}))
-        .send()
-        .await
-        .expect("token")
-        .json()
-        .await
-        .expect("json");
+/// The card most tests click on.
+async fn a_card(emu: &EmulatorHandle) -> String {
     let card =
         json!({"schema": "2.0", "body": {"elements": [{"tag": "markdown", "content": "hi"}]}});
-    let sent: Value = http
-        .post(format!("{}/open-apis/im/v1/messages?receive_id_type=chat_id", emu.base_url()))
-        .bearer_auth(token["tenant_access_token"].as_str().expect("token"))
-        .json(&json!({"receive_id": "oc_ops", "msg_type": "interactive", "content": card.to_string()}))
-        .send()
-        .await
-        .expect("send")
-        .json()
-        .await
-        .expect("json");
-    sent["data"]["message_id"]
-        .as_str()
-        .expect("message_id")
-        .to_string()
+    send_card(emu, &card).await
 }
 
 #[tokio::test]
@@ -237,7 +142,7 @@ async fn ping_is_answered_with_a_pong_carrying_client_config() {
 #[tokio::test]
 async fn a_click_is_pushed_acked_and_its_toast_recorded() {
     let emu = start(quick()).await;
-    let message_id = send_card(&emu).await;
+    let message_id = a_card(&emu).await;
     let (mut ws, service) = connect(&emu).await;
     let event_id = emu
         .click(Click::button(&message_id, json!({"action": "ack"})))
