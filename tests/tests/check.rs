@@ -537,6 +537,12 @@ async fn check_self_tests_the_http_listener() {
         n: Default::default(),
     };
     let events_line = |r: &Run| {
+        for secret in [ENCRYPT_KEY, TOKEN] {
+            assert!(
+                !r.out.contains(secret) && !r.err.contains(secret),
+                "printed"
+            );
+        }
         let ok = r.lines("OK");
         ok.into_iter()
             .find(|(id, _)| id == "events")
@@ -578,6 +584,7 @@ async fn check_self_tests_the_http_listener() {
         &["--no-write"],
     );
     let line = r.only_failure("events");
+    assert!(!line.contains("another-key") && !line.contains(ENCRYPT_KEY));
     assert!(
         line.contains("refused the challenge") && line.contains("another lark.events.encrypt.key"),
         "{line}"
