@@ -23,7 +23,7 @@ command -v cargo-fuzz >/dev/null 2>&1 || cargo install cargo-fuzz --locked
 cd fuzz
 # The same flags as the runs below, so a run after `build` builds nothing.
 build_flags=(--sanitizer none --debug-assertions)
-# scripts/test.sh's build cache (its step 2): the fuzz build's own directory there, so that it
+# scripts/test.sh's build cache (its step 1c): the fuzz build's own directory there, so that it
 # neither waits for the workspace build's lock nor starts from nothing in a clean checkout.
 [ -z "${LARK_SINK_FUZZ_TARGET_DIR:-}" ] || build_flags+=(--target-dir "$LARK_SINK_FUZZ_TARGET_DIR")
 if [ "$seconds" = build ]; then

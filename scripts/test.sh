@@ -26,7 +26,7 @@ fi
 scripts/broker.sh install
 scripts/sdk.sh install
 
-# 2. The build cache. A clean checkout (CI's) has no target/, and most of a workspace build is
+# 1c. The build cache. A clean checkout (CI's) has no target/, and most of a workspace build is
 #    the dependencies (librdkafka's C build alone is minutes). So builds go to a target directory
 #    kept per user outside the checkout: every clone of the repository shares its dependencies'
 #    builds, and a warm run compiles only the workspace's own crates (cargo names a workspace
@@ -54,10 +54,10 @@ if [ -z "${CARGO_TARGET_DIR:-}" ] && [ "$cache" != off ]; then
   echo "build cache: $cache"
 fi
 
-# 3. One build of the whole workspace, shared by every test below. The fuzz targets of step 6 are
+# 2. One build of the whole workspace, shared by every test below. The fuzz targets of step 5 are
 #    built meanwhile in the background at the lowest priority (nice 19): they take what CPU the
 #    workspace build leaves, then the CPU the end-to-end tests leave while they wait. Not with
-#    arguments (see step 5).
+#    arguments (see step 4).
 fuzz_seconds=${LARK_SINK_FUZZ_SECONDS:-25}
 fuzz_build=""
 if [ $# -eq 0 ] && [ "$fuzz_seconds" -gt 0 ]; then
@@ -74,7 +74,7 @@ stop_fuzz_build() { [ -z "$fuzz_build" ] || kill -- "-$fuzz_build" 2>/dev/null |
 trap stop_fuzz_build EXIT
 cargo build --workspace --all-targets --locked
 
-# 4. Fresh brokers for this run (the plain one, and the secured ones on the next four ports),
+# 3. Fresh brokers for this run (the plain one, and the secured ones on the next four ports),
 #    stopped however the run ends.
 export LARK_SINK_BROKER_PORT=${LARK_SINK_BROKER_PORT:-19092}
 trap 'stop_fuzz_build; scripts/broker.sh stop' EXIT
@@ -84,7 +84,7 @@ export LARK_SINK_TEST_BROKER="127.0.0.1:$LARK_SINK_BROKER_PORT"
 # shellcheck disable=SC1091
 source "${LARK_SINK_BROKER_DIR:-.broker}-secure/env"
 
-# 5. Everything, several test executables at a time (scripts/run-tests.sh says why). Arguments (a
+# 4. Everything, several test executables at a time (scripts/run-tests.sh says why). Arguments (a
 #    test-name filter, `-- --nocapture`, ...) run plain `cargo test` with them instead, one
 #    executable at a time, and skip the fuzz run.
 if [ $# -gt 0 ]; then
@@ -94,7 +94,7 @@ fi
 tests_rc=0
 scripts/run-tests.sh || tests_rc=$?
 
-# 6. A short fuzz run of each target (fuzz/; nightly and cargo-fuzz installed when missing), 25 s
+# 5. A short fuzz run of each target (fuzz/; nightly and cargo-fuzz installed when missing), 25 s
 #    each unless LARK_SINK_FUZZ_SECONDS says otherwise (0 skips). Long runs: docs/testing.md#fuzzing.
 #    Failed tests end the run here (the EXIT trap stops the fuzz build).
 [ "$tests_rc" = 0 ] || exit "$tests_rc"

@@ -93,8 +93,8 @@ async fn serve_on(
         .map_err(|e| listen_error(local, e))
 }
 
-/// Seconds since the Unix epoch.
-fn now_s() -> i64 {
+/// Seconds since the Unix epoch (the unit of `X-Lark-Request-Timestamp`).
+pub fn now_s() -> i64 {
     SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64)

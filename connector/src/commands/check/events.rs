@@ -13,7 +13,6 @@
 //!   cannot see is the public side: whether the URL saved in the console reaches the listener.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::time::SystemTime;
 
 use serde_json::{json, Value};
 
@@ -171,7 +170,7 @@ async fn exchange(
         key,
         token,
         &cfg.lark.app_id,
-        now_s(),
+        crate::inbound::http::now_s(),
         &nonce,
         rand::random(),
     );
@@ -247,10 +246,4 @@ fn reachable(at: SocketAddr) -> SocketAddr {
 
 fn random_hex() -> String {
     format!("{:032x}", rand::random::<u128>())
-}
-
-fn now_s() -> i64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
 }

@@ -10,7 +10,7 @@
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::{Headers, Message};
+use rdkafka::message::Message;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
@@ -146,12 +146,7 @@ pub(super) fn read_clicks(
 
 /// One record of the events topic, read; `pushed` is what the emulator pushed, and its answers.
 fn summary(m: &impl Message, pushed: &[PushedEvent]) -> Result<ClickSummary, String> {
-    let header = |name: &str| {
-        m.headers()
-            .and_then(|hs| hs.iter().find(|h| h.key == name))
-            .and_then(|h| h.value)
-            .map(|v| String::from_utf8_lossy(v).into_owned())
-    };
+    let header = |name: &str| super::header(m, name);
     let event_id = header("lark.event_id").ok_or("no lark.event_id header")?;
     let event_type = header("lark.event_type").ok_or("no lark.event_type header")?;
     let value: Value = serde_json::from_slice(m.payload().unwrap_or_default())

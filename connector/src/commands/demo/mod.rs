@@ -442,13 +442,7 @@ fn read_dead_letters(
         let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) else {
             continue;
         };
-        let header = |name: &str| {
-            m.headers()
-                .and_then(|hs| hs.iter().find(|h| h.key == name))
-                .and_then(|h| h.value)
-                .map(|v| String::from_utf8_lossy(v).into_owned())
-                .unwrap_or_default()
-        };
+        let header = |name: &str| header(&m, name).unwrap_or_default();
         out.push(DeadLetterSummary {
             source: format!(
                 "{}-{}@{}",
@@ -461,6 +455,14 @@ fn read_dead_letters(
         });
     }
     Ok(out)
+}
+
+/// Record `m`'s header `name`, as text (the demo's topics carry text headers only).
+fn header(m: &impl Message, name: &str) -> Option<String> {
+    m.headers()
+        .and_then(|hs| hs.iter().find(|h| h.key == name))
+        .and_then(|h| h.value)
+        .map(|v| String::from_utf8_lossy(v).into_owned())
 }
 
 fn print_report(r: &DemoReport) {

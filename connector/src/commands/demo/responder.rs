@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
-use rdkafka::message::{BorrowedMessage, Headers, Message};
+use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::ClientConfig;
 use serde_json::Value;
@@ -172,12 +172,7 @@ pub async fn acknowledge_one_click(
 /// The click a record holds, if it is one the responder answers (an Acknowledge click); what is
 /// missing from it otherwise.
 fn read_click(m: &BorrowedMessage<'_>) -> Result<Option<Click>, String> {
-    let header = |name: &str| {
-        m.headers()
-            .and_then(|hs| hs.iter().find(|h| h.key == name))
-            .and_then(|h| h.value)
-            .map(|v| String::from_utf8_lossy(v).into_owned())
-    };
+    let header = |name: &str| super::header(m, name);
     if header("lark.event_type").as_deref() != Some(CLICK) {
         return Ok(None);
     }
